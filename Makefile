@@ -1,0 +1,50 @@
+# Short-video recommender: `make demo` runs the pipeline, `make test` runs the suite.
+# Only Python 3.11 and pip are needed: uv is bootstrapped into .tools/, and the locked
+# environment (uv.lock) is synced into .venv/.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.synced
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(STAMP) ## Install uv and the locked environment into .venv
+	@echo "environment ready: $(VENV)"
+
+demo: install ## Generate the default data set, run `dvc repro`, print what each stage produced
+	RECO_DEMO=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@$(BIN)/python -m components.summary
+
+test: install ## Run the whole test suite (unit, feature repo, DAGs, end to end)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+test-fast: install ## Unit tests only
+	$(BIN)/python -m pytest tests/unit
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: install ## Ingest + preprocess throughput at 1M / 5M / 10M events
+	$(BIN)/python -m benchmarks.bench_ingest --events 1000000 5000000 10000000
+
+clean: ## Remove generated data, metrics and reports (keeps the environment)
+	rm -rf data metrics reports .dvc/tmp

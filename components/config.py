@@ -1,0 +1,28 @@
+"""Typed loading of ``params.yaml``: one ``base`` section plus one section per stage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.paths import PROJECT_ROOT
+
+DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+
+
+def load_params(path: str | Path | None = None) -> dict[str, Any]:
+    """Read the params file (default: the project's ``params.yaml``)."""
+    p = Path(path) if path is not None else DEFAULT_PARAMS
+    with p.open(encoding="utf-8") as fh:
+        params = yaml.safe_load(fh) or {}
+    if not isinstance(params, dict) or "base" not in params:
+        raise ValueError(f"{p}: expected a mapping with a 'base' section")
+    return params
+
+
+def demo_mode() -> bool:
+    """True when running the embedded demo (``RECO_DEMO=1``), which allows a built-in HMAC key."""
+    return os.environ.get("RECO_DEMO", "").strip().lower() in {"1", "true", "yes"}

@@ -1,0 +1,184 @@
+"""The event, user and content schemas: event types, their required fields, and Arrow schemas.
+
+One event log row per event. The specification's ``additional_info`` is stored flattened into
+typed, nullable columns (``watch_duration_s``, ``comment_text``, ``platform``, ``creator_id``,
+``reason``, ``metadata``), which keeps the log columnar; which of them an event type requires is
+declared in :data:`REQUIRED_FIELDS`. The request context (device, OS, network) rides on every event.
+
+Raw events are Parquet, Hive-partitioned by ``event_date`` (UTC calendar date of ``timestamp``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import pyarrow as pa
+
+
+class EventType(StrEnum):
+    # engagement
+    LIKE = "like"
+    COMMENT = "comment"
+    SHARE = "share"
+    FOLLOW = "follow"
+    SAVE = "save"
+    # consumption
+    VIEW = "view"
+    COMPLETE_VIEW = "complete_view"
+    REPLAY = "replay"
+    # negative
+    SKIP = "skip"
+    HIDE = "hide"
+    REPORT = "report"
+    UNFOLLOW = "unfollow"
+    # supply
+    CONTENT_UPLOAD = "content_upload"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
+ENGAGEMENT_TYPES = frozenset({"like", "comment", "share", "follow", "save"})
+CONSUMPTION_TYPES = frozenset({"view", "complete_view", "replay"})
+NEGATIVE_TYPES = frozenset({"skip", "hide", "report", "unfollow"})
+
+#: Fields every event must carry.
+BASE_REQUIRED: tuple[str, ...] = ("event_id", "event_type", "user_id", "timestamp")
+
+#: Extra fields an event type must carry (the specification's additional info).
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "like": ("content_id",),
+    "comment": ("content_id", "comment_text"),
+    "share": ("content_id", "platform"),
+    "follow": ("creator_id",),
+    "save": ("content_id",),
+    "view": ("content_id", "watch_duration_s"),
+    "complete_view": ("content_id",),
+    "replay": ("content_id",),
+    "skip": ("content_id",),
+    "hide": ("content_id",),
+    "report": ("content_id", "reason"),
+    "unfollow": ("creator_id",),
+    "content_upload": ("content_id", "creator_id", "metadata"),
+}
+
+#: Columns an incoming event may carry, and the Python type each must have in JSON.
+STRING_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "event_type",
+    "user_id",
+    "content_id",
+    "comment_text",
+    "platform",
+    "creator_id",
+    "reason",
+    "metadata",
+    "device_type",
+    "os",
+    "network",
+)
+NUMBER_FIELDS: tuple[str, ...] = ("watch_duration_s", "rating")
+#: Free-text fields whose length is bounded (see ``ingest.max_text_chars`` in params).
+TEXT_FIELDS: tuple[str, ...] = ("comment_text", "reason", "metadata", "platform")
+#: Identifier fields with a short length bound (see ``ingest.max_id_chars``).
+ID_FIELDS: tuple[str, ...] = ("event_id", "user_id", "content_id", "creator_id")
+
+EVENT_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+
+#: The raw event log as stored after ingestion (``event_date`` is the partition key).
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),  # pseudonymised (keyed HMAC)
+        pa.field("content_id", pa.string()),
+        pa.field("timestamp", EVENT_TIMESTAMP, nullable=False),
+        pa.field("watch_duration_s", pa.float64()),
+        pa.field("rating", pa.float64()),
+        pa.field("comment_text", pa.string()),
+        pa.field("platform", pa.string()),
+        pa.field("creator_id", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("metadata", pa.string()),  # JSON text (content_upload)
+        pa.field("device_type", pa.string()),
+        pa.field("os", pa.string()),
+        pa.field("network", pa.string()),
+        pa.field("unknown_content", pa.bool_(), nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+    ]
+)
+EVENT_COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA.names)
+
+#: One row per quarantined input record, with the reason it was refused.
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("record_no", pa.int64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("raw", pa.string(), nullable=False),
+    ]
+)
+
+#: User profile: demographics and declared preferences (user id pseudonymised at ingestion).
+USER_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("age_group", pa.string()),
+        pa.field("location", pa.string()),
+        pa.field("language", pa.string()),
+        pa.field("preferred_categories", pa.list_(pa.string())),
+        pa.field("creators_followed", pa.list_(pa.string())),
+        pa.field("signup_timestamp", EVENT_TIMESTAMP),
+    ]
+)
+
+#: Content metadata; embedding vectors are optional (null when the data set has none).
+CONTENT_SCHEMA = pa.schema(
+    [
+        pa.field("content_id", pa.string(), nullable=False),
+        pa.field("creator_id", pa.string()),
+        pa.field("upload_timestamp", EVENT_TIMESTAMP),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("description", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("audio_id", pa.string()),
+        pa.field("visual_embedding", pa.list_(pa.float32())),
+        pa.field("audio_embedding", pa.list_(pa.float32())),
+    ]
+)
+
+#: Cleaned events after preprocessing: raw columns plus session and content-derived columns.
+CLEAN_EVENT_EXTRA = pa.schema(
+    [
+        pa.field("session_id", pa.int64(), nullable=False),
+        pa.field("content_duration_s", pa.float64()),
+        pa.field("duration_imputed", pa.bool_()),
+        pa.field("watch_ratio", pa.float64()),
+        pa.field("category", pa.string()),
+    ]
+)
+
+SESSION_SCHEMA = pa.schema(
+    [
+        pa.field("session_id", pa.int64(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("start", EVENT_TIMESTAMP, nullable=False),
+        pa.field("end", EVENT_TIMESTAMP, nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("n_events", pa.int64(), nullable=False),
+        pa.field("n_contents", pa.int64(), nullable=False),
+        pa.field("watch_time_s", pa.float64(), nullable=False),
+    ]
+)
+
+#: Columns of an incoming event drop (Parquet or JSON Lines): the raw log without the columns
+#: ingestion adds. ``user_id`` is the producer's raw id; ``timestamp`` is a UTC timestamp
+#: (Parquet: ``timestamp[ms, UTC]``; JSON: ISO-8601 text or epoch milliseconds).
+DROP_EVENT_SCHEMA = pa.schema(
+    [f for f in EVENT_SCHEMA if f.name not in {"unknown_content", "event_date"}]
+)
+
+# A drop folder holds:
+#   events/*.parquet | events/*.jsonl   events (DROP_EVENT_SCHEMA)
+#   users.parquet                         USER_SCHEMA, raw user ids
+#   content.parquet                       CONTENT_SCHEMA

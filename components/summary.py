@@ -1,0 +1,62 @@
+"""Print a short summary of what each pipeline stage produced (reads ``metrics/*.json``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from components.paths import DataPaths
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def summarise(paths: DataPaths) -> list[str]:
+    """One block of lines per stage whose metrics exist."""
+    m = paths.metrics
+    lines: list[str] = []
+    ing, ing_t = _load(m / "ingest.json"), _load(m / "ingest_throughput.json")
+    if ing:
+        lines.append(
+            f"ingest      {ing['n_in']:>10,} records in = {ing['stored']:,} stored + "
+            f"{ing['quarantined']:,} quarantined + {ing['duplicates']:,} duplicates"
+            f"  ({ing['unknown_content']:,} flagged unknown content)"
+        )
+        if ing.get("reasons"):
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(ing["reasons"].items()))
+            lines.append(f"            quarantine reasons: {reasons}")
+        if ing_t:
+            lines.append(f"            {ing_t['events_per_second']:,.0f} events/s")
+        lines.append(f"            -> {paths.raw_events} (Parquet, partitioned by event_date)")
+    pre, pre_t = _load(m / "preprocess.json"), _load(m / "preprocess_throughput.json")
+    if pre:
+        lines.append(
+            f"preprocess  {pre['events_out']:>10,} clean events, {pre['sessions']:,} sessions of "
+            f"{pre['users']:,} users (mean {pre['mean_session_events']:.1f} events/session, "
+            f"median {pre['median_session_duration_s']:.0f} s); "
+            f"{pre['contents_duration_imputed']:,} of {pre['contents']:,} durations imputed"
+        )
+        if pre_t:
+            lines.append(f"            {pre_t['events_per_second']:,.0f} events/s")
+        lines.append(f"            -> {paths.interim}/{{events,sessions,content,users}}.parquet")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--root", default=None)
+    args = parser.parse_args(argv)
+    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    lines = summarise(paths)
+    print("pipeline summary" if lines else "no stage has produced metrics yet: run `make demo`")
+    for line in lines:
+        print("  " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
