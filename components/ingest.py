@@ -91,8 +91,12 @@ class Limits:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Limits:
-        section = params.get("ingest", {}) or {}
-        known = {f for f in cls.__dataclass_fields__}
+        """Read ``ingest``; ``ingest.overrides.<data.source>`` adjusts bounds for one data set
+        (MovieLens ratings start in 1996, before the short-video bound of 2000)."""
+        section = dict(params.get("ingest", {}) or {})
+        source = (params.get("data", {}) or {}).get("source")
+        section.update((section.pop("overrides", None) or {}).get(source, {}) or {})
+        known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in section.items() if k in known})
 
 
@@ -379,21 +383,24 @@ def validate_events(frame: pd.DataFrame, source: str, now: pd.Timestamp, limits:
             fc = fc[fc["index"].notna()]
             for idx, check in zip(fc["index"].astype("int64"), fc["check"].astype(str), strict=True):
                 failed.setdefault(int(idx), []).append(check)
-    bad_idx = np.fromiter(failed.keys(), dtype="int64", count=len(failed))
+    record_nos = frame["_record_no"].to_numpy(dtype="int64")
     rejected_rows = []
     for idx in sorted(failed):
+        row = frame.iloc[idx]
         checks = sorted(set(failed[idx]), key=_precedence)
         code = checks[0].split(":", 1)[0]
         rejected_rows.append(
             {
                 "source": source,
-                "record_no": int(frame.at[idx, "_record_no"]),
+                "record_no": int(record_nos[idx]),
                 "reason": code,
-                "detail": "; ".join(_describe(c, frame.loc[idx], limits) for c in checks),
-                "raw": _raw_json(frame.loc[idx]),
+                "detail": "; ".join(_describe(c, row, limits) for c in checks),
+                "raw": _raw_json(row),
             }
         )
-    valid = frame.drop(index=bad_idx) if len(bad_idx) else frame
+    ok = np.ones(len(frame), dtype=bool)
+    ok[list(failed)] = False
+    valid = frame[ok] if len(failed) else frame
     valid = _typed(valid)
     valid["_source"] = source
     return Validated(valid=valid, rejected=_quarantine_frame(rejected_rows))
@@ -615,6 +622,7 @@ def write_events(events: pd.DataFrame, out_dir: Path, basename: str = "part") ->
         basename_template=basename + "-{i}.parquet",
         existing_data_behavior="delete_matching",
         max_rows_per_group=1 << 20,
+        max_partitions=1 << 16,
     )
 
 

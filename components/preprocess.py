@@ -96,7 +96,7 @@ def clean_content(content: pd.DataFrame) -> pd.DataFrame:
 def attach_content(events: pd.DataFrame, content: pd.DataFrame) -> pd.DataFrame:
     """Add the content's (imputed) duration, its flag, category and the watch ratio."""
     idx = pd.Index(content["content_id"].astype(str))
-    pos = idx.get_indexer(events["content_id"].astype("string").fillna("\x00"))
+    pos = idx.get_indexer(pd.Index(events["content_id"].astype("string").fillna("\x00")))
     has = pos >= 0
     safe = np.where(has, pos, 0)
     dur = content["duration_s"].to_numpy(dtype="float64")[safe]
