@@ -60,9 +60,8 @@ def child(drop: Path, root: Path) -> None:
 
 
 def generate(n_events: int, out: Path) -> float:
-    from components.datagen import GenParams, write_drop
-
     from components.config import load_params
+    from components.datagen import GenParams, write_drop
 
     params = load_params()
     gp = GenParams.from_params(params)

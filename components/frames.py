@@ -25,24 +25,55 @@ def arrow_text(s: pd.Series) -> pa.ChunkedArray | None:
     return None
 
 
+def arrow_codes(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary codes (-1 for null, in order of first appearance) and the distinct values."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    enc = pc.dictionary_encode(arr)
+    codes = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype="int64")
+    return codes, enc.dictionary
+
+
 def codes_of(s: pd.Series) -> tuple[np.ndarray, list[Any]]:
     """Integer codes and distinct values of a column (-1 for null), via Arrow's hash kernels."""
     arr = arrow_text(s)
     if arr is None:
         codes, uniques = pd.factorize(s, use_na_sentinel=True)
         return np.asarray(codes, dtype="int64"), list(uniques)
-    enc = pc.dictionary_encode(arr).combine_chunks() if arr.num_chunks != 1 else pc.dictionary_encode(arr.chunk(0))
-    if isinstance(enc, pa.ChunkedArray):
-        enc = enc.combine_chunks()
-    codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype("int64", copy=False)
-    return codes, enc.dictionary.to_pylist()
+    codes, dictionary = arrow_codes(arr)
+    return codes, dictionary.to_pylist()
+
+
+def first_occurrence_arrow(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Boolean mask, True where an id appears for the first time (in array order).
+
+    Arrow assigns dictionary codes in order of first appearance, so a row is a first
+    occurrence exactly when its code exceeds every code before it (one O(n) pass).
+    Nulls are never treated as repeats.
+    """
+    codes, _ = arrow_codes(ids)
+    if len(codes) == 0:
+        return np.zeros(0, dtype=bool)
+    first = codes > np.maximum.accumulate(np.r_[-1, codes[:-1]])
+    first[codes < 0] = True
+    return first
 
 
 def first_occurrence(ids: pd.Series) -> np.ndarray:
-    """Boolean mask, True where an id appears for the first time (in frame order)."""
-    codes, _ = codes_of(ids)
-    mask = np.zeros(len(codes), dtype=bool)
-    if len(codes):
-        _, first = np.unique(codes, return_index=True)
-        mask[first] = True
-    return mask
+    """Pandas view of :func:`first_occurrence_arrow`."""
+    arr = arrow_text(ids)
+    if arr is None:
+        return np.asarray(~ids.duplicated(keep="first").to_numpy() | ids.isna().to_numpy())
+    return first_occurrence_arrow(arr)
+
+
+def repeated_rows(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Row numbers whose (non-null) value occurs more than once, via one Arrow hash pass."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.int64)
+    enc = pc.dictionary_encode(arr)
+    codes = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    counts = np.bincount(codes[codes >= 0], minlength=len(enc.dictionary))
+    return np.flatnonzero((codes >= 0) & (counts[np.maximum(codes, 0)] > 1))

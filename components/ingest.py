@@ -27,7 +27,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,11 @@ import pyarrow.parquet as pq
 
 from components import schema
 from components.config import demo_mode, load_params
-from components.frames import arrow_string_mapper, arrow_text, codes_of, first_occurrence
+from components.frames import (
+    arrow_string_mapper,
+    arrow_text,
+    repeated_rows,
+)
 from components.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -273,8 +277,12 @@ def _str_len(s: pd.Series) -> pd.Series:
     return s.map(lambda v: len(v) if isinstance(v, str) else 0)
 
 
-def build_schema(limits: Limits, now: pd.Timestamp) -> pa.DataFrameSchema:
-    """The event validation schema; each check's name is the quarantine reason code."""
+def build_schema(limits: Limits, now: pd.Timestamp, typed: frozenset[str] = frozenset()) -> pa.DataFrameSchema:
+    """The event validation schema; each check's name is the quarantine reason code.
+
+    ``typed`` names columns whose storage type already guarantees the value type (a typed
+    Parquet column), so their per-value type checks are left out.
+    """
     min_ts = pd.Timestamp(limits.min_timestamp)
     max_ts = now + pd.Timedelta(seconds=limits.future_tolerance_s)
     types = list(schema.EVENT_TYPES)
@@ -289,7 +297,7 @@ def build_schema(limits: Limits, now: pd.Timestamp) -> pa.DataFrameSchema:
 
     columns: dict[str, pa.Column] = {}
     for name in schema.STRING_FIELDS:
-        checks = [pa.Check(_is_str_or_null, name=f"wrong_type:{name}")]
+        checks = [] if name in typed else [pa.Check(_is_str_or_null, name=f"wrong_type:{name}")]
         if name in schema.TEXT_FIELDS:
             checks.append(
                 pa.Check(lambda s: _str_len(s) <= limits.max_text_chars, name=f"text_too_long:{name}")
@@ -301,7 +309,7 @@ def build_schema(limits: Limits, now: pd.Timestamp) -> pa.DataFrameSchema:
         columns[name] = pa.Column(checks=checks, nullable=True, coerce=False, required=True)
     for name in schema.NUMBER_FIELDS:
         columns[name] = pa.Column(
-            checks=[pa.Check(_is_number_or_null, name=f"wrong_type:{name}")],
+            checks=[] if name in typed else [pa.Check(_is_number_or_null, name=f"wrong_type:{name}")],
             nullable=True,
             required=True,
         )
@@ -342,7 +350,7 @@ def build_schema(limits: Limits, now: pd.Timestamp) -> pa.DataFrameSchema:
 
 @dataclass(frozen=True)
 class Validated:
-    valid: pd.DataFrame  # typed event columns (raw user ids), ``_record_no``, ``_source``
+    valid: pa_arrow.Table  # typed event columns (raw user ids) and ``_record_no``
     rejected: pd.DataFrame  # QUARANTINE_SCHEMA columns
 
 
@@ -377,7 +385,14 @@ def validate_events(frame: pd.DataFrame, source: str, now: pd.Timestamp, limits:
     failed: dict[int, list[str]] = {}
     if len(frame):
         try:
-            build_schema(limits, now).validate(frame, lazy=True)
+            typed = frozenset(
+                c
+                for c in frame.columns
+                if isinstance(frame[c].dtype, pd.StringDtype)
+                or pd.api.types.is_float_dtype(frame[c].dtype)
+                or pd.api.types.is_integer_dtype(frame[c].dtype)
+            )
+            build_schema(limits, now, typed).validate(frame, lazy=True)
         except pa.errors.SchemaErrors as exc:
             fc = exc.failure_cases
             fc = fc[fc["index"].notna()]
@@ -400,10 +415,7 @@ def validate_events(frame: pd.DataFrame, source: str, now: pd.Timestamp, limits:
         )
     ok = np.ones(len(frame), dtype=bool)
     ok[list(failed)] = False
-    valid = frame[ok] if len(failed) else frame
-    valid = _typed(valid)
-    valid["_source"] = source
-    return Validated(valid=valid, rejected=_quarantine_frame(rejected_rows))
+    return Validated(valid=_typed_table(frame, ok), rejected=_quarantine_frame(rejected_rows))
 
 
 def _precedence(check: str) -> int:
@@ -447,17 +459,33 @@ def _plain(v: Any) -> str:
     return repr(v.item() if isinstance(v, np.generic) else v)
 
 
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """Cast validated columns to the stored types."""
-    out = pd.DataFrame(index=frame.index)
-    for name in schema.STRING_FIELDS:
-        col = frame[name]
-        out[name] = col if isinstance(col.dtype, pd.StringDtype) else col.astype("string[pyarrow]")
-    for name in schema.NUMBER_FIELDS:
-        out[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
-    out["timestamp"] = frame["_ts"]
-    out["_record_no"] = frame["_record_no"].to_numpy()
-    return out
+#: Stored columns before ingestion adds its own (``unknown_content``, ``event_date``).
+_TYPED_SCHEMA = pa_arrow.schema(
+    [*schema.DROP_EVENT_SCHEMA, pa_arrow.field("_record_no", pa_arrow.int64(), nullable=False)]
+)
+
+
+def _typed_table(frame: pd.DataFrame, ok: np.ndarray) -> pa_arrow.Table:
+    """The validated rows (``ok``) as an Arrow table with the stored types, without pandas copies."""
+    mask = pa_arrow.array(ok)
+    arrays: list[pa_arrow.Array | pa_arrow.ChunkedArray] = []
+    for f in _TYPED_SCHEMA:
+        col = frame[f.name] if f.name != "timestamp" else frame["_ts"]
+        if f.name in schema.STRING_FIELDS:
+            arr = arrow_text(col)
+            if arr is None:
+                arrays.append(pa_arrow.array(col.to_numpy(dtype=object)[ok], type=pa_arrow.string(), from_pandas=True))
+            else:
+                arrays.append(arr.filter(mask))
+        elif f.name in schema.NUMBER_FIELDS:
+            num = pd.to_numeric(col[ok], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            arrays.append(pa_arrow.array(num, type=pa_arrow.float64(), from_pandas=True))
+        elif f.name == "timestamp":
+            ts = col.to_numpy(dtype="datetime64[ms]")[ok]
+            arrays.append(pa_arrow.array(ts, type=pa_arrow.timestamp("ms")).cast(schema.EVENT_TIMESTAMP))
+        else:
+            arrays.append(pa_arrow.array(col.to_numpy(dtype="int64")[ok]))
+    return pa_arrow.Table.from_arrays(arrays, schema=_TYPED_SCHEMA)
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,21 +510,37 @@ def hmac_key_from_env(env: dict[str, str] | None = None) -> bytes:
     )
 
 
-def pseudonymise(ids: pd.Series, key: bytes) -> pd.Series:
-    """Replace each id by ``u_`` + the first 24 hex digits of HMAC-SHA256(key, id).
+def pseudonym(raw: str, key: bytes) -> str:
+    """``u_`` + the first 24 hex digits of HMAC-SHA256(key, raw id)."""
+    return "u_" + hmac.new(key, raw.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
 
-    Computed once per distinct id, so the cost follows the number of users, not of events.
+
+def pseudonymise_arrow(
+    ids: pa_arrow.Array | pa_arrow.ChunkedArray, key: bytes, cache: dict[str, str] | None = None
+) -> pa_arrow.Array:
+    """Pseudonymise an Arrow text column, hashing each distinct id once (cost ~ users, not events).
+
+    ``cache`` (raw id → pseudonym) carries work over between files of one run.
     """
-    codes, uniques = codes_of(ids)
-    mapped = pa_arrow.array(
-        ["u_" + hmac.new(key, str(u).encode("utf-8"), hashlib.sha256).hexdigest()[:24] for u in uniques],
-        type=pa_arrow.string(),
-    )
-    taken = pc.take(mapped, pa_arrow.array(np.where(codes < 0, 0, codes)) if len(mapped) else pa_arrow.array([], type=pa_arrow.int64()))
-    out = pd.Series(pd.arrays.ArrowStringArray(taken), index=ids.index) if len(mapped) else pd.Series(pd.NA, index=ids.index, dtype="string[pyarrow]")
-    if (codes < 0).any():
-        out[codes < 0] = pd.NA
-    return out
+    memo: dict[str, str] = {} if cache is None else cache
+    enc = pc.dictionary_encode(ids)
+    if isinstance(enc, pa_arrow.ChunkedArray):
+        enc = enc.combine_chunks() if enc.num_chunks else pa_arrow.array([], type=pa_arrow.dictionary(pa_arrow.int32(), pa_arrow.string()))
+    values = enc.dictionary.to_pylist()
+    for u in values:
+        if u not in memo:
+            memo[u] = pseudonym(u, key)
+    mapped = pa_arrow.array([memo[u] for u in values], type=pa_arrow.string())
+    return pc.take(mapped, enc.indices)
+
+
+def pseudonymise(ids: pd.Series, key: bytes) -> pd.Series:
+    """Pseudonymise a pandas column of ids (nulls stay null)."""
+    arr = arrow_text(ids)
+    if arr is None:
+        arr = pa_arrow.chunked_array([pa_arrow.array(ids.to_numpy(dtype=object), type=pa_arrow.string(), from_pandas=True)])
+    out = pseudonymise_arrow(arr, key)
+    return pd.Series(pd.arrays.ArrowStringArray(out), index=ids.index)
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,9 +577,154 @@ class IngestResult:
         return self.n_in == self.stored + self.quarantined + self.duplicates
 
 
+def scan_uploads(files: Sequence[Path]) -> set[str]:
+    """Content ids uploaded anywhere in a drop (so events before the upload's file are known).
+
+    Parquet files are read for two columns only; JSON Lines files only for lines that mention
+    ``content_upload`` (the full validation happens later, file by file).
+    """
+    found: set[str] = set()
+    for path in files:
+        if path.suffix == ".parquet":
+            t = pq.read_table(path, columns=["event_type", "content_id"])
+            ups = t.filter(pc.equal(t["event_type"], "content_upload"))["content_id"]
+            found.update(v for v in ups.to_pylist() if isinstance(v, str))
+        else:
+            for line in path.read_bytes().split(b"\n"):
+                if b"content_upload" not in line:
+                    continue
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(obj, dict) and obj.get("event_type") == "content_upload" and isinstance(obj.get("content_id"), str):
+                    found.add(obj["content_id"])
+    return found
+
+
 def list_drop_files(events_dir: Path) -> list[Path]:
     files = [p for p in events_dir.rglob("*") if p.is_file() and p.suffix in {".parquet", ".jsonl", ".json", ".ndjson"}]
     return sorted(files)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """One drop file after validation, dedupe and pseudonymisation."""
+
+    events: pa_arrow.Table  # EVENT_SCHEMA without ``event_date``
+    quarantine: pd.DataFrame  # QUARANTINE_SCHEMA columns, duplicates included
+    report: FileReport
+
+
+_STORED_SCHEMA = pa_arrow.schema([f for f in schema.EVENT_SCHEMA if f.name != "event_date"])
+
+
+def process_drops(
+    decoded: Iterable[Decoded],
+    *,
+    known_content: set[str],
+    key: bytes,
+    now: pd.Timestamp,
+    limits: Limits,
+    candidates: pa_arrow.Array | None = None,
+) -> Iterator[FileOutcome]:
+    """Validate, deduplicate and pseudonymise drop files one at a time (memory ~ one file).
+
+    The first valid occurrence of an ``event_id`` (file order, then record order) wins; later
+    ones are duplicates. ``known_content`` should include content uploaded anywhere in the
+    drop. ``candidates`` are the ids that occur more than once among the drop's records (see
+    :func:`repeated_ids`); only those need exact tracking. ``None`` tracks every id.
+    """
+    known = pa_arrow.array(sorted(known_content), type=pa_arrow.string())
+    seen: set[str] = set()
+    pseudonyms: dict[str, str] = {}
+    for d in decoded:
+        v = validate_events(d.frame, d.source, now, limits)
+        table = v.valid
+        keep = _keep_first(table["event_id"], seen, candidates)
+        dups = table.filter(pa_arrow.array(~keep)) if not keep.all() else table.slice(0, 0)
+        if len(dups) != 0:
+            table = table.filter(pa_arrow.array(keep))
+        cid = table["content_id"]
+        unknown = pc.and_(pc.is_valid(cid), pc.invert(pc.fill_null(pc.is_in(cid, value_set=known), False)))
+        columns = {c: table[c] for c in _STORED_SCHEMA.names if c in table.column_names}
+        columns["user_id"] = pseudonymise_arrow(table["user_id"], key, pseudonyms)
+        columns["unknown_content"] = unknown
+        events = pa_arrow.Table.from_arrays([columns[c] for c in _STORED_SCHEMA.names], schema=_STORED_SCHEMA)
+        dup_ids = dups["event_id"].to_pylist()
+        dup_rows = pd.DataFrame(
+            {
+                "source": [d.source] * len(dup_ids),
+                "record_no": np.asarray(dups["_record_no"].to_numpy(), dtype="int64"),
+                "reason": [DUPLICATE] * len(dup_ids),
+                "detail": [f"event_id {e!r} was already ingested" for e in dup_ids],
+                "raw": [json.dumps({"event_id": e}) for e in dup_ids],
+            }
+        )
+        quarantine = pd.concat([d.rejected, v.rejected, dup_rows], ignore_index=True)
+        report = FileReport(
+            source=d.source,
+            n_in=d.n_in,
+            stored=len(events),
+            quarantined=len(d.rejected) + len(v.rejected),
+            duplicates=len(dup_ids),
+            blank_lines=d.n_blank,
+        )
+        yield FileOutcome(events=events, quarantine=quarantine, report=report)
+
+
+def _keep_first(ids: pa_arrow.ChunkedArray, seen: set[str], candidates: pa_arrow.Array | None) -> np.ndarray:
+    """Mask of rows to keep: ids not seen before (updates ``seen`` with the candidate ids kept)."""
+    keep = np.ones(len(ids), dtype=bool)
+    if len(ids) == 0:
+        return keep
+    if candidates is None:
+        rows = np.arange(len(ids))
+    else:
+        if len(candidates) == 0:
+            return keep
+        rows = np.flatnonzero(pc.fill_null(pc.is_in(ids, value_set=candidates), False).to_numpy(zero_copy_only=False))
+    values = pc.take(ids, pa_arrow.array(rows)).to_pylist()
+    for r, e in zip(rows, values, strict=True):
+        if e in seen:
+            keep[r] = False
+        else:
+            seen.add(e)
+    return keep
+
+
+def repeated_ids(files: Sequence[Path]) -> pa_arrow.Array:
+    """Event ids that occur more than once across a drop's records (valid or not).
+
+    One hash pass over the id column; every other id is unique in the drop, so per-file
+    deduplication only has to track these few exactly.
+    """
+    chunks: list[pa_arrow.Array] = []
+    for path in files:
+        if path.suffix == ".parquet":
+            chunks.extend(pq.read_table(path, columns=["event_id"])["event_id"].chunks)
+        else:
+            ids = []
+            for line in path.read_bytes().split(b"\n"):
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(obj, dict) and isinstance(obj.get("event_id"), str):
+                    ids.append(obj["event_id"])
+            chunks.append(pa_arrow.array(ids, type=pa_arrow.string()))
+    if not chunks:
+        return pa_arrow.array([], type=pa_arrow.string())
+    ids = pa_arrow.concat_arrays([c.cast(pa_arrow.string()) for c in chunks])
+    return pc.unique(pc.take(ids, pa_arrow.array(repeated_rows(ids))))
+
+
+def uploads_in(frame: pd.DataFrame) -> set[str]:
+    """Content ids introduced by ``content_upload`` events in a decoded frame."""
+    if "event_type" not in frame or "content_id" not in frame:
+        return set()
+    ups = frame.loc[frame["event_type"] == "content_upload", "content_id"]
+    return {v for v in ups.tolist() if isinstance(v, str)}
 
 
 def ingest_frames(
@@ -546,95 +735,69 @@ def ingest_frames(
     now: pd.Timestamp,
     limits: Limits,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[FileReport]]:
-    """Validate, pseudonymise and deduplicate decoded drops; return (events, quarantine, reports).
+    """In-memory ingestion of decoded drops: (events, quarantine, per-file reports).
 
-    Pure: no file I/O. ``events`` has the stored columns of :data:`schema.EVENT_SCHEMA`; the
-    first occurrence of an ``event_id`` (in file order, then record order) wins.
+    Pure: no file I/O. Used by tests and by callers that hold a small batch in memory.
     """
-    valid: list[pd.DataFrame] = []
-    rejected: list[pd.DataFrame] = []
-    counts: list[tuple[str, int, int, int]] = []  # source, n_in, invalid, blank
-    for d in decoded:
-        v = validate_events(d.frame, d.source, now, limits)
-        valid.append(v.valid)
-        rejected.append(pd.concat([d.rejected, v.rejected], ignore_index=True))
-        counts.append((d.source, d.n_in, len(d.rejected) + len(v.rejected), d.n_blank))
-    events = pd.concat(valid, ignore_index=True) if valid else _typed(
-        _ensure_columns(pd.DataFrame({"_record_no": pd.Series(dtype="int64")})).assign(
-            _ts=pd.Series(dtype="datetime64[ms, UTC]")
+    decoded = list(decoded)
+    uploads = set().union(*(uploads_in(d.frame) for d in decoded)) if decoded else set()
+    outcomes = list(
+        process_drops(decoded, known_content=known_content | uploads, key=key, now=now, limits=limits)
+    )
+    tables = [o.events for o in outcomes] or [_STORED_SCHEMA.empty_table()]
+    events = pa_arrow.concat_tables(tables).to_pandas(types_mapper=arrow_string_mapper)
+    quarantine = (
+        pd.concat([o.quarantine for o in outcomes], ignore_index=True) if outcomes else _quarantine_frame([])
+    )
+    return events, quarantine, [o.report for o in outcomes]
+
+
+#: Low-cardinality columns worth dictionary-encoding in Parquet (ids like event_id are not).
+_DICTIONARY_COLUMNS = [
+    "event_type", "user_id", "content_id", "platform", "creator_id", "reason", "device_type", "os", "network",
+]
+
+
+def write_events(events: pa_arrow.Table, out_dir: Path, basename: str = "part") -> int:
+    """Write events as Parquet partitioned by ``event_date`` (Hive style); returns files written.
+
+    Rows are grouped by day with one stable sort on the (integer) date, then each day's
+    contiguous slice is written as ``event_date=YYYY-MM-DD/<basename>.parquet``.
+    """
+    if len(events) == 0:
+        return 0
+    days = pc.cast(events["timestamp"], pa_arrow.date32()).to_numpy(zero_copy_only=False).astype("datetime64[D]")
+    day_int = days.astype("int64")
+    if np.any(day_int[1:] < day_int[:-1]):
+        order = np.argsort(day_int, kind="stable")
+        events, days, day_int = events.take(pa_arrow.array(order)), days[order], day_int[order]
+    starts = np.flatnonzero(np.r_[True, day_int[1:] != day_int[:-1]])
+    ends = np.r_[starts[1:], len(day_int)]
+    for a, b in zip(starts, ends, strict=True):
+        folder = out_dir / f"event_date={days[a]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(
+            events.slice(int(a), int(b - a)),
+            folder / f"{basename}.parquet",
+            row_group_size=1 << 20,
+            use_dictionary=_DICTIONARY_COLUMNS,
         )
-    )
-    if "_source" not in events.columns:
-        events["_source"] = pd.Series(dtype="string")
-    keep = first_occurrence(events["event_id"])
-    dups = events.loc[~keep, ["_source", "_record_no", "event_id"]]
-    events = events[keep].reset_index(drop=True)
-    dup_rows = pd.DataFrame(
-        {
-            "source": dups["_source"].astype(str).to_numpy(),
-            "record_no": dups["_record_no"].to_numpy(dtype="int64"),
-            "reason": DUPLICATE,
-            "detail": ["event_id " + repr(str(e)) + " was already ingested" for e in dups["event_id"]],
-            "raw": [json.dumps({"event_id": str(e)}) for e in dups["event_id"]],
-        }
-    )
-    dup_per_source = dups["_source"].astype(str).value_counts().to_dict()
-    reports = [
-        FileReport(
-            source=src,
-            n_in=n_in,
-            stored=n_in - invalid - int(dup_per_source.get(src, 0)),
-            quarantined=invalid,
-            duplicates=int(dup_per_source.get(src, 0)),
-            blank_lines=blank,
-        )
-        for src, n_in, invalid, blank in counts
-    ]
-    uploads = set(events.loc[events["event_type"] == "content_upload", "content_id"].dropna().tolist())
-    known = pa_arrow.array(sorted(known_content | uploads), type=pa_arrow.string())
-    cid = events["content_id"]
-    events["user_id"] = pseudonymise(events["user_id"], key)
-    arr = arrow_text(cid)
-    if arr is not None:
-        is_known = pc.fill_null(pc.is_in(arr, value_set=known), False).to_numpy(zero_copy_only=False)
-    else:
-        is_known = cid.isin(set(known.to_pylist())).to_numpy()
-    events["unknown_content"] = cid.notna().to_numpy() & ~is_known
-    events = events[[c for c in schema.EVENT_COLUMNS if c != "event_date"]]
-    quarantine = pd.concat([*rejected, dup_rows], ignore_index=True) if rejected else _quarantine_frame([])
-    return events, quarantine, reports
+    return len(starts)
 
 
-def write_events(events: pd.DataFrame, out_dir: Path, basename: str = "part") -> None:
-    """Write events as Parquet partitioned by ``event_date`` (Hive style), with the explicit schema."""
-    cols = [c for c in schema.EVENT_COLUMNS if c != "event_date"]
-    table = pa_arrow.Table.from_pandas(
-        events[cols], schema=pa_arrow.schema([schema.EVENT_SCHEMA.field(c) for c in cols]), preserve_index=False
-    )
-    table = table.append_column(
-        schema.EVENT_SCHEMA.field("event_date"), pc.cast(table["timestamp"], pa_arrow.date32())
-    )
-    ds.write_dataset(
-        table,
-        out_dir,
-        format="parquet",
-        partitioning=ds.partitioning(pa_arrow.schema([pa_arrow.field("event_date", pa_arrow.date32())]), flavor="hive"),
-        basename_template=basename + "-{i}.parquet",
-        existing_data_behavior="delete_matching",
-        max_rows_per_group=1 << 20,
-        max_partitions=1 << 16,
-    )
-
-
-def read_events(events_dir: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read the partitioned raw event store back (strings Arrow-backed)."""
+def read_event_table(events_dir: Path, columns: Sequence[str] | None = None) -> pa_arrow.Table:
+    """Read the partitioned raw event store as one Arrow table (partitions in date order)."""
     dataset = ds.dataset(
         events_dir,
         format="parquet",
         partitioning=ds.partitioning(pa_arrow.schema([pa_arrow.field("event_date", pa_arrow.date32())]), flavor="hive"),
     )
-    table = dataset.to_table(columns=list(columns) if columns else None)
-    return table.to_pandas(types_mapper=arrow_string_mapper)
+    return dataset.to_table(columns=list(columns) if columns else None)
+
+
+def read_events(events_dir: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read the partitioned raw event store back as pandas (strings Arrow-backed)."""
+    return read_event_table(events_dir, columns).to_pandas(types_mapper=arrow_string_mapper)
 
 
 def _prepare_users(users: pd.DataFrame, key: bytes) -> pd.DataFrame:
@@ -665,16 +828,28 @@ def run(
     files = list_drop_files(drop_dir / "events")
     if not files:
         raise IngestError(f"{drop_dir / 'events'}: no event files (*.parquet, *.jsonl) to ingest")
-    decoded = (decode_file(p, str(p.relative_to(drop_dir))) for p in files)
-    events, quarantine, reports = ingest_frames(
-        decoded, known_content=set(content["content_id"].astype(str)), key=key, now=now, limits=limits
-    )
+    known = set(content["content_id"].astype(str)) | scan_uploads(files)
 
     for d in (paths.raw_events, paths.quarantine):
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
-    write_events(events, paths.raw_events)
+    decoded = (decode_file(p, str(p.relative_to(drop_dir))) for p in files)
+    reports: list[FileReport] = []
+    rejected: list[pd.DataFrame] = []
+    user_ids: list[pa_arrow.Array] = []
+    content_ids: list[pa_arrow.Array] = []
+    n_unknown = 0
+    candidates = repeated_ids(files)
+    outcomes = process_drops(decoded, known_content=known, key=key, now=now, limits=limits, candidates=candidates)
+    for i, outcome in enumerate(outcomes):
+        write_events(outcome.events, paths.raw_events, basename=f"part-{i:05d}")
+        reports.append(outcome.report)
+        rejected.append(outcome.quarantine)
+        user_ids.append(pc.unique(outcome.events["user_id"].combine_chunks()))
+        content_ids.append(pc.unique(outcome.events["content_id"].combine_chunks()))
+        n_unknown += int(pc.sum(outcome.events["unknown_content"]).as_py() or 0)
+    quarantine = pd.concat(rejected, ignore_index=True)
     pq.write_table(
         pa_arrow.Table.from_pandas(quarantine, schema=schema.QUARANTINE_SCHEMA, preserve_index=False),
         paths.quarantine / "quarantine.parquet",
@@ -692,12 +867,12 @@ def run(
     n_in = sum(r.n_in for r in reports)
     result = IngestResult(
         n_in=n_in,
-        stored=len(events),
+        stored=sum(r.stored for r in reports),
         quarantined=sum(r.quarantined for r in reports),
         duplicates=sum(r.duplicates for r in reports),
-        unknown_content=int(events["unknown_content"].sum()),
-        users=int(events["user_id"].nunique()),
-        contents=int(events["content_id"].nunique()),
+        unknown_content=n_unknown,
+        users=len(pc.unique(pa_arrow.concat_arrays(user_ids))) if user_ids else 0,
+        contents=len(pc.drop_null(pc.unique(pa_arrow.concat_arrays(content_ids)))) if content_ids else 0,
         empty_files=sum(1 for r in reports if r.n_in == 0),
         seconds=round(seconds, 3),
         events_per_second=round(n_in / seconds, 1) if seconds > 0 else 0.0,

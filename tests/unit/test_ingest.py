@@ -281,3 +281,26 @@ def test_run_without_event_files_is_a_clear_error(tmp_path: Path) -> None:
     (drop / "events").mkdir(parents=True)
     with pytest.raises(IngestError, match="no event files"):
         run({"base": {"seed": 1}}, drop, DataPaths(tmp_path), now=NOW, key=KEY)
+
+
+def test_run_dedupes_across_parquet_and_jsonl_files(tmp_path: Path) -> None:
+    def frame(ids: list[str]) -> pd.DataFrame:
+        rows = [{**{f: None for f in schema.DROP_EVENT_SCHEMA.names}, **ev(event_id=i, timestamp=pd.Timestamp("2026-05-02T01:00:00Z"))} for i in ids]
+        return pd.DataFrame(rows)
+
+    drop = _write_drop(
+        tmp_path,
+        {
+            "1.parquet": frame(["a", "b", "b"]),
+            "2.parquet": frame(["c", "a"]),
+            # the first copy of "d" is invalid, so the later valid copy is stored
+            "3.jsonl": jsonl(ev(event_id="d", watch_duration_s=-1.0), ev(event_id="d"), ev(event_id="c")),
+        },
+    )
+    paths = DataPaths(tmp_path / "project")
+    result = run({"base": {"seed": 1}}, drop, paths, now=NOW, key=KEY)
+    assert (result.n_in, result.stored, result.quarantined, result.duplicates) == (8, 4, 1, 3)
+    assert sorted(read_events(paths.raw_events)["event_id"]) == ["a", "b", "c", "d"]
+    assert [(f.source, f.duplicates) for f in result.files] == [
+        ("events/1.parquet", 1), ("events/2.parquet", 1), ("events/3.jsonl", 1),
+    ]
