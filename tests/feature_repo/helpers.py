@@ -1,0 +1,202 @@
+"""Tiny hand-built event logs and the feature roots built from them (used by the Feast tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components import features as F
+from components.paths import DataPaths
+from components.preprocess import sessionise
+
+T0 = pd.Timestamp("2026-03-02T00:00:00Z")  # a Monday
+DAY = pd.Timedelta(days=1)
+H = pd.Timedelta(hours=1)
+
+
+def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Clean events (preprocess output); ``t`` is hours after T0 or a Timestamp."""
+    recs = []
+    for i, r in enumerate(rows):
+        t = r["t"] if isinstance(r["t"], pd.Timestamp) else T0 + pd.Timedelta(hours=float(r["t"]))
+        recs.append(
+            {
+                "event_id": f"e{i}",
+                "event_type": r.get("type", "view"),
+                "user_id": r.get("user", "u1"),
+                "content_id": r.get("content", "c1"),
+                "timestamp": t,
+                "creator_id": r.get("creator"),
+                "device_type": r.get("device", "ios"),
+                "os": r.get("os", "ios"),
+                "network": r.get("network", "wifi"),
+                "watch_ratio": r.get("ratio", 0.5 if r.get("type", "view") == "view" else np.nan),
+                "category": r.get("category"),
+            }
+        )
+    df = pd.DataFrame(recs)
+    for col in (
+        "event_id",
+        "event_type",
+        "user_id",
+        "content_id",
+        "creator_id",
+        "device_type",
+        "os",
+        "network",
+        "category",
+    ):
+        df[col] = df[col].astype("string[pyarrow]")
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).astype("datetime64[ms, UTC]")
+    return sessionise(df, 30)
+
+
+CONTENT = [
+    {
+        "content": "c1",
+        "creator": "k1",
+        "category": "food",
+        "upload": -120.0,
+        "tags": ["#food", "noodles"],
+        "description": "spicy noodles",
+        "visual": [1.0, 0.0, 0.5],
+    },
+    {
+        "content": "c2",
+        "creator": "k1",
+        "category": "pets",
+        "upload": 26.0,
+        "tags": ["#cats"],
+        "description": "cat jumps #cats",
+    },
+    {
+        "content": "c3",
+        "creator": "k2",
+        "category": "food",
+        "upload": None,
+        "tags": [],
+        "description": "street food tour",
+        "visual": [0.0, 1.0, 0.0],
+    },
+    {
+        "content": "c4",
+        "creator": "k2",
+        "category": "music",
+        "upload": -24.0,
+        "tags": ["#live"],
+        "description": "live set",
+    },
+]
+
+
+def content_frame(rows: list[dict[str, Any]] = CONTENT) -> pd.DataFrame:
+    recs = [
+        {
+            "content_id": r["content"],
+            "creator_id": r.get("creator", "k1"),
+            "upload_timestamp": T0 + pd.Timedelta(hours=r["upload"])
+            if r.get("upload") is not None
+            else pd.NaT,
+            "tags": r.get("tags", []),
+            "description": r.get("description", ""),
+            "category": r.get("category", "food"),
+            "duration_s": r.get("duration", 15.0),
+            "audio_id": None,
+            "visual_embedding": r.get("visual"),
+            "audio_embedding": None,
+            "duration_imputed": False,
+        }
+        for r in rows
+    ]
+    df = pd.DataFrame(recs)
+    df["upload_timestamp"] = pd.to_datetime(df["upload_timestamp"], utc=True).astype(
+        "datetime64[ms, UTC]"
+    )
+    return df
+
+
+def default_events() -> list[dict[str, Any]]:
+    """Three users, four contents (c4 never seen), two creators, over four days."""
+    rows: list[dict[str, Any]] = []
+    plan = [
+        (
+            "u1",
+            0,
+            [(1, "view", "c1"), (1.1, "like", "c1"), (1.2, "view", "c3"), (1.3, "skip", "c1")],
+        ),
+        ("u2", 0, [(9, "view", "c1"), (9.2, "share", "c1"), (9.3, "follow", None)]),
+        (
+            "u1",
+            1,
+            [
+                (10, "view", "c2"),
+                (10.1, "like", "c2"),
+                (10.2, "comment", "c2"),
+                (22.5, "view", "c3"),
+            ],
+        ),
+        ("u3", 1, [(3, "view", "c3"), (3.1, "hide", "c3")]),
+        (
+            "u2",
+            2,
+            [
+                (12, "view", "c2"),
+                (12.2, "save", "c2"),
+                (12.4, "view", "c1"),
+                (12.5, "unfollow", None),
+            ],
+        ),
+        (
+            "u1",
+            3,
+            [
+                (8, "view", "c1"),
+                (8.1, "complete_view", "c1"),
+                (8.2, "like", "c1"),
+                (23.9, "view", "c2"),
+            ],
+        ),
+    ]
+    for user, day, evs in plan:
+        for hour, typ, content in evs:
+            creator = "k1" if content is None else None
+            cat = {"c1": "food", "c2": "pets", "c3": "food"}.get(content or "")
+            rows.append(
+                {
+                    "t": day * 24 + hour,
+                    "type": typ,
+                    "user": user,
+                    "content": content,
+                    "creator": creator,
+                    "category": cat,
+                    "device": "android" if user == "u2" else "ios",
+                    "os": "android" if user == "u2" else "ios",
+                    "network": "4g" if user == "u3" else "wifi",
+                }
+            )
+    return rows
+
+
+NO_USERS = pd.DataFrame(
+    {
+        "user_id": pd.Series(dtype="string"),
+        "signup_timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
+    }
+)
+
+
+def build_root(
+    root: Path, rows: list[dict[str, Any]] | None = None, content: pd.DataFrame | None = None
+) -> DataPaths:
+    """Compute the feature tables for an event log and write them under ``root/data/features``."""
+    paths = DataPaths(root)
+    p = F.FeatureParams(text_dim=4, last_n_viewed=5)
+    ev = events_frame(rows if rows is not None else default_events())
+    tables = F.compute_features(
+        ev, content if content is not None else content_frame(), NO_USERS, p
+    )
+    F.write_tables(tables, p, paths.features)
+    return paths
