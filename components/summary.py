@@ -43,6 +43,45 @@ def summarise(paths: DataPaths) -> list[str]:
         if pre_t:
             lines.append(f"            {pre_t['events_per_second']:,.0f} events/s")
         lines.append(f"            -> {paths.interim}/{{events,sessions,content,users}}.parquet")
+    feat = _load(m / "features.json")
+    if feat:
+        rows = ", ".join(f"{k} {v:,}" for k, v in sorted(feat.get("rows", {}).items()))
+        lines.append(
+            f"features    snapshot rows: {rows} ({feat.get('first_snapshot', '?')[:10]} .. "
+            f"{feat.get('last_snapshot', '?')[:10]})"
+        )
+        lines.append(f"            -> {paths.features}/*.parquet")
+    fa = _load(m / "feast_apply.json")
+    if fa:
+        services = ", ".join(f"{k} ({v} features)" for k, v in sorted(fa.get("feature_services", {}).items()))
+        lines.append(
+            f"feast_apply {len(fa.get('feature_views', {}))} feature views, "
+            f"{len(fa.get('entities', []))} entities; services {services}"
+        )
+    mat = _load(m / "materialize.json")
+    if mat:
+        lines.append(
+            f"materialize {mat.get('rows', 0):,} rows into the {mat.get('online_store', '?')} online store "
+            f"({len(mat.get('views', []))} views)"
+        )
+    emb = _load(m / "embeddings.json")
+    if emb:
+        lines.append(
+            f"embeddings  {emb.get('users', 0):,} users, {emb.get('contents', 0):,} contents "
+            f"({emb.get('cold_contents', 0):,} cold-start); unified dim {emb.get('unified_dim', '?')}, "
+            f"version {emb.get('version', '?')}"
+        )
+    cand = _load(m / "candidates.json")
+    if cand:
+        ev = cand.get("evaluation", {})
+        rec = ev.get("recall", {})
+        merged, pop = rec.get("merged", {}), rec.get("popularity", {})
+        lines.append(f"candidates  {cand.get('candidates', 0):,} candidates written")
+        if merged and pop:
+            lines.append(
+                "            hold-out recall merged vs popularity: "
+                + ", ".join(f"{k} {merged[k]:.3f} vs {pop.get(k, 0):.3f}" for k in sorted(merged, key=lambda x: int(x[1:])))
+            )
     return lines
 
 
