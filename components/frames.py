@@ -59,14 +59,6 @@ def first_occurrence_arrow(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return first
 
 
-def first_occurrence(ids: pd.Series) -> np.ndarray:
-    """Pandas view of :func:`first_occurrence_arrow`."""
-    arr = arrow_text(ids)
-    if arr is None:
-        return np.asarray(~ids.duplicated(keep="first").to_numpy() | ids.isna().to_numpy())
-    return first_occurrence_arrow(arr)
-
-
 def repeated_rows(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Row numbers whose (non-null) value occurs more than once, via one Arrow hash pass."""
     if isinstance(arr, pa.ChunkedArray):
