@@ -82,6 +82,14 @@ def summarise(paths: DataPaths) -> list[str]:
                 "            hold-out recall merged vs popularity: "
                 + ", ".join(f"{k} {merged[k]:.3f} vs {pop.get(k, 0):.3f}" for k in sorted(merged, key=lambda x: int(x[1:])))
             )
+    rk = _load(m / "ranking.json")
+    if rk:
+        combined = (rk.get("training", {}) or {}).get("combined", {}) or {}
+        lines.append(
+            f"train       ranker {rk.get('version', '?')} on {rk.get('rows', 0):,} rows in "
+            f"{rk.get('groups', 0):,} groups, {rk.get('features', 0)} features; validation "
+            f"AUC {combined.get('auc', float('nan')):.3f}, NDCG@10 {combined.get('ndcg@10', float('nan')):.3f}"
+        )
     return lines
 
 
