@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from components.paths import PROJECT_ROOT
+from components.paths import PROJECT_ROOT, DataPaths
 
 DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
 
@@ -26,3 +28,18 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
 def demo_mode() -> bool:
     """True when running the embedded demo (``RECO_DEMO=1``), which allows a built-in HMAC key."""
     return os.environ.get("RECO_DEMO", "").strip().lower() in {"1", "true", "yes"}
+
+
+def stage_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every stage CLI shares: ``--params`` and ``--root``."""
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
+    parser.add_argument("--root", default=None, help="project root for inputs/outputs (default: this project)")
+    return parser
+
+
+def stage_context(args: argparse.Namespace) -> tuple[dict[str, Any], DataPaths]:
+    """Set up logging for a stage CLI and return its params and paths."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    return load_params(args.params), paths

@@ -56,7 +56,6 @@ uses the same scikit-learn pieces but keeps them fitted.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -73,7 +72,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from components.config import load_params
+from components.config import stage_context, stage_parser
 from components.frames import arrow_string_mapper
 from components.paths import DataPaths
 
@@ -853,13 +852,9 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> EmbeddingsResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
-    parser.add_argument("--root", default=None, help="project root for inputs/outputs")
+    parser = stage_parser(__doc__)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    params, paths = stage_context(args)
     r = run(params, paths)
     m = r.metrics
     print(

@@ -45,7 +45,6 @@ SVD are scikit-learn's; no library computes point-in-time snapshot aggregates, h
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -61,7 +60,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.config import load_params
+from components.config import stage_context, stage_parser
 from components.frames import arrow_string_mapper, codes_of
 from components.paths import DataPaths
 from components.preprocess import DEVICE_ALIASES, NETWORK_ALIASES
@@ -1094,15 +1093,9 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> FeaturesResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
-    parser.add_argument("--root", default=None, help="project root for inputs/outputs")
+    parser = stage_parser(__doc__)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    params, paths = stage_context(args)
     r = run(params, paths)
     print(
         f"features: {r.rows['user']} user rows, {r.rows['content']} content rows, "

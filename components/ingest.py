@@ -18,7 +18,6 @@ User ids are replaced at this point by a keyed HMAC; no raw user id is written p
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
@@ -42,7 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from components import schema
-from components.config import demo_mode, load_params
+from components.config import demo_mode, stage_context, stage_parser
 from components.frames import (
     arrow_string_mapper,
     arrow_text,
@@ -903,14 +902,10 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
+    parser = stage_parser(__doc__)
     parser.add_argument("--drop", required=True, help="drop folder with events/, users.parquet, content.parquet")
-    parser.add_argument("--root", default=None, help="project root for outputs (default: this project)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    params, paths = stage_context(args)
     try:
         r = run(params, Path(args.drop), paths)
     except IngestError as exc:

@@ -14,13 +14,11 @@ per-user group-by, which keeps five million events within seconds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components import schema
-from components.config import load_params
+from components.config import stage_context, stage_parser
 from components.frames import arrow_string_mapper, first_occurrence_arrow
 from components.ingest import read_event_table
 from components.paths import DataPaths
@@ -335,13 +333,9 @@ def run(params: dict[str, Any], paths: DataPaths) -> PreprocessResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
-    parser.add_argument("--root", default=None, help="project root for inputs/outputs")
+    parser = stage_parser(__doc__)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    params, paths = stage_context(args)
     r = run(params, paths)
     print(
         f"preprocess: {r.events_out} events ({r.duplicates_removed} duplicates removed), "

@@ -41,7 +41,6 @@ boosting are :mod:`components.candidates`, Feast and :mod:`components.ranker`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -52,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from components.config import load_params
+from components.config import stage_context, stage_parser
 from components.paths import DataPaths
 
 if TYPE_CHECKING:
@@ -517,15 +516,9 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
-    parser.add_argument("--root", default=None, help="project root for inputs/outputs")
+    parser = stage_parser(__doc__)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    params, paths = stage_context(args)
     r = run(params, paths)
     print(
         f"ranking: {r.rows} rows in {r.groups} groups; ranker {r.version} -> {r.model_dir}; "
