@@ -65,6 +65,7 @@ import logging
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from components.config import load_params
 from components.embeddings import (
@@ -96,8 +98,10 @@ from components.schema import ENGAGEMENT_TYPES
 log = logging.getLogger(__name__)
 
 SOURCES: tuple[str, ...] = (
-    "content", "item_knn", "user_knn", "hybrid", "mf", "graph", "trending", "fresh", "followed",
+    "content", "item_knn", "user_knn", "hybrid", "mf", "graph", "ease", "trending", "fresh", "followed",
 )
+#: sources whose score is defined for every (user, content) pair, used as ranking features
+PAIR_SOURCES: tuple[str, ...] = ("content", "item_knn", "user_knn", "mf", "graph", "ease")
 BASELINE = "popularity"
 KNN_SCORING: tuple[str, ...] = ("global", "normalised", "aggregate")
 INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivf", "ivfpq")
@@ -175,6 +179,9 @@ class CandidateParams:
     fresh_max_age_hours: float = 72.0
     per_source: int = 1000  # contents each source returns at most
     per_user: int = 500  # merged candidates written per user
+    ease_lambda: float = 200.0  # EASE ridge strength; 0 turns the source off
+    ease_max_items: int = 20000  # EASE inverts an items x items Gram matrix: only small catalogues
+    item_windows_hours: tuple[float, ...] = (6.0, 24.0, 72.0, 168.0)  # item activity features
     mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     index: IndexParams = field(default_factory=IndexParams)
     seed: int = 42
@@ -205,13 +212,17 @@ class CandidateParams:
         knn = dict(s.get("knn", {}) or {})
         trending = dict(s.get("trending", {}) or {})
         fresh = dict(s.get("fresh", {}) or {})
+        ease = dict(s.get("ease", {}) or {})
         kw: dict[str, Any] = {k: s[k] for k in ("similarity_threshold", "alpha", "per_source", "per_user") if k in s}
         for src, prefix, d in (
             (knn, "knn_", ("k", "shrinkage", "bias_reg", "scoring")),
             (trending, "trending_", ("window_hours", "min_engagements")),
             (fresh, "fresh_", ("max_age_hours",)),
+            (ease, "ease_", ("lambda", "max_items")),
         ):
             kw.update({prefix + k: src[k] for k in d if k in src})
+        if "item_windows_hours" in s:
+            kw["item_windows_hours"] = tuple(float(h) for h in s["item_windows_hours"])
         if "mix" in s:
             kw["mix"] = {str(k): float(v) for k, v in (s["mix"] or {}).items()}
         kw["index"] = IndexParams.from_mapping({**(s.get("index") or {}), "seed": seed})
@@ -487,6 +498,59 @@ def cosine_knn(matrix: sp.csr_matrix, k: int, threads: int = 1) -> sp.csr_matrix
     return sim
 
 
+def fit_ease(positive: sp.csr_matrix, lam: float) -> np.ndarray:
+    """EASE item-item weights (Steck, WWW 2019): ``B = I - P / diag(P)``, ``P = (X'X + lam I)^-1``
+    on the binary user x item matrix, with a zero diagonal. Dense items x items, float32."""
+    x = (positive > 0).astype(np.float32).tocsc()
+    gram = np.asarray((x.T @ x).todense(), dtype=np.float32)
+    gram[np.diag_indices_from(gram)] += np.float32(lam)
+    # symmetric positive definite: Cholesky factor and inverse from it (LAPACK potrf + potri),
+    # several times faster than a general LU inverse
+    factor, info = lapack.spotrf(gram, lower=False, overwrite_a=True, clean=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE Gram matrix is not positive definite (potrf info {info})")
+    upper, info = lapack.spotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE inverse failed (potri info {info})")
+    inv = np.triu(upper) + np.triu(upper, 1).T
+    b = inv / (-np.diag(inv))[None, :]
+    b[np.diag_indices_from(b)] = 0.0
+    return np.ascontiguousarray(b, dtype=np.float32)
+
+
+def item_activity(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp, windows_hours: Sequence[float]) -> pd.DataFrame:
+    """Per content, from interactions before ``now``: engagements in each window before ``now``
+    (``eng_<h>h``) and in total, interactions in total, like rate ``(likes + 1) / (views + 2)``,
+    and hours since the first and the last interaction (NaN if never)."""
+    ev = interaction_events(events)
+    ev = ev[ev["timestamp"] < now]
+    pos = pd.Index(np.asarray(item_ids).astype(str)).get_indexer(ev["content_id"].astype(str))
+    keep = pos >= 0
+    pos = pos[keep]
+    typ = ev["event_type"].astype(str).to_numpy()[keep]
+    age_h = ((now - pd.to_datetime(ev["timestamp"], utc=True)).dt.total_seconds().to_numpy() / 3600.0)[keep]
+    n = len(item_ids)
+    engaged = np.isin(typ, sorted(ENGAGEMENT_TYPES))
+    out = pd.DataFrame(index=range(n))
+    for h in windows_hours:
+        sel = engaged & (age_h <= h)
+        out[f"eng_{h:g}h"] = np.bincount(pos[sel], minlength=n).astype(np.float32)
+    out["eng_total"] = np.bincount(pos[engaged], minlength=n).astype(np.float32)
+    out["interactions"] = np.bincount(pos, minlength=n).astype(np.float32)
+    likes = np.bincount(pos[typ == "like"], minlength=n)
+    views = np.bincount(pos[np.isin(typ, ["view", "complete_view", "replay"])], minlength=n)
+    out["like_rate"] = ((likes + 1.0) / (np.maximum(views, likes) + 2.0)).astype(np.float32)
+    first = np.full(n, np.nan)
+    last = np.full(n, np.nan)
+    if len(pos):
+        ages = pd.DataFrame({"p": pos, "a": age_h}).groupby("p")["a"].agg(["max", "min"])
+        first[ages.index.to_numpy()] = ages["max"].to_numpy()
+        last[ages.index.to_numpy()] = ages["min"].to_numpy()
+    out["hours_since_first"] = first.astype(np.float32)
+    out["hours_since_last"] = last.astype(np.float32)
+    return out
+
+
 @dataclass
 class Neighbourhood:
     """Item and user similarities, baselines and residuals of the training interactions."""
@@ -628,6 +692,8 @@ class Retriever:
     p: CandidateParams
     vectors: np.ndarray  # unified vectors aligned with ``items`` (grows with add_content)
     preferred: dict[str, list[str]] = field(default_factory=dict)  # declared categories per user
+    ease_b: np.ndarray | None = None  # EASE weights (None: catalogue too large or lambda 0)
+    activity: pd.DataFrame | None = None  # item_activity of the fitted catalogue
     _user_row: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -668,7 +734,10 @@ class Retriever:
             p=p,
             vectors=model.item_unified,
             preferred=preferred_categories(users),
+            activity=item_activity(ev, model.item_ids, now, p.item_windows_hours),
         )
+        if p.ease_lambda > 0 and 0 < inter.n_items <= p.ease_max_items:
+            r.ease_b = fit_ease(inter.positive(), p.ease_lambda)
         r._user_row = inter.user_index()
         return r
 
@@ -728,6 +797,17 @@ class Retriever:
 
     def mf(self, rows: np.ndarray, k: int) -> list[Candidates]:
         return _top(self._exclude(rows, self._dense(rows, lambda r: self.model.user_mf[r] @ self.model.item_mf.T)), k)
+
+    def ease_scores(self, rows: np.ndarray) -> np.ndarray:
+        """EASE scores of known user rows over the fitted catalogue."""
+        assert self.ease_b is not None
+        x = (self.inter.positive()[rows] > 0).astype(np.float32)
+        return np.asarray(x @ self.ease_b, dtype=np.float32)
+
+    def ease(self, rows: np.ndarray, k: int) -> list[Candidates]:
+        if self.ease_b is None:
+            return [Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in rows]
+        return _top(self._exclude(rows, self._dense(rows, self.ease_scores)), k)
 
     def graph(self, rows: np.ndarray, k: int) -> list[Candidates]:
         has = np.linalg.norm(self.model.item_graph, axis=1) > 0
@@ -831,10 +911,80 @@ class Retriever:
         parts["hybrid"] = self.hybrid(rows, k, parts)
         parts["mf"] = self.mf(rows, k)
         parts["graph"] = self.graph(rows, k)
+        parts["ease"] = self.ease(rows, k)
         parts["trending"] = self.trending_for(rows, k)
         parts["fresh"] = self.fresh(rows, k, q)
         parts["followed"] = self.followed(rows, user_ids, k)
         return parts
+
+    def dense_scores(self, rows: np.ndarray, source: str, queries: np.ndarray | None = None) -> np.ndarray:
+        """One pair source's raw scores of user rows over the fitted catalogue (NaN: undefined,
+        e.g. unknown users, contents without a neighbour or without a graph vector)."""
+        n = self.n_fit
+        if source == "content":
+            q = self.profiles(rows) if queries is None else queries
+            out = (q @ self.model.item_unified[:n].T).astype(np.float32)
+            out[np.linalg.norm(q, axis=1) == 0] = np.nan
+            return out
+        fns = {
+            "item_knn": lambda r: self.knn.item_scores(r, self.p),
+            "user_knn": lambda r: self.knn.user_scores(r, self.p),
+            "mf": lambda r: self.model.user_mf[r] @ self.model.item_mf.T,
+            "graph": lambda r: np.where(
+                (np.linalg.norm(self.model.item_graph, axis=1) > 0)[None, :],
+                self.model.user_graph[r] @ self.model.item_graph.T,
+                NEG_INF,
+            ),
+        }
+        if source == "ease":
+            if self.ease_b is None:
+                return np.full((len(rows), n), np.nan, dtype=np.float32)
+            fns["ease"] = self.ease_scores
+        out = self._dense(rows, fns[source])
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def pair_features(self, user_ids: Sequence[str], content_ids: Sequence[str], batch: int = 256) -> pd.DataFrame:
+        """Ranking features of arbitrary (user, content) pairs, defined identically whether or not
+        a source retrieved the pair: each pair source's raw score (``score_<source>``) and its
+        z-score over the user's whole catalogue (``z_<source>``), plus the content's activity
+        (:func:`item_activity`, prefixed ``item_``). NaN where a score is undefined."""
+        users = np.asarray([str(u) for u in user_ids], dtype=object)
+        pos = pd.Index(self.index.content_ids[: self.n_fit]).get_indexer(pd.Index([str(c) for c in content_ids]))
+        out = {f"{kind}_{s}": np.full(len(users), np.nan, dtype=np.float32) for s in PAIR_SOURCES for kind in ("score", "z")}
+        order = np.argsort(users, kind="stable")
+        uniq, starts = np.unique(users[order], return_index=True)
+        bounds = np.append(starts, len(order))
+        for b0 in range(0, len(uniq), batch):
+            chunk = uniq[b0 : b0 + batch]
+            rows = self.user_rows(list(chunk))
+            q = self.profiles(rows)
+            for i, r in enumerate(rows):
+                if r < 0:
+                    q[i] = self.cold_profile(str(chunk[i]))
+            for s in PAIR_SOURCES:
+                dense = self.dense_scores(rows, s, q if s == "content" else None)
+                with warnings.catch_warnings():  # rows without any defined score: NaN, as wanted
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean = np.nanmean(dense, axis=1, keepdims=True) if dense.size else dense
+                    std = np.nanstd(dense, axis=1, keepdims=True) if dense.size else dense
+                for i in range(len(chunk)):
+                    sel = order[bounds[b0 + i] : bounds[b0 + i + 1]]
+                    p_ = pos[sel]
+                    ok = p_ >= 0
+                    vals = np.full(len(sel), np.nan, dtype=np.float32)
+                    vals[ok] = dense[i, p_[ok]]
+                    out[f"score_{s}"][sel] = vals
+                    sd = std[i, 0]
+                    out[f"z_{s}"][sel] = (vals - mean[i, 0]) / sd if np.isfinite(sd) and sd > 0 else np.nan
+        frame = pd.DataFrame(out)
+        if self.activity is not None:
+            act = self.activity.to_numpy(dtype=np.float32)
+            got = np.full((len(users), act.shape[1]), np.nan, dtype=np.float32)
+            got[pos >= 0] = act[pos[pos >= 0]]
+            for j, c in enumerate(self.activity.columns):
+                frame[f"item_{c}"] = got[:, j]
+        return frame
 
     def cold_profile(self, user_id: str) -> np.ndarray:
         """Profile of a user without training events: preferred categories, when known."""

@@ -908,8 +908,13 @@ def train_ranker(
         _check_labels(head, kind, col, y)
         ytr, yva = y[:n_tr], y[n_tr:]
         known_tr, known_va = ~np.isnan(ytr), ~np.isnan(yva)
+        reason = ""
         if len(np.unique(ytr[known_tr])) < 2:
             reason = f"label {col} has no variation in the training split"
+        elif kind != "lambdarank" and int(known_tr.sum()) < 2 * p.min_child_samples:
+            # LightGBM drops every feature it cannot split under min_data_in_leaf, then fails
+            reason = f"only {int(known_tr.sum())} labelled training rows (< 2 x min_child_samples)"
+        if reason:
             logger.warning("skipping head %s (weight %s dropped): %s", head, active[head], reason)
             skipped[head] = reason
             continue

@@ -160,6 +160,11 @@ def _utc_series(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s, utc=True).astype("datetime64[ns, UTC]")
 
 
+def _naive_utc(s: pd.Series) -> np.ndarray:
+    """UTC instants as a plain ``datetime64[ns]`` array (tz-aware ``to_numpy`` gives objects)."""
+    return _utc_series(s).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+
+
 def outcome_labels(
     keys: pd.DataFrame,
     events: pd.DataFrame,
@@ -178,20 +183,22 @@ def outcome_labels(
             "_row": np.arange(len(keys)),
             "user_id": keys["user_id"].astype(str).to_numpy(),
             "content_id": keys["content_id"].astype(str).to_numpy(),
-            "_start": _utc_series(keys[start_col]).to_numpy(),
+            "_start": _naive_utc(keys[start_col]),
         }
     )
     ts = _utc_series(events["timestamp"])
     near = events["content_id"].notna()
     if len(k):
-        near &= (ts >= k["_start"].min()) & (ts <= k["_start"].max() + window)
+        lo = pd.Timestamp(k["_start"].min()).tz_localize("UTC")
+        hi = pd.Timestamp(k["_start"].max()).tz_localize("UTC") + window
+        near &= (ts >= lo) & (ts <= hi)
     ev = events.loc[near, ["user_id", "content_id", "event_type", "timestamp"]]
     ev = pd.DataFrame(
         {
             "user_id": ev["user_id"].astype(str).to_numpy(),
             "content_id": ev["content_id"].astype(str).to_numpy(),
             "event_type": ev["event_type"].astype(str).to_numpy(),
-            "_t": _utc_series(ev["timestamp"]).to_numpy(),
+            "_t": _naive_utc(ev["timestamp"]),
             "watch_ratio": (
                 events.loc[ev.index, "watch_ratio"].to_numpy(dtype="float64", na_value=np.nan)
                 if "watch_ratio" in events
@@ -398,14 +405,15 @@ def add_features(store: FeatureStore, rows: pd.DataFrame, service: str) -> pd.Da
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     """Numeric columns that are neither labels, keys, request metadata nor timestamps.
 
-    Retrieval scores (``retrieval_*``, ``score_<source>``, ``n_sources``) are left out for now:
-    positives added from outside the candidate list have none, so the model would learn "not
-    retrieved means engaged", which never holds in serving. They can come back once every
-    added positive is scored by each source.
+    The merged list's own columns (``retrieval_score``, ``retrieval_rank``, ``n_sources``) are
+    left out: positives added from outside the candidate list have none, so the model would
+    learn "not retrieved means engaged", which never holds in serving. The retrieval signal
+    comes instead from :meth:`components.candidates.Retriever.pair_features` (``score_*``,
+    ``z_*``, ``item_*``), defined for every row alike.
     """
     cols = []
     for c in frame.columns:
-        if c in NON_FEATURES or c in RETRIEVAL_COLUMNS or c.startswith(("_", "score_")):
+        if c in NON_FEATURES or c in RETRIEVAL_COLUMNS or c.startswith("_"):
             continue
         s = frame[c]
         if pd.api.types.is_bool_dtype(s) or (
@@ -452,7 +460,9 @@ def pipeline_training_set(
         active = sorted(_window_pairs(events, cut, tp.window)["user_id"].unique())
         model, _ = fit_embeddings(events, content, ep, now=cut)
         retr = Retriever.fit(model, events, content, users, cut, cp, ep)
-        cand = serving_candidates(retr, active, cp.per_user)
+        cand = serving_candidates(retr, active, cp.per_user)[
+            ["user_id", "content_id", "score", "source", "rank"]
+        ]
         part = build_training_set(
             events,
             cand,
@@ -462,6 +472,8 @@ def pipeline_training_set(
             seed=tp.seed,
             users=active,
         )
+        pair = retr.pair_features(part["user_id"].tolist(), part["content_id"].tolist())
+        part = pd.concat([part.reset_index(drop=True), pair], axis=1)
         log.info("cut %s: %d groups, %d rows", cut, part["group_id"].nunique(), len(part))
         parts.append(part)
     rows = pd.concat(parts, ignore_index=True)

@@ -53,7 +53,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -420,6 +420,73 @@ def movielens_to_drop(
         "ratings_for_unlisted_movies": unlisted,
     }
     drop = Drop(events, users, content, reconciliation)
+    validate_drop(drop)
+    return drop
+
+
+def table_to_drop(
+    parts: Mapping[str, pd.DataFrame],
+    content: pd.DataFrame | None = None,
+    *,
+    like_min_rating: float = LIKE_MIN_RATING,
+    hide_max_rating: float = HIDE_MAX_RATING,
+) -> Drop:
+    """Map ``user,item,rating,timestamp`` tables (a split brought as files) onto one drop.
+
+    Each part (e.g. ``{"train": ..., "test": ...}``) keeps its name in its event ids
+    (``<part>-<row>-<type>``), so the split survives ingestion. A row is a ``complete_view``
+    carrying the rating, plus ``like`` / ``hide`` by the MovieLens thresholds when the rating is
+    known. Ids are kept as given; ``content`` (``content_id`` plus any content column) describes
+    the items, otherwise only their ids are known.
+    """
+    if hide_max_rating >= like_min_rating:
+        raise ValueError("hide_max_rating must be below like_min_rating")
+    frames = []
+    for name, rows in parts.items():
+        missing = {"user", "item", "timestamp"} - set(rows.columns)
+        if missing:
+            raise ValueError(f"{name}: missing column(s) {sorted(missing)}")
+        rating = pd.to_numeric(rows["rating"], errors="coerce") if "rating" in rows else pd.Series(np.nan, index=rows.index)
+        base = pd.DataFrame(
+            {
+                "_row": np.arange(len(rows), dtype=np.int64),
+                "user_id": rows["user"].astype(str).to_numpy(),
+                "content_id": rows["item"].astype(str).to_numpy(),
+                "timestamp": pd.to_datetime(rows["timestamp"], utc=True).astype("datetime64[ms, UTC]").to_numpy(),
+            }
+        )
+        r = pd.Series(rating.to_numpy(dtype="float64"), index=base.index)
+        events = _assemble_events(
+            [
+                _emit(base, "complete_view", rating=r),
+                _emit(base, "like", r >= like_min_rating),
+                _emit(base, "hide", r <= hide_max_rating),
+            ],
+            str(name),
+        )
+        frames.append(events)
+    events = pd.concat(frames, ignore_index=True)
+    items = pd.Series(sorted(events["content_id"].unique()), dtype=object)
+    if content is None:
+        table = pd.DataFrame({"content_id": items, "creator_id": UNKNOWN, "category": UNKNOWN})
+    else:
+        table = content.copy()
+        table["content_id"] = table["content_id"].astype(str)
+        extra = items[~items.isin(table["content_id"])]
+        table = pd.concat([table, pd.DataFrame({"content_id": extra})], ignore_index=True)
+        for col in ("creator_id", "category"):
+            table[col] = table[col].fillna(UNKNOWN) if col in table else UNKNOWN
+    if "upload_timestamp" not in table:
+        table["upload_timestamp"] = _null_timestamps(len(table))
+    users = _empty_users(pd.Series(sorted(events["user_id"].unique()), dtype=object))
+    reconciliation = {
+        **{f"{name}_rows": len(rows) for name, rows in parts.items()},
+        **_type_counts(events, ("complete_view", "like", "hide")),
+        "events": len(events),
+        "users": len(users),
+        "content": len(table),
+    }
+    drop = Drop(events, users, _complete_content(table), reconciliation)
     validate_drop(drop)
     return drop
 

@@ -360,3 +360,73 @@ def test_hold_out_split_and_recall(world: tuple[pd.DataFrame, pd.DataFrame, pd.D
     assert set(res["recall"]) == {*C.SOURCES, "merged", "popularity"}
     assert res["recall"]["merged"]["@20"] > res["recall"]["popularity"]["@20"]
     assert res["index"]["type"] == "hnsw" and res["index"]["recall@100"] > 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# EASE and pair features (the ranker's retrieval features)
+
+
+def test_ease_matches_the_closed_form() -> None:
+    x = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]], dtype=np.float32))
+    lam = 2.0
+    gram = (x.T @ x).toarray().astype(np.float64) + lam * np.eye(4)
+    p = np.linalg.inv(gram)
+    expected = np.eye(4) - p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    got = C.fit_ease(x * 3.0, lam)  # weights are binarised first
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.all(np.diag(got) == 0)
+
+
+def test_ease_source_is_off_for_large_catalogues(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
+    ev, content, users = world
+    model, _ = E.fit_embeddings(ev, content, SMALL, now=NOW)
+    small = C.Retriever.fit(model, ev, content, users, NOW, dataclasses.replace(PARAMS, ease_max_items=5), SMALL)
+    assert small.ease_b is None
+    assert all(len(c.items) == 0 for c in small.ease(small.user_rows(["u_gaming_0"]), 10))
+    assert np.isnan(small.pair_features(["u_gaming_0"], ["gaming_01"])["score_ease"]).all()
+
+
+def test_pair_features_are_the_dense_scores_for_any_pair(retriever: C.Retriever) -> None:
+    users = ["u_gaming_0", "u_music_0", "u_gaming_0", "nobody"]
+    contents = ["gaming_01", "music_02", "travel_03", "gaming_01"]
+    f = retriever.pair_features(users, contents)
+    assert len(f) == 4
+    rows = retriever.user_rows(["u_gaming_0"])
+    pos = retriever.index.content_ids.index("travel_03")
+    for source in C.PAIR_SOURCES:
+        dense = retriever.dense_scores(rows, source)[0]
+        expected = dense[pos]
+        got = f[f"score_{source}"].iloc[2]
+        assert (np.isnan(expected) and np.isnan(got)) or got == pytest.approx(expected, rel=1e-5), source
+        if np.isfinite(expected):
+            z = (expected - np.nanmean(dense)) / np.nanstd(dense)
+            assert f[f"z_{source}"].iloc[2] == pytest.approx(z, rel=1e-4, abs=1e-5)
+    # the same pair gets the same features alone or among others (no dependence on the batch)
+    alone = retriever.pair_features(["u_gaming_0"], ["travel_03"])
+    pd.testing.assert_frame_equal(alone.reset_index(drop=True), f.iloc[[2]].reset_index(drop=True))
+    # an unknown user has no collaborative scores
+    assert np.isnan(f["score_mf"].iloc[3]) and np.isnan(f["score_item_knn"].iloc[3])
+
+
+def test_item_activity_windows_and_rates() -> None:
+    t = T0 + pd.Timedelta(days=3)
+    ev = events_frame(
+        [
+            {"type": "view", "user": "a", "content": "c1", "t": 0},
+            {"type": "like", "user": "a", "content": "c1", "t": 0.1},
+            {"type": "view", "user": "b", "content": "c1", "t": 70},
+            {"type": "like", "user": "b", "content": "c1", "t": 71.5},
+            {"type": "view", "user": "b", "content": "c2", "t": 71},
+            {"type": "like", "user": "b", "content": "c2", "t": 80},  # after "now": ignored
+        ]
+    )
+    act = C.item_activity(ev, np.array(["c1", "c2", "c3"], dtype=object), t, [6, 72])
+    assert act["eng_6h"].tolist() == [1, 0, 0]  # the like at 71.5 h, 0.5 h before now
+    assert act["eng_72h"].tolist() == [2, 0, 0]
+    assert act["interactions"].tolist() == [4, 1, 0]
+    assert act["like_rate"].iloc[0] == pytest.approx((2 + 1) / (2 + 2))
+    assert act["like_rate"].iloc[1] == pytest.approx(1 / 3)
+    assert act["hours_since_first"].iloc[0] == pytest.approx(72.0)
+    assert act["hours_since_last"].iloc[0] == pytest.approx(0.5)
+    assert np.isnan(act["hours_since_first"].iloc[2])
