@@ -1,4 +1,4 @@
-"""Candidate generation: a FAISS content index, nine candidate sources merged by quota, and recall.
+"""Candidate generation: a FAISS content index, eleven candidate sources merged by quota, and recall.
 
 Index (:class:`ContentIndex`)
     FAISS over the unified content embeddings (inner product on L2-normalised vectors = cosine),
@@ -32,6 +32,12 @@ hidden / reported contents excluded
     * ``mf`` (ALS dot product) and ``graph`` (NetMF dot product) from :mod:`components.embeddings`;
     * ``trending``: engagement growth ``(e[now-g, now) - e[now-2g, now-g)) / max(e[now-2g, now-g), 1)``
       with at least ``min_engagements`` recent engagements;
+    * ``recent``: the most engaged contents of the last ``recent.window_hours`` (what is being
+      watched now; on short-video data this beats all-time popularity by far);
+    * ``ease``: EASE (Steck, WWW 2019), the closed-form item-item model
+      ``B = I - P / diag(P)``, ``P = (X'X + lambda I)^-1`` on binary feedback; it inverts an
+      items x items matrix, so it only runs up to ``ease.max_items`` contents (no library in the
+      stack implements it; it is a Cholesky inverse and a division);
     * ``fresh``: contents available within ``max_age_hours``, ranked by
       ``exp(-age / max_age) * (1 + cos(profile, content)) / 2``;
     * ``followed``: contents of the creators the user follows (profile list plus follow events,
@@ -98,7 +104,7 @@ from components.schema import ENGAGEMENT_TYPES
 log = logging.getLogger(__name__)
 
 SOURCES: tuple[str, ...] = (
-    "content", "item_knn", "user_knn", "hybrid", "mf", "graph", "ease", "trending", "fresh", "followed",
+    "content", "item_knn", "user_knn", "hybrid", "mf", "graph", "ease", "trending", "recent", "fresh", "followed",
 )
 #: sources whose score is defined for every (user, content) pair, used as ranking features
 PAIR_SOURCES: tuple[str, ...] = ("content", "item_knn", "user_knn", "mf", "graph", "ease")
@@ -175,6 +181,7 @@ class CandidateParams:
     knn_bias_reg: float = 10.0
     knn_scoring: str = "global"  # global | normalised | aggregate
     trending_window_hours: float = 24.0
+    recent_window_hours: float = 72.0  # "recent": most engaged contents of this last window
     trending_min_engagements: int = 3
     fresh_max_age_hours: float = 72.0
     per_source: int = 1000  # contents each source returns at most
@@ -211,6 +218,7 @@ class CandidateParams:
         seed = int((params.get("base", {}) or {}).get("seed", 42))
         knn = dict(s.get("knn", {}) or {})
         trending = dict(s.get("trending", {}) or {})
+        recent = dict(s.get("recent", {}) or {})
         fresh = dict(s.get("fresh", {}) or {})
         ease = dict(s.get("ease", {}) or {})
         kw: dict[str, Any] = {k: s[k] for k in ("similarity_threshold", "alpha", "per_source", "per_user") if k in s}
@@ -219,6 +227,7 @@ class CandidateParams:
             (trending, "trending_", ("window_hours", "min_engagements")),
             (fresh, "fresh_", ("max_age_hours",)),
             (ease, "ease_", ("lambda", "max_items")),
+            (recent, "recent_", ("window_hours",)),
         ):
             kw.update({prefix + k: src[k] for k in d if k in src})
         if "item_windows_hours" in s:
@@ -692,6 +701,7 @@ class Retriever:
     p: CandidateParams
     vectors: np.ndarray  # unified vectors aligned with ``items`` (grows with add_content)
     preferred: dict[str, list[str]] = field(default_factory=dict)  # declared categories per user
+    recent: Candidates | None = None  # most engaged in the last recent_window_hours
     ease_b: np.ndarray | None = None  # EASE weights (None: catalogue too large or lambda 0)
     activity: pd.DataFrame | None = None  # item_activity of the fitted catalogue
     _user_row: dict[str, int] = field(default_factory=dict)
@@ -735,6 +745,7 @@ class Retriever:
             vectors=model.item_unified,
             preferred=preferred_categories(users),
             activity=item_activity(ev, model.item_ids, now, p.item_windows_hours),
+            recent=recent_scores(ev, model.item_ids, now, p.recent_window_hours),
         )
         if p.ease_lambda > 0 and 0 < inter.n_items <= p.ease_max_items:
             r.ease_b = fit_ease(inter.positive(), p.ease_lambda)
@@ -913,6 +924,9 @@ class Retriever:
         parts["graph"] = self.graph(rows, k)
         parts["ease"] = self.ease(rows, k)
         parts["trending"] = self.trending_for(rows, k)
+        parts["recent"] = self._global(self.recent, rows, k) if self.recent is not None else [
+            Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in rows
+        ]
         parts["fresh"] = self.fresh(rows, k, q)
         parts["followed"] = self.followed(rows, user_ids, k)
         return parts
@@ -1040,6 +1054,18 @@ def trending_scores(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestam
     ok = np.flatnonzero(e1 >= p.trending_min_engagements)
     order = ok[np.lexsort((ok, -e1[ok], -growth[ok]))]
     return Candidates(order.astype(np.int64), growth[order].astype(np.float32))
+
+
+def recent_scores(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp, window_hours: float) -> Candidates:
+    """Contents ranked by engagements in ``[now - window, now)`` (what is being watched now)."""
+    ev = events[events["event_type"].isin(sorted(ENGAGEMENT_TYPES)) & events["content_id"].notna()]
+    t = ev["timestamp"]
+    ev = ev[((t >= now - pd.Timedelta(hours=window_hours)) & (t < now)).to_numpy()]
+    pos = pd.Index(np.asarray(item_ids).astype(str)).get_indexer(ev["content_id"].astype(str))
+    cnt = np.bincount(pos[pos >= 0], minlength=len(item_ids)).astype(np.float64)
+    ok = np.flatnonzero(cnt > 0)
+    order = ok[np.lexsort((ok, -cnt[ok]))]
+    return Candidates(order.astype(np.int64), cnt[order].astype(np.float32))
 
 
 def popularity_scores(events: pd.DataFrame, item_ids: np.ndarray, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES) -> Candidates:

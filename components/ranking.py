@@ -3,10 +3,11 @@
 Training set (:func:`build_training_set`)
     One request group per (user, time cut): the candidates the serving path would have produced
     at the cut (the candidates stage's quota-merged list, refitted on the events before the cut,
-    with its source, merged score and rank, plus every source's own min-max score and the number
-    of sources that proposed the content) together with every content the user actually
-    interacted with in ``(cut, cut + window]`` (a positive the retrieval missed is added, with
-    missing retrieval features). Labels come only from events in that window:
+    with its source, merged score and rank) together with every content the user actually
+    interacted with in ``(cut, cut + window]`` (a positive the retrieval missed is added).
+    Retrieval features are pair features (every pair source's score and per-user z-score, the
+    content's recent activity) computed for every row alike, retrieved or added, so "not
+    retrieved" cannot leak the label. Labels come only from events in that window:
 
     * ``label_engaged``: like / share / comment / save / follow / complete_view / replay;
     * ``label_like``, ``label_share``, ``label_complete_view``;
@@ -84,7 +85,7 @@ LABEL_COLUMNS: tuple[str, ...] = (
     "label_negative",
     "relevance",
 )
-RETRIEVAL_COLUMNS: tuple[str, ...] = ("retrieval_score", "retrieval_rank", "n_sources")
+RETRIEVAL_COLUMNS: tuple[str, ...] = ("retrieval_score", "retrieval_rank")
 #: columns of a training frame that are never model features
 NON_FEATURES = frozenset(
     {
@@ -277,7 +278,7 @@ def build_training_set(
     """Labelled rows of one cut: candidates ∪ the window's interactions, negatives sampled.
 
     ``candidates`` holds the serving candidates at the cut (``user_id, content_id`` plus any
-    retrieval columns: ``score, source, rank, score_<source>, n_sources``). Groups are the users
+    retrieval columns: ``score, source, rank``). Groups are the users
     with an event in the window (or ``users``). Only events in ``(cut, cut + window]`` label a
     row; the features are joined later (:func:`add_features`).
     """
@@ -344,48 +345,12 @@ def join_outcomes(
 def serving_candidates(
     retr: Retriever, user_ids: Sequence[str], k: int, batch: int = 256
 ) -> pd.DataFrame:
-    """The merged candidates of :func:`components.candidates.candidate_table` plus every source's
-    own min-max score of each candidate (``score_<source>``, NaN when the source did not propose
-    it) and the number of sources that did (``n_sources``)."""
-    from components.candidates import SOURCES, merge, minmax
+    """The merged serving candidates (``user_id, content_id, score, source, rank``) of
+    :func:`components.candidates.candidate_table`; the ranking features of each row come from
+    :meth:`~components.candidates.Retriever.pair_features`."""
+    from components.candidates import candidate_table
 
-    ids = np.asarray(retr.index.content_ids, dtype=object)
-    frames: list[pd.DataFrame] = []
-    for start in range(0, len(user_ids), batch):
-        chunk = [str(u) for u in user_ids[start : start + batch]]
-        parts = retr.all_sources(chunk, max(k, retr.p.per_source))
-        fallback = retr.popular(retr.user_rows(chunk), k)
-        for i, u in enumerate(chunk):
-            items, scores, sources = merge(
-                {s: v[i] for s, v in parts.items()}, retr.p.mix, k, fallback[i]
-            )
-            pos = np.asarray(items, dtype=np.int64)
-            f = pd.DataFrame(
-                {
-                    "user_id": u,
-                    "content_id": ids[pos] if len(pos) else np.array([], dtype=object),
-                    "score": np.asarray(scores, dtype=np.float32),
-                    "source": sources,
-                    "rank": np.arange(len(pos), dtype=np.int32),
-                }
-            )
-            n = np.zeros(len(pos), dtype=np.int16)
-            for s in SOURCES:
-                c = parts[s][i] if s in parts else None
-                col = np.full(len(pos), np.nan, dtype=np.float32)
-                if c is not None and len(c.items) and len(pos):
-                    order = np.argsort(c.items, kind="stable")
-                    sorted_items = c.items[order]
-                    at = np.minimum(np.searchsorted(sorted_items, pos), len(order) - 1)
-                    hit = sorted_items[at] == pos
-                    col[hit] = minmax(c.scores)[order[at[hit]]]
-                n += ~np.isnan(col)
-                f[f"score_{s}"] = col
-            f["n_sources"] = n
-            frames.append(f)
-    if not frames:
-        return pd.DataFrame(columns=["user_id", "content_id", "score", "source", "rank"])
-    return pd.concat(frames, ignore_index=True)
+    return candidate_table(retr, [str(u) for u in user_ids], k, batch)
 
 
 def training_cuts(end: Any, n: int, window: pd.Timedelta) -> list[pd.Timestamp]:
@@ -405,7 +370,7 @@ def add_features(store: FeatureStore, rows: pd.DataFrame, service: str) -> pd.Da
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     """Numeric columns that are neither labels, keys, request metadata nor timestamps.
 
-    The merged list's own columns (``retrieval_score``, ``retrieval_rank``, ``n_sources``) are
+    The merged list's own columns (``retrieval_score``, ``retrieval_rank``) are
     left out: positives added from outside the candidate list have none, so the model would
     learn "not retrieved means engaged", which never holds in serving. The retrieval signal
     comes instead from :meth:`components.candidates.Retriever.pair_features` (``score_*``,
@@ -460,9 +425,7 @@ def pipeline_training_set(
         active = sorted(_window_pairs(events, cut, tp.window)["user_id"].unique())
         model, _ = fit_embeddings(events, content, ep, now=cut)
         retr = Retriever.fit(model, events, content, users, cut, cp, ep)
-        cand = serving_candidates(retr, active, cp.per_user)[
-            ["user_id", "content_id", "score", "source", "rank"]
-        ]
+        cand = serving_candidates(retr, active, cp.per_user)
         part = build_training_set(
             events,
             cand,
