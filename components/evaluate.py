@@ -150,6 +150,16 @@ def interaction_units(events: pd.DataFrame) -> pd.DataFrame:
     return units.sort_values(UNIT_COLUMNS, kind="stable").reset_index(drop=True)
 
 
+def _events_of(events: pd.DataFrame, test_units: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    test_keys = pd.MultiIndex.from_frame(test_units.rename(columns={"user": "user_id"})[UNIT_COLUMNS])
+    keys = pd.MultiIndex.from_arrays(
+        [events["user_id"].astype(str), events["content_id"].astype(str), events["timestamp"]],
+        names=UNIT_COLUMNS,
+    )
+    in_test = keys.isin(test_keys) & events["user_id"].notna().to_numpy()
+    return events[~in_test], events[in_test]
+
+
 def split_events(
     events: pd.DataFrame, protocol: str, *, test_fraction: float, cut_quantile: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -166,13 +176,15 @@ def split_events(
         sp = global_time(units, quantile=cut_quantile)
     else:
         raise ValueError(f"unknown protocol {protocol!r}")
-    test_keys = pd.MultiIndex.from_frame(sp.test.rename(columns={"user": "user_id"})[UNIT_COLUMNS])
-    keys = pd.MultiIndex.from_arrays(
-        [events["user_id"].astype(str), events["content_id"].astype(str), events["timestamp"]],
-        names=UNIT_COLUMNS,
-    )
-    in_test = keys.isin(test_keys) & events["user_id"].notna().to_numpy()
-    return events[~in_test], events[in_test]
+    return _events_of(events, sp.test)
+
+
+def kfold_events(events: pd.DataFrame, k: int, seed: int) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """``k`` (train, test) event splits: per-user k-fold over interaction units."""
+    from components.splits import kfold_per_user
+
+    units = interaction_units(events).rename(columns={"user_id": "user"})
+    return [_events_of(events, sp.test) for sp in kfold_per_user(units, k, seed=seed)]
 
 
 def relevant_items(train: pd.DataFrame, test: pd.DataFrame, positive_types: Sequence[str]) -> dict[str, set[str]]:
@@ -584,6 +596,31 @@ def evaluate_events(
     return evaluate_split(params, dataset, train, test, content, users, s, work)
 
 
+def cross_validate(
+    params: Mapping[str, Any], dataset: str, events: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, k: int, work: Path
+) -> dict[str, Any]:
+    """k-fold cross-validation (per user, random): the protocol on each fold (the ranker's
+    validation parts carved by ``random_per_user`` from each fold's train), then the mean and
+    standard deviation of every model's metrics over the folds."""
+    s = EvalSettings.from_params(params, dataset)
+    s = EvalSettings(**{**s.__dict__, "protocol": "random_per_user", "test_fraction": 1.0 / k})
+    folds = []
+    for f, (train, test) in enumerate(kfold_events(events, k, s.seed)):
+        log.info("cross-validation fold %d of %d", f + 1, k)
+        folds.append(evaluate_split(params, dataset, train, test, content, users, s, work / f"cv{f}").summary)
+    models = folds[0]["models"]
+    out: dict[str, Any] = {"dataset": dataset, "folds": k, "models": {}}
+    for name in models:
+        out["models"][name] = {
+            metric: {
+                "mean": round(float(np.mean([fd["models"][name][metric] for fd in folds])), 6),
+                "std": round(float(np.std([fd["models"][name][metric] for fd in folds])), 6),
+            }
+            for metric in models[name]
+        }
+    return out
+
+
 def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
     """Stage: evaluate the pipeline's own data (``data.source``) from ``data/interim``."""
     from components.embeddings import read_interim
@@ -708,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default="files", help="name of a brought split (output suffix)")
     parser.add_argument("--inner-protocol", choices=PROTOCOLS, default="random_per_user", help="how the ranker's validation parts are carved from a brought train part")
     parser.add_argument("--positive-types", nargs="*", default=[], help="relevant event types of a brought split (default: any interaction)")
+    parser.add_argument("--cv", type=int, default=0, help="k-fold cross-validation (per user) of the data set instead of the hold-out")
     parser.add_argument("--feed-users", type=Path, help="batch mode: a file with one user id per line; writes the top-K feed CSV")
     parser.add_argument("--k", type=int, default=10, help="feed length in batch mode")
     parser.add_argument("--out", type=Path, help="batch mode: output CSV (default reports/feed.csv)")
@@ -724,6 +762,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         feed.to_csv(out, index=False)
         print(f"feed: {feed['user_id'].nunique()} users x top {args.k} -> {out}")
+        return 0
+    if args.cv:
+        from components.candidates import prepare_dataset
+        from components.embeddings import read_interim
+
+        dataset = args.dataset or str((params.get("data", {}) or {}).get("source", "synthetic"))
+        with tempfile.TemporaryDirectory(prefix="evaluate-cv-") as tmp:
+            source = prepare_dataset(params, dataset, Path(tmp) / "data-root") if args.dataset else paths
+            events, content, users = read_interim(source)
+            cv = cross_validate(params, dataset, events, content, users, args.cv, Path(tmp))
+        paths.metrics.mkdir(parents=True, exist_ok=True)
+        (paths.metrics / f"evaluate_cv_{dataset}.json").write_text(json.dumps(cv, indent=2, sort_keys=True) + "\n")
+        for name, m in cv["models"].items():
+            print(f"{name:12s} ndcg@10 {m['ndcg@10']['mean']:.4f} ± {m['ndcg@10']['std']:.4f}")
         return 0
     if args.train_file or args.test_file:
         if not (args.train_file and args.test_file):

@@ -5,6 +5,7 @@
 * ``temporal_per_user``: each user's last ``test_fraction`` of interactions by time are test
   (the KuaiRand protocol: last 20 %); ties in time keep their input order;
 * ``global_time``: everything before the ``quantile`` of event times is train;
+* ``kfold_per_user``: k folds per user for cross-validation (each interaction tested once);
 * ``read_split``: a ``user,item,rating,timestamp`` table (CSV or Parquet) as given by a
   published protocol, so results can be compared with it.
 
@@ -52,6 +53,20 @@ def temporal_per_user(
     pos = np.arange(len(frame))
     order = np.lexsort((pos, frame[time_col].to_numpy(), frame[user_col].astype(str).to_numpy()))
     return _by_rank(frame, order, user_col, test_fraction)
+
+
+def kfold_per_user(frame: pd.DataFrame, k: int, *, user_col: str = "user", seed: int = 42) -> list[Split]:
+    """``k`` folds for cross-validation: each user's interactions shuffled with ``seed`` and dealt
+    round-robin into ``k`` parts; fold ``f`` tests on part ``f`` and trains on the rest, so every
+    interaction is tested exactly once (users with fewer than ``k`` interactions are absent
+    from some test parts)."""
+    if k < 2:
+        raise ValueError(f"k-fold needs k >= 2, got {k}")
+    key = np.random.default_rng(seed).random(len(frame))
+    order = np.lexsort((key, frame[user_col].astype(str).to_numpy()))
+    ordered = frame.iloc[order]
+    part = ordered.groupby(user_col, sort=False).cumcount().to_numpy() % k
+    return [Split(train=ordered[part != f].sort_index(), test=ordered[part == f].sort_index()) for f in range(k)]
 
 
 def global_time(frame: pd.DataFrame, *, time_col: str = "timestamp", quantile: float = 0.8) -> Split:

@@ -22,6 +22,9 @@ from components.paths import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 TINY = {"n_users": 150, "n_items": 400, "n_creators": 40, "n_events": 15_000, "days": 7}
+#: the synthetic pipeline; the real-data evaluations (``evaluate_real@*``) are left to `dvc repro`
+#: and `make evaluate-real` (minutes each)
+MAIN = ("materialize", "train", "evaluate")
 
 
 def _dvc(root: Path, *args: str) -> str:
@@ -57,8 +60,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_repro_runs_all_then_nothing_then_only_what_changed(project: Path) -> None:
-    first = _dvc(project, "repro")
-    assert {"generate", "ingest", "preprocess", "features", "feast_apply", "materialize"} <= _ran(first)
+    first = _dvc(project, "repro", *MAIN)
+    assert {"generate", "ingest", "preprocess", "features", "feast_apply", "materialize", "train", "evaluate"} <= _ran(first)
 
     ingest = json.loads((project / "metrics/ingest.json").read_text())
     assert ingest["reconciled"] and ingest["n_in"] == TINY["n_events"]
@@ -69,22 +72,22 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(project: Path) -> No
     assert (project / "data/interim/sessions.parquet").exists()
     assert any((project / "data/raw/events").glob("event_date=*/*.parquet"))
 
-    assert _ran(_dvc(project, "repro")) == set()
+    assert _ran(_dvc(project, "repro", *MAIN)) == set()
 
     params_path = project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["preprocess"]["session_gap_minutes"] = 10
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     # preprocessing re-runs, then only stages downstream of it whose inputs actually changed
-    ran = _ran(_dvc(project, "repro"))
+    ran = _ran(_dvc(project, "repro", *MAIN))
     assert "preprocess" in ran
-    assert ran <= {"preprocess", "features", "materialize", "embeddings", "candidates", "train"} & _stages(project)
+    assert ran <= {"preprocess", "features", "materialize", "embeddings", "candidates", "train", "evaluate"} & _stages(project)
     pre10 = json.loads((project / "metrics/preprocess.json").read_text())
     assert pre10["sessions"] > pre["sessions"]  # a shorter gap splits more sessions
 
 
 def test_forced_rerun_gives_identical_metrics(project: Path) -> None:
-    _dvc(project, "repro")
+    _dvc(project, "repro", *MAIN)
     def deterministic() -> dict[str, str]:
         # timings differ by nature; materialisation records an incremental window by design
         skip = ("throughput", "materialize")
@@ -95,3 +98,48 @@ def test_forced_rerun_gives_identical_metrics(project: Path) -> None:
     after = deterministic()
     assert before == after
     assert {"ingest.json", "preprocess.json"} <= set(before)
+
+
+def test_evaluation_outputs_and_determinism(project: Path) -> None:
+    _dvc(project, "repro", *MAIN)
+    summary = json.loads((project / "metrics/evaluate.json").read_text())
+    assert summary["protocol"] == "global_time" and summary["users_evaluated"] > 20
+    assert {"pipeline", "popularity", "item_knn", "mf", "ease", "candidates"} == set(summary["models"])
+    assert summary["ranker"]["features"] > 30  # pair features plus the FeatureService's
+    for model in summary["models"]:
+        curve = (project / "metrics/plots/evaluate" / f"{model}.csv").read_text().splitlines()
+        assert curve[0] == "k,precision,recall,ndcg" and len(curve) == 51
+    report = (project / "reports/evaluation.md").read_text()
+    assert "| **pipeline** |" in report and "| popularity |" in report
+    shown = _dvc(project, "metrics", "show", "--json")
+    assert "metrics/evaluate.json" in shown
+
+    _dvc(project, "repro", "-f", "-s", "evaluate")
+    assert json.loads((project / "metrics/evaluate.json").read_text()) == summary
+
+
+def test_batch_feed_excludes_what_users_saw(project: Path) -> None:
+    _dvc(project, "repro", *MAIN)
+    import pandas as pd
+
+    from components.ingest import pseudonym
+
+    raw = pd.read_parquet(project / "data/drops/synthetic/events")
+    wanted = sorted(raw["user_id"].dropna().astype(str).unique())[:5]
+    (project / "users.txt").write_text("\n".join(wanted) + "\n")
+    env = {**os.environ, "RECO_HMAC_KEY": "e2e-test-key"}
+    env.pop("RECO_DEMO", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "components.evaluate", "--root", str(project), "--params", str(project / "params.yaml"),
+         "--feed-users", str(project / "users.txt"), "--k", "7", "--out", str(project / "feed.csv")],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    feed = pd.read_csv(project / "feed.csv", dtype={"user_id": str, "content_id": str})
+    assert list(feed.columns) == ["user_id", "rank", "content_id", "score", "source"]
+    assert sorted(feed["user_id"].unique()) == wanted
+    assert (feed.groupby("user_id").size() == 7).all()
+    events = pd.read_parquet(project / "data/interim/events.parquet", columns=["user_id", "content_id"])
+    for u, g in feed.groupby("user_id"):
+        seen = set(events.loc[events["user_id"] == pseudonym(u, b"e2e-test-key"), "content_id"])
+        assert seen and not seen & set(g["content_id"])

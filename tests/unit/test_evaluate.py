@@ -221,3 +221,12 @@ def test_run_files_trains_on_train_and_scores_test(world: tuple[pd.DataFrame, ..
     assert (paths.metrics / "plots" / "evaluate_mine" / "pipeline.csv").exists()
     assert res.summary["models"][V.PIPELINE]["ndcg@10"] > res.summary["models"]["popularity"]["ndcg@10"]
     assert T0 is not None
+
+
+def test_cross_validation_averages_folds(world: tuple[pd.DataFrame, ...], tmp_path: Path) -> None:
+    params = small_params(positive_types=["like"], inner_folds=1)
+    cv = V.cross_validate(params, "synthetic", world[0], world[1], world[2], 2, tmp_path)
+    assert cv["folds"] == 2 and set(cv["models"]) == {V.PIPELINE, *V.BASELINES}
+    m = cv["models"][V.PIPELINE]["ndcg@10"]
+    assert 0.0 < m["mean"] <= 1.0 and m["std"] >= 0.0
+    assert cv["models"][V.PIPELINE]["ndcg@10"]["mean"] > cv["models"]["popularity"]["ndcg@10"]["mean"]

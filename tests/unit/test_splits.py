@@ -72,3 +72,20 @@ def test_read_split_csv_and_parquet(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("user,item\n1,2\n")
     with pytest.raises(ValueError, match="missing column"):
         read_split(tmp_path / "bad.csv")
+
+
+def test_kfold_per_user_tests_every_row_once() -> None:
+    from components.splits import kfold_per_user
+
+    frame = pd.DataFrame({"user": ["a"] * 9 + ["b"] * 4, "item": [str(i) for i in range(13)], "timestamp": range(13)})
+    folds = kfold_per_user(frame, 3, seed=1)
+    assert len(folds) == 3
+    tested = pd.concat([f.test for f in folds])
+    assert sorted(tested.index) == list(frame.index)  # each row tested exactly once
+    for f in folds:
+        assert not set(f.train.index) & set(f.test.index) and len(f.train) + len(f.test) == 13
+        assert (f.test["user"] == "a").sum() == 3  # 9 rows of a dealt evenly
+    again = kfold_per_user(frame, 3, seed=1)
+    assert all(a.test.index.equals(b.test.index) for a, b in zip(folds, again, strict=True))
+    with pytest.raises(ValueError):
+        kfold_per_user(frame, 1)
