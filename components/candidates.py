@@ -866,6 +866,11 @@ class Retriever:
     def trending_for(self, rows: np.ndarray, k: int) -> list[Candidates]:
         return self._global(self.trending, rows, k)
 
+    def recent_for(self, rows: np.ndarray, k: int) -> list[Candidates]:
+        if self.recent is None:
+            return [Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in rows]
+        return self._global(self.recent, rows, k)
+
     def popular(self, rows: np.ndarray, k: int) -> list[Candidates]:
         return self._global(self.popularity, rows, k)
 
@@ -924,9 +929,7 @@ class Retriever:
         parts["graph"] = self.graph(rows, k)
         parts["ease"] = self.ease(rows, k)
         parts["trending"] = self.trending_for(rows, k)
-        parts["recent"] = self._global(self.recent, rows, k) if self.recent is not None else [
-            Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in rows
-        ]
+        parts["recent"] = self.recent_for(rows, k)
         parts["fresh"] = self.fresh(rows, k, q)
         parts["followed"] = self.followed(rows, user_ids, k)
         return parts

@@ -19,8 +19,9 @@ Protocol (``evaluate`` in params.yaml, per data set through ``overrides``)
     4. Stage 1 is refitted on the whole train; every test user's serving candidates are scored
        by the ranker; the top K form the pipeline's list.
     5. Baselines from the same stage-1 fit, with the same exclusions and users: ``popularity``
-       (most engaged contents of train), ``item_knn``, ``mf`` (ALS alone), ``ease`` (EASE alone)
-       and ``candidates`` (the quota-merged retrieval list without the ranker).
+       (most engaged contents of train), ``recent`` (most engaged in the last
+       ``candidates.recent.window_hours`` of train), ``item_knn``, ``mf`` (ALS alone), ``ease``
+       (EASE alone) and ``candidates`` (the quota-merged retrieval list without the ranker).
 
 Features of a (user, content) row, all as of the fold's cut and from train events only
     * pair scores of every pair source and their per-user z-scores, and the content's activity
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("global_time", "temporal_per_user", "random_per_user")
-BASELINES = ("popularity", "item_knn", "mf", "ease", "candidates")
+BASELINES = ("popularity", "recent", "item_knn", "mf", "ease", "candidates")
 PIPELINE = "pipeline"
 DATASETS = ("synthetic", "kuairand", "movielens")
 UNIT_COLUMNS = ["user_id", "content_id", "timestamp"]
@@ -320,8 +321,7 @@ def train_on(
     work: Path,
 ) -> tuple[RankerModel, pd.DataFrame]:
     """The ranker from ``inner_folds`` nested validation parts of ``train``."""
-    from components.ranker import train_ranker
-    from components.ranking import feature_columns
+    from components.ranking import train as train_ranker_on
 
     parts = []
     inner = train
@@ -344,7 +344,7 @@ def train_on(
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
     service = str((params.get("feast", {}) or {}).get("feature_service", "ranker_v2")) if s.feast_features else ""
-    model = train_ranker(frame, feature_columns(frame), ranker_params(params, s), feature_service=service, created_from=f"evaluate:{dataset}")
+    model = train_ranker_on(frame, params, service, created_from=f"evaluate:{dataset}", ranker=ranker_params(params, s))
     return model, frame
 
 
@@ -364,6 +364,8 @@ def baseline_lists(retr: Retriever, users: Sequence[str], k: int, candidates: pd
         "item_knn": _lists_from(retr, users, retr.item_knn(rows, k), k),
         "mf": _lists_from(retr, users, retr.mf(rows, k), k),
     }
+    if retr.recent is not None:
+        out["recent"] = _lists_from(retr, users, retr.recent_for(rows, k), k)
     if retr.ease_b is not None:
         out["ease"] = _lists_from(retr, users, retr.ease(rows, k), k)
     ordered = candidates.sort_values(["user_id", "rank"], kind="stable")
@@ -375,7 +377,7 @@ def baseline_lists(retr: Retriever, users: Sequence[str], k: int, candidates: pd
 def ranked_lists(scored: pd.DataFrame, k: int) -> dict[str, list[str]]:
     """Top ``k`` per user by ``score`` (ties by content id)."""
     order = scored.sort_values(["user_id", "score", "content_id"], ascending=[True, False, True], kind="stable")
-    return {u: g["content_id"].head(k).tolist() for u, g in order.groupby("user_id", sort=False)}
+    return {str(u): g["content_id"].head(k).tolist() for u, g in order.groupby("user_id", sort=False)}
 
 
 def beyond_accuracy(retr: Retriever, lists: Mapping[str, Sequence[str]], train: pd.DataFrame, k: int) -> dict[str, float]:
@@ -500,13 +502,14 @@ def evaluate_split(
             "version": model.version,
             "backend": model.backend,
             "objective": model.objective,
-            "training_rows": len(frame),
-            "training_groups": int(frame["group_id"].nunique()),
+            "training_rows": int((frame["in_candidates"] == 1).sum()),
+            "training_groups": int(frame.loc[frame["in_candidates"] == 1, "group_id"].nunique()),
+            "positives_missed_by_retrieval": int((frame["in_candidates"] == 0).sum()),
             "features": len(model.feature_cols),
             "validation": model.training_metrics.get("combined", {}),
         },
         "candidate_recall": round(
-            float(np.mean([len(truth[u] & set(g["content_id"])) / len(truth[u]) for u, g in cand.groupby("user_id") if u in truth])), 6
+            float(np.mean([len(truth[str(u)] & set(g["content_id"])) / len(truth[str(u)]) for u, g in cand.groupby("user_id") if str(u) in truth])), 6
         ),
         "heads": {h: {k: round(v, 6) for k, v in d.items()} for h, d in head_metrics(model, scored).items()},
         "models": models,

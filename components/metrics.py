@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +71,8 @@ def user_metrics(ranked: Sequence[Hashable], relevant: Iterable[Hashable], k: in
 
 
 def ranking_metrics(
-    recommendations: Mapping[Hashable, Sequence[Hashable]],
-    relevant: Mapping[Hashable, Iterable[Hashable]],
+    recommendations: Mapping[Any, Sequence[Any]],
+    relevant: Mapping[Any, Iterable[Any]],
     ks: Sequence[int] = (10, 50),
 ) -> dict[str, float]:
     """Mean precision/recall/NDCG/MAP/hit rate at each k over users with relevant items.
@@ -91,7 +92,7 @@ def ranking_metrics(
     return out
 
 
-def catalogue_coverage(recommendations: Mapping[Hashable, Sequence[Hashable]], catalogue_size: int) -> float:
+def catalogue_coverage(recommendations: Mapping[Any, Sequence[Any]], catalogue_size: int) -> float:
     """Share of the catalogue that appears in at least one list."""
     if catalogue_size <= 0:
         return 0.0
@@ -113,7 +114,7 @@ def intra_list_diversity(items: Sequence[Hashable], vectors: Mapping[Hashable, n
     return float(1.0 - mean_sim)
 
 
-def novelty(recommendations: Mapping[Hashable, Sequence[Hashable]], popularity: Mapping[Hashable, int], n_users: int) -> float:
+def novelty(recommendations: Mapping[Any, Sequence[Any]], popularity: Mapping[Any, int], n_users: int) -> float:
     """Mean self-information −log2(p(item)) of recommended items, p = share of users who had it.
 
     Items never seen in training get the popularity of one user (maximal novelty).
@@ -139,8 +140,8 @@ def gini(counts: Sequence[float] | np.ndarray) -> float:
 
 
 def exposure_gini(
-    recommendations: Mapping[Hashable, Sequence[Hashable]],
-    creator_of: Mapping[Hashable, Hashable],
+    recommendations: Mapping[Any, Sequence[Any]],
+    creator_of: Mapping[Any, Any],
     creators: Iterable[Hashable] | None = None,
 ) -> float:
     """Gini of impressions across creators (creators never shown count as zero when listed)."""

@@ -444,15 +444,35 @@ def pipeline_training_set(
     return add_features(store, rows, service)
 
 
+def ranker_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows the ranker learns from: the serving candidates only.
+
+    Positives the retrieval missed stay in the training set (they measure retrieval recall and
+    feed log-and-join), but not in the ranker's rows: negatives are sampled among candidates
+    only, so with the missed positives in, "scores like a non-candidate" would mean "engaged",
+    and serving never ranks a non-candidate.
+    """
+    if "in_candidates" not in frame:
+        return frame
+    return frame[frame["in_candidates"].to_numpy() == 1].reset_index(drop=True)
+
+
 def train(
-    frame: pd.DataFrame, params: Mapping[str, Any], service: str, created_from: str = ""
+    frame: pd.DataFrame,
+    params: Mapping[str, Any],
+    service: str,
+    created_from: str = "",
+    ranker: Any = None,
 ) -> RankerModel:
+    """Train the ranker on the candidate rows of ``frame`` (``ranker``: RankerParams, default
+    from ``params``)."""
     from components.ranker import RankerParams, train_ranker
 
+    rows = ranker_rows(frame)
     return train_ranker(
-        frame,
-        feature_columns(frame),
-        RankerParams.from_params(params),
+        rows,
+        feature_columns(rows),
+        ranker if ranker is not None else RankerParams.from_params(params),
         feature_service=service,
         created_from=created_from,
     )

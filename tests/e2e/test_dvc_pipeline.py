@@ -104,7 +104,7 @@ def test_evaluation_outputs_and_determinism(project: Path) -> None:
     _dvc(project, "repro", *MAIN)
     summary = json.loads((project / "metrics/evaluate.json").read_text())
     assert summary["protocol"] == "global_time" and summary["users_evaluated"] > 20
-    assert {"pipeline", "popularity", "item_knn", "mf", "ease", "candidates"} == set(summary["models"])
+    assert {"pipeline", "popularity", "recent", "item_knn", "mf", "ease", "candidates"} == set(summary["models"])
     assert summary["ranker"]["features"] > 30  # pair features plus the FeatureService's
     for model in summary["models"]:
         curve = (project / "metrics/plots/evaluate" / f"{model}.csv").read_text().splitlines()
