@@ -10,7 +10,8 @@ Protocol (``evaluate`` in params.yaml, per data set through ``overrides``)
        any interaction) they had not interacted with in train. Users with a test truth and train
        interactions are scored; lists never contain a content seen in train.
     3. The ranker is trained on train only: ``inner_folds`` validation parts are carved from train
-       with the same protocol (nested: fold 2 splits fold 1's inner train, and so on). For each
+       with the same protocol (time-based protocols nest: fold 2 splits fold 1's inner train, and
+       so on; random folds are independent resplits of train with other seeds). For each
        fold, stage 1 (embeddings, FAISS index, every candidate source) is fitted on the inner
        train, the serving candidates of the fold's users are labelled from the held-out part
        (placed just after the fold's cut, so the training-set labeller applies unchanged),
@@ -326,8 +327,12 @@ def train_on(
     parts = []
     inner = train
     for fold in range(s.inner_folds):
+        # time-based protocols nest (each fold ends where the next one's held-out part starts);
+        # random folds are independent resplits of the whole train part, so every inner train
+        # has the size of train x (1 - test_fraction), as the final model's train part relates to it
+        source = train if s.protocol == "random_per_user" else inner
         inner, held = split_events(
-            inner, s.protocol, test_fraction=s.test_fraction, cut_quantile=s.cut_quantile, seed=s.seed + 1 + fold
+            source, s.protocol, test_fraction=s.test_fraction, cut_quantile=s.cut_quantile, seed=s.seed + 1 + fold
         )
         fitted = fit_stage1(params, dataset, inner, content, users)
         if s.feast_features:

@@ -115,6 +115,8 @@ class RankerParams:
     validation_fraction: float = 0.2
     eval_at: int = 10
     n_threads: int = 2
+    base_feature: str = ""  # main head boosts from this feature ("auto": best z_* on training groups)
+    base_weight: float = 1.0
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -169,6 +171,8 @@ class RankerParams:
             validation_fraction=float(sec.get("validation_fraction", default.validation_fraction)),
             eval_at=int(sec.get("eval_at", default.eval_at)),
             n_threads=int(sec.get("n_threads", default.n_threads)),
+            base_feature=str(sec.get("base_feature", default.base_feature) or ""),
+            base_weight=float(sec.get("base_weight", default.base_weight)),
             seed=int(params["base"]["seed"]),
         )
 
@@ -288,6 +292,7 @@ class _HeadData:
     y: np.ndarray
     group_sizes: np.ndarray | None  # lambdarank only
     qid: np.ndarray | None  # lambdarank only (XGBoost)
+    init: np.ndarray | None = None  # base margin the boosting starts from (main head)
 
 
 @dataclass(frozen=True)
@@ -376,6 +381,7 @@ class _LightGBM(_Backend):
             train.X,
             label=train.y,
             group=train.group_sizes,
+            init_score=train.init,
             feature_name=list(feature_cols),
             params=bp,
             free_raw_data=True,
@@ -392,7 +398,13 @@ class _LightGBM(_Backend):
         valid_sets = []
         if valid is not None:
             valid_sets.append(
-                lgb.Dataset(valid.X, label=valid.y, group=valid.group_sizes, reference=dtrain)
+                lgb.Dataset(
+                    valid.X,
+                    label=valid.y,
+                    group=valid.group_sizes,
+                    init_score=valid.init,
+                    reference=dtrain,
+                )
             )
             if p.early_stopping_rounds > 0:
                 callbacks.append(
@@ -466,7 +478,12 @@ class _XGBoost(_Backend):
         bp = self.booster_params(kind, p)
         names = list(feature_cols)
         dtrain = xgb.QuantileDMatrix(
-            train.X, label=train.y, qid=train.qid, feature_names=names, nthread=p.n_threads
+            train.X,
+            label=train.y,
+            qid=train.qid,
+            base_margin=train.init,
+            feature_names=names,
+            nthread=p.n_threads,
         )
         callbacks: list[Any] = [xgb.callback.LearningRateScheduler(p.learning_rate_at)]
         evals = []
@@ -475,6 +492,7 @@ class _XGBoost(_Backend):
                 valid.X,
                 label=valid.y,
                 qid=valid.qid,
+                base_margin=valid.init,
                 feature_names=names,
                 ref=dtrain,
                 nthread=p.n_threads,
@@ -552,6 +570,16 @@ class HeadSpec:
     std: float
     best_iteration: int
     files: tuple[str, ...]
+    base_feature: str = ""  # the margin is the trees' output + base_weight * this feature
+    base_weight: float = 0.0
+    base_fill: float = 0.0  # the feature's value where it is missing
+
+    def offset(self, M: np.ndarray, feature_cols: Sequence[str]) -> np.ndarray | None:
+        """The base margin of the rows of ``M`` (None without a base feature)."""
+        if not self.base_feature:
+            return None
+        col = M[:, list(feature_cols).index(self.base_feature)].astype("float64")
+        return self.base_weight * np.where(np.isnan(col), self.base_fill, col)
 
 
 def _weighted_sum(heads: Mapping[str, HeadSpec], margins: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -661,10 +689,12 @@ class RankerModel:
         return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _margins(self, M: np.ndarray) -> dict[str, np.ndarray]:
-        return {
-            name: self._impl.margin(b, M, self._predict_threads)
-            for name, b in self.boosters.items()
-        }
+        out = {}
+        for name, b in self.boosters.items():
+            m = self._impl.margin(b, M, self._predict_threads)
+            base = self.heads[name].offset(M, self.feature_cols)
+            out[name] = m if base is None else m + base
+        return out
 
     def predict_heads(
         self, X: pd.DataFrame | np.ndarray, output: HeadOutput = "natural"
@@ -731,6 +761,11 @@ class RankerModel:
                     "std": s.std,
                     "best_iteration": s.best_iteration,
                     "files": list(s.files),
+                    **(
+                        {"base_feature": s.base_feature, "base_weight": s.base_weight, "base_fill": s.base_fill}
+                        if s.base_feature
+                        else {}
+                    ),
                 }
                 for h, s in self.heads.items()
             },
@@ -835,6 +870,52 @@ def _binary_metrics(y: np.ndarray, margin: np.ndarray) -> dict[str, Any]:
     }
 
 
+#: features ``base_feature: auto`` chooses from: per-user standardised retrieval scores and the
+#: content's recent engagement counts
+BASE_PREFIXES = ("z_", "item_eng_")
+
+
+def _choose_base(
+    p: RankerParams, feature_cols: Sequence[str], Xtr: np.ndarray, engaged_tr: np.ndarray, sizes_tr: np.ndarray
+) -> HeadSpec | None:
+    """The LambdaRank main head's base margin: ``base_feature`` itself or, with ``auto``, the
+    feature among :data:`BASE_PREFIXES` with the best NDCG@eval_at on the *training* groups,
+    standardised over the training rows and scaled by ``base_weight``.
+
+    Trees see a feature through a few hundred bins, so they cannot reproduce the fine ordering a
+    strong retrieval score gives at the top of a list; boosting from the score keeps that ordering
+    and lets the trees learn corrections (early stopping on validation decides how many).
+    """
+    if not p.base_feature:
+        return None
+    if p.objective != "lambdarank":
+        logger.warning("ranking.base_feature applies to the lambdarank objective only: ignored")
+        return None
+    cols = list(feature_cols)
+    if p.base_feature == "auto":
+        options = [c for c in cols if c.startswith(BASE_PREFIXES)]
+        if not options:
+            return None
+        ndcg = {}
+        for c in options:
+            col = Xtr[:, cols.index(c)].astype("float64")
+            ndcg[c] = _ndcg(np.where(np.isnan(col), -np.inf, col), engaged_tr == 1, sizes_tr, p.eval_at) or 0.0
+        name = max(options, key=lambda c: (ndcg[c], c))
+        logger.info("base feature %s (training NDCG@%d %.4f)", name, p.eval_at, ndcg[name])
+    elif p.base_feature in cols:
+        name = p.base_feature
+    else:
+        raise ValueError(f"ranking.base_feature {p.base_feature!r} is not a feature column")
+    col = Xtr[:, cols.index(name)].astype("float64")
+    finite = col[np.isfinite(col)]
+    fill = float(finite.min()) if len(finite) else 0.0
+    std = float(finite.std()) if len(finite) else 0.0
+    return HeadSpec(
+        name="engaged", kind="lambdarank", weight=0.0, mean=0.0, std=1.0, best_iteration=0, files=(),
+        base_feature=name, base_weight=p.base_weight / (std if std > 0 else 1.0), base_fill=fill,
+    )
+
+
 def train_ranker(
     frame: pd.DataFrame,
     feature_cols: list[str],
@@ -893,6 +974,7 @@ def train_ranker(
     )
     prepare_s = time.perf_counter() - t0
 
+    base_spec = _choose_base(p, feature_cols, Xtr, engaged[:n_tr], sizes_tr)
     heads: dict[str, HeadSpec] = {}
     files: dict[str, bytes] = {}
     head_metrics: dict[str, dict[str, Any]] = {}
@@ -918,16 +1000,27 @@ def train_ranker(
             logger.warning("skipping head %s (weight %s dropped): %s", head, active[head], reason)
             skipped[head] = reason
             continue
+        base = base_spec if head == "engaged" else None
+        init_tr = base.offset(Xtr, feature_cols) if base is not None else None
+        init_va = base.offset(Xva, feature_cols) if base is not None else None
         if kind == "lambdarank":
-            train = _HeadData(Xtr, ytr, sizes_tr, qid_tr)
-            valid: _HeadData | None = _HeadData(Xva, yva, sizes_va, qid_va)
+            train = _HeadData(Xtr, ytr, sizes_tr, qid_tr, init_tr)
+            valid: _HeadData | None = _HeadData(Xva, yva, sizes_va, qid_va, init_va)
         else:
             all_tr, all_va = known_tr.all(), known_va.all()
             train = _HeadData(
-                Xtr if all_tr else Xtr[known_tr], ytr if all_tr else ytr[known_tr], None, None
+                Xtr if all_tr else Xtr[known_tr],
+                ytr if all_tr else ytr[known_tr],
+                None,
+                None,
+                None if init_tr is None else (init_tr if all_tr else init_tr[known_tr]),
             )
             valid = _HeadData(
-                Xva if all_va else Xva[known_va], yva if all_va else yva[known_va], None, None
+                Xva if all_va else Xva[known_va],
+                yva if all_va else yva[known_va],
+                None,
+                None,
+                None if init_va is None else (init_va if all_va else init_va[known_va]),
             )
         if valid is not None and len(valid.y) == 0:
             logger.warning(
@@ -941,6 +1034,9 @@ def train_ranker(
         booster = impl.build(head, fitted.files, p.n_threads)
         m_tr = impl.margin(booster, Xtr, p.n_threads)
         m_va = impl.margin(booster, Xva, p.n_threads)
+        if base is not None:
+            m_tr = m_tr + init_tr
+            m_va = m_va + init_va
         std = float(m_tr.std())
         heads[head] = HeadSpec(
             name=head,
@@ -950,6 +1046,9 @@ def train_ranker(
             std=std if std > 0 else 1.0,
             best_iteration=fitted.best_iteration,
             files=tuple(sorted(fitted.files)),
+            base_feature=base.base_feature if base is not None else "",
+            base_weight=base.base_weight if base is not None else 0.0,
+            base_fill=base.base_fill if base is not None else 0.0,
         )
         files.update(fitted.files)
         valid_margins[head] = m_va
@@ -987,6 +1086,7 @@ def train_ranker(
     }
     training_metrics = {
         "split": split,
+        "base_feature": base_spec.base_feature if base_spec is not None else None,
         "heads": head_metrics,
         "combined": combined,
         "skipped_heads": skipped,
@@ -1088,6 +1188,9 @@ def load(directory: Path, *, predict_threads: int = 1) -> RankerModel:
             std=float(s["std"]),
             best_iteration=int(s["best_iteration"]),
             files=tuple(s["files"]),
+            base_feature=str(s.get("base_feature", "")),
+            base_weight=float(s.get("base_weight", 0.0)),
+            base_fill=float(s.get("base_fill", 0.0)),
         )
         for h, s in manifest["heads"].items()
     }

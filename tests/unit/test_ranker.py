@@ -425,3 +425,44 @@ def test_input_errors(frame: pd.DataFrame, models: dict[tuple[str, str], RankerM
         model.predict(frame.drop(columns=["f3"]))
     with pytest.raises(ValueError, match="columns"):
         model.predict(np.zeros((3, 4)))
+
+
+# ---------------------------------------------------------------- base margin
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_base_feature_keeps_a_fine_grained_score_and_round_trips(backend: str, tmp_path: Path) -> None:
+    """A score that orders candidates finer than the trees' bins: boosting from it (base margin)
+    keeps its ordering, while trees on the same feature alone lose much of it."""
+    rng = np.random.default_rng(3)
+    n_groups, n_cands = 200, 400
+    n = n_groups * n_cands
+    group = np.repeat(np.arange(n_groups), n_cands)
+    # the score's top values are squeezed into a tiny range, as retrieval scores often are
+    score = np.exp(rng.normal(size=n) * 0.3) ** 8
+    rank_in_group = pd.Series(-score).groupby(group).rank().to_numpy()
+    engaged = (rank_in_group <= 3).astype(int)  # the best three by score are the positives
+    df = pd.DataFrame({"z_score": score, "noise": rng.normal(size=n), "group_id": group})
+    df["event_timestamp"] = pd.Timestamp("2026-01-05", tz="UTC") + pd.to_timedelta(group, unit="h")
+    df["label_engaged"] = engaged
+    df["relevance"] = engaged
+    heads = {"engaged": 1.0}
+    trees = train_ranker(df, ["z_score", "noise"], small_params(backend=backend, heads=heads, early_stopping_rounds=0, n_estimators=20))
+    based = train_ranker(df, ["z_score", "noise"], small_params(backend=backend, heads=heads, base_feature="auto", early_stopping_rounds=0, n_estimators=20))
+    val = df[time_split(df, 0.2)].reset_index(drop=True)
+    perfect = _ndcg(val, val["z_score"].to_numpy())
+    assert perfect == pytest.approx(1.0)
+    assert based.training_metrics["base_feature"] == "z_score"
+    assert _ndcg(val, based.predict(val)) > max(0.95, _ndcg(val, trees.predict(val)))
+    again = load(save(based, tmp_path))
+    assert again.version == based.version
+    np.testing.assert_allclose(again.predict(val), based.predict(val))
+    manifest = json.loads((tmp_path / based.version / MANIFEST).read_text())
+    assert manifest["heads"]["engaged"]["base_feature"] == "z_score"
+
+
+def test_base_feature_is_ignored_for_the_binary_objective(frame: pd.DataFrame) -> None:
+    m = train_ranker(frame, FEATURES, small_params(objective="binary", heads={"engaged": 1.0}, base_feature="f0"))
+    assert m.training_metrics["base_feature"] is None
+    with pytest.raises(ValueError, match="not a feature column"):
+        train_ranker(frame, FEATURES, small_params(heads={"engaged": 1.0}, base_feature="nope"))
