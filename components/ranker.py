@@ -876,11 +876,17 @@ BASE_PREFIXES = ("z_", "item_eng_")
 
 
 def _choose_base(
-    p: RankerParams, feature_cols: Sequence[str], Xtr: np.ndarray, engaged_tr: np.ndarray, sizes_tr: np.ndarray
+    p: RankerParams,
+    feature_cols: Sequence[str],
+    Xtr: np.ndarray,
+    Xva: np.ndarray,
+    engaged_va: np.ndarray,
+    sizes_va: np.ndarray,
 ) -> HeadSpec | None:
     """The LambdaRank main head's base margin: ``base_feature`` itself or, with ``auto``, the
-    feature among :data:`BASE_PREFIXES` with the best NDCG@eval_at on the *training* groups,
-    standardised over the training rows and scaled by ``base_weight``.
+    feature among :data:`BASE_PREFIXES` with the best NDCG@eval_at on the validation groups
+    (the time-based split carved from the training frame), standardised over the training rows
+    and scaled by ``base_weight``.
 
     Trees see a feature through a few hundred bins, so they cannot reproduce the fine ordering a
     strong retrieval score gives at the top of a list; boosting from the score keeps that ordering
@@ -898,10 +904,10 @@ def _choose_base(
             return None
         ndcg = {}
         for c in options:
-            col = Xtr[:, cols.index(c)].astype("float64")
-            ndcg[c] = _ndcg(np.where(np.isnan(col), -np.inf, col), engaged_tr == 1, sizes_tr, p.eval_at) or 0.0
+            col = Xva[:, cols.index(c)].astype("float64")
+            ndcg[c] = _ndcg(np.where(np.isnan(col), -np.inf, col), engaged_va == 1, sizes_va, p.eval_at) or 0.0
         name = max(options, key=lambda c: (ndcg[c], c))
-        logger.info("base feature %s (training NDCG@%d %.4f)", name, p.eval_at, ndcg[name])
+        logger.info("base feature %s (validation NDCG@%d %.4f)", name, p.eval_at, ndcg[name])
     elif p.base_feature in cols:
         name = p.base_feature
     else:
@@ -974,7 +980,7 @@ def train_ranker(
     )
     prepare_s = time.perf_counter() - t0
 
-    base_spec = _choose_base(p, feature_cols, Xtr, engaged[:n_tr], sizes_tr)
+    base_spec = _choose_base(p, feature_cols, Xtr, Xva, engaged[n_tr:], sizes_va)
     heads: dict[str, HeadSpec] = {}
     files: dict[str, bytes] = {}
     head_metrics: dict[str, dict[str, Any]] = {}

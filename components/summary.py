@@ -90,6 +90,15 @@ def summarise(paths: DataPaths) -> list[str]:
             f"{rk.get('groups', 0):,} groups, {rk.get('features', 0)} features; validation "
             f"AUC {combined.get('auc', float('nan')):.3f}, NDCG@10 {combined.get('ndcg@10', float('nan')):.3f}"
         )
+    for name in ("evaluate.json", "evaluate_kuairand.json", "evaluate_movielens.json"):
+        ev = _load(m / name)
+        models = (ev or {}).get("models", {})
+        if "pipeline" in models:
+            best = ev.get("best_baseline", "")
+            lines.append(
+                f"evaluate    {ev.get('dataset', '?')} ({ev.get('protocol', '?')}): NDCG@10 pipeline "
+                f"{models['pipeline']['ndcg@10']:.4f} vs best baseline {best} {models.get(best, {}).get('ndcg@10', float('nan')):.4f}"
+            )
     return lines
 
 
