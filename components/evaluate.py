@@ -385,7 +385,7 @@ def ranked_lists(scored: pd.DataFrame, k: int) -> dict[str, list[str]]:
     return {str(u): g["content_id"].head(k).tolist() for u, g in order.groupby("user_id", sort=False)}
 
 
-def beyond_accuracy(retr: Retriever, lists: Mapping[str, Sequence[str]], train: pd.DataFrame, k: int) -> dict[str, float]:
+def beyond_accuracy(retr: Retriever, lists: Mapping[str, Sequence[str]], train: pd.DataFrame, k: int) -> dict[str, float | None]:
     from components.embeddings import interaction_events
 
     top = {u: list(v)[:k] for u, v in lists.items()}
@@ -402,7 +402,8 @@ def beyond_accuracy(retr: Retriever, lists: Mapping[str, Sequence[str]], train: 
         f"coverage@{k}": catalogue_coverage(top, retr.n_fit),
         f"ild@{k}": float(np.mean(ild)) if ild else 0.0,
         f"novelty@{k}": novelty(top, pop, int(tr["user_id"].nunique())),
-        f"exposure_gini@{k}": exposure_gini(top, creator, set(creator.values())) if creator else float("nan"),
+        # None when the data set has no creators (KuaiRand subset, MovieLens)
+        f"exposure_gini@{k}": exposure_gini(top, creator, set(creator.values())) if creator else None,
     }
 
 
@@ -484,16 +485,18 @@ def evaluate_split(
     k_max = max(max(s.ks), s.curve_max_k, s.beyond_k)
     lists = {PIPELINE: ranked_lists(scored, k_max), **baseline_lists(retr, users_eval, k_max, cand)}
 
-    models: dict[str, dict[str, float]] = {}
+    models: dict[str, dict[str, float | None]] = {}
     curve_rows = []
     for name, lst in lists.items():
-        m = ranking_metrics(lst, truth, ks=s.ks)
-        m.update(beyond_accuracy(retr, lst, train, s.beyond_k))
-        models[name] = {k: round(float(v), 6) for k, v in m.items()}
+        m: dict[str, float | None] = {**ranking_metrics(lst, truth, ks=s.ks), **beyond_accuracy(retr, lst, train, s.beyond_k)}
+        models[name] = {k: (round(float(v), 6) if v is not None else None) for k, v in m.items()}
         curve_rows += [{"model": name, **{k: round(float(v), 6) for k, v in c.items()}} for c in curves(lst, truth, s.curve_max_k)]
     k0 = min(s.ks)
-    best_base = max((b for b in models if b != PIPELINE), key=lambda b: models[b][f"ndcg@{k0}"])
-    best_val = models[best_base][f"ndcg@{k0}"]
+    def ndcg_of(model: str) -> float:
+        return float(models[model][f"ndcg@{k0}"] or 0.0)
+
+    best_base = max((b for b in models if b != PIPELINE), key=ndcg_of)
+    best_val = ndcg_of(best_base)
     summary: dict[str, Any] = {
         "dataset": dataset,
         "protocol": s.protocol,
@@ -519,7 +522,7 @@ def evaluate_split(
         "heads": {h: {k: round(v, 6) for k, v in d.items()} for h, d in head_metrics(model, scored).items()},
         "models": models,
         "best_baseline": best_base,
-        f"ndcg@{k0}_lift_over_best_baseline": round(models[PIPELINE][f"ndcg@{k0}"] / best_val - 1.0, 6) if best_val > 0 else None,
+        f"ndcg@{k0}_lift_over_best_baseline": round(ndcg_of(PIPELINE) / best_val - 1.0, 6) if best_val > 0 else None,
     }
     seconds = round(time.perf_counter() - t0, 1)
     log.info("evaluate %s: ranker trained in %.0f s, total %.0f s", dataset, t_train, seconds)
@@ -548,7 +551,7 @@ def render_report(summary: Mapping[str, Any]) -> str:
     ]
     for name, m in models.items():
         label = f"**{name}**" if name == PIPELINE else name
-        lines.append(f"| {label} | " + " | ".join(f"{m[c]:.4f}" for c in cols + extra) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{m[c]:.4f}" if m[c] is not None else "n/a" for c in cols + extra) + " |")
     k0 = ks[0]
     lift = summary.get(f"ndcg@{k0}_lift_over_best_baseline")
     lines += [
@@ -596,6 +599,16 @@ def write_outputs(result: EvalResult, paths: DataPaths, suffix: str = "") -> dic
 # Entry points
 
 
+def read_tables(paths: DataPaths) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Clean events with every column (the feature stage needs them all), content and users."""
+    from components.embeddings import read_interim
+    from components.frames import arrow_string_mapper
+
+    _, content, users = read_interim(paths)
+    events = pq.read_table(paths.interim / "events.parquet").to_pandas(types_mapper=arrow_string_mapper)
+    return events, content, users
+
+
 def evaluate_events(
     params: Mapping[str, Any], dataset: str, events: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, work: Path
 ) -> EvalResult:
@@ -631,10 +644,8 @@ def cross_validate(
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
     """Stage: evaluate the pipeline's own data (``data.source``) from ``data/interim``."""
-    from components.embeddings import read_interim
-
     dataset = str((params.get("data", {}) or {}).get("source", "synthetic"))
-    events, content, users = read_interim(paths)
+    events, content, users = read_tables(paths)
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         result = evaluate_events(params, dataset, events, content, users, Path(tmp))
     write_outputs(result, paths)
@@ -644,11 +655,10 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
 def run_dataset(params: Mapping[str, Any], dataset: str, paths: DataPaths) -> EvalResult:
     """Evaluate one named data set, ingested and preprocessed into a throw-away folder."""
     from components.candidates import prepare_dataset
-    from components.embeddings import read_interim
 
     with tempfile.TemporaryDirectory(prefix=f"evaluate-{dataset}-") as tmp:
         prepared = prepare_dataset(params, dataset, Path(tmp) / "data-root")
-        events, content, users = read_interim(prepared)
+        events, content, users = read_tables(prepared)
         result = evaluate_events(params, dataset, events, content, users, Path(tmp))
     write_outputs(result, paths, f"_{dataset}")
     return result
@@ -669,7 +679,6 @@ def run_files(
     test. Both go through the project's ingestion (validation, pseudonymisation) and
     preprocessing together; the pipeline is then trained on the train part only (the ranker's
     validation parts carved from it by ``inner_protocol``) and scored on the test part."""
-    from components.embeddings import read_interim
     from components.ingest import run as ingest_run
     from components.preprocess import run as preprocess_run
     from components.realdata import table_to_drop, write_drop
@@ -690,9 +699,8 @@ def run_files(
         # the key only pseudonymises ids inside this throw-away store; "now" only bounds timestamps
         ingest_run(dict(local), root / "drop", prepared, now=pd.Timestamp("2100-01-01", tz="UTC"), key=b"evaluation-split")
         preprocess_run(dict(local), prepared)
-        events, content_t, users = read_interim(prepared)
-        ids = pq.read_table(prepared.interim / "events.parquet", columns=["event_id"]).column(0).to_pandas()
-        part = ids.astype(str).str.split("-", n=1).str[0].to_numpy()  # same rows, same order
+        events, content_t, users = read_tables(prepared)
+        part = events["event_id"].astype(str).str.split("-", n=1).str[0].to_numpy()
         train, test = events[part != "test"], events[part == "test"]
         result = evaluate_split(params, name, train, test, content_t, users, s, root)
     write_outputs(result, paths, f"_{name}")
@@ -709,14 +717,14 @@ def batch_feed(
     Ids may be raw (pseudonymised here with ``key``, as ingestion does) or pseudonyms already.
     Returns ``user_id`` (as given), ``rank``, ``content_id``, ``score``, ``source``.
     """
-    from components.embeddings import embeddings_dir, load_model, read_interim
+    from components.embeddings import embeddings_dir, load_model
     from components.feature_store import StoreSettings, open_store
     from components.ingest import pseudonym
     from components.ranker import load
     from components.ranking import ranking_dir
 
     dataset = str((params.get("data", {}) or {}).get("source", "synthetic"))
-    events, content, users = read_interim(paths)
+    events, content, users = read_tables(paths)
     model_dir = ranking_dir(paths)
     model = load(model_dir / (model_dir / "LATEST").read_text().strip())
     from components.candidates import CandidateParams, Retriever
@@ -773,12 +781,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cv:
         from components.candidates import prepare_dataset
-        from components.embeddings import read_interim
 
         dataset = args.dataset or str((params.get("data", {}) or {}).get("source", "synthetic"))
         with tempfile.TemporaryDirectory(prefix="evaluate-cv-") as tmp:
             source = prepare_dataset(params, dataset, Path(tmp) / "data-root") if args.dataset else paths
-            events, content, users = read_interim(source)
+            events, content, users = read_tables(source)
             cv = cross_validate(params, dataset, events, content, users, args.cv, Path(tmp))
         paths.metrics.mkdir(parents=True, exist_ok=True)
         (paths.metrics / f"evaluate_cv_{dataset}.json").write_text(json.dumps(cv, indent=2, sort_keys=True) + "\n")

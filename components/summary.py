@@ -91,8 +91,8 @@ def summarise(paths: DataPaths) -> list[str]:
             f"AUC {combined.get('auc', float('nan')):.3f}, NDCG@10 {combined.get('ndcg@10', float('nan')):.3f}"
         )
     for name in ("evaluate.json", "evaluate_kuairand.json", "evaluate_movielens.json"):
-        ev = _load(m / name)
-        models = (ev or {}).get("models", {})
+        ev = _load(m / name) or {}
+        models = ev.get("models", {})
         if "pipeline" in models:
             best = ev.get("best_baseline", "")
             lines.append(
