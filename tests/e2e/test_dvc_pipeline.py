@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 TINY = {"n_users": 150, "n_items": 400, "n_creators": 40, "n_events": 15_000, "days": 7}
 #: the synthetic pipeline; the real-data evaluations (``evaluate_real@*``) are left to `dvc repro`
 #: and `make evaluate-real` (minutes each)
-MAIN = ("materialize", "train", "evaluate")
+MAIN = ("materialize", "candidates", "train", "evaluate")
 
 
 def _dvc(root: Path, *args: str) -> str:
@@ -61,7 +61,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_runs_all_then_nothing_then_only_what_changed(project: Path) -> None:
     first = _dvc(project, "repro", *MAIN)
-    assert {"generate", "ingest", "preprocess", "features", "feast_apply", "materialize", "train", "evaluate"} <= _ran(first)
+    assert {"generate", "ingest", "preprocess", "features", "feast_apply", "materialize", "embeddings", "candidates", "train", "evaluate"} <= _ran(first)
 
     ingest = json.loads((project / "metrics/ingest.json").read_text())
     assert ingest["reconciled"] and ingest["n_in"] == TINY["n_events"]
