@@ -84,7 +84,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from components.config import load_params
+from components.config import deep_merge, load_params
 from components.embeddings import (
     UNKNOWN,
     EmbeddingModel,
@@ -131,13 +131,6 @@ def index_dir(paths: DataPaths) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Params
-
-
-def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
 
 
 @dataclass(frozen=True)
@@ -214,7 +207,7 @@ class CandidateParams:
         s = dict(params.get("candidates", {}) or {})
         overrides = dict(s.pop("overrides", {}) or {})
         dataset = dataset or str((params.get("data", {}) or {}).get("source", ""))
-        s = _deep_merge(s, overrides.get(dataset, {}) or {})
+        s = deep_merge(s, overrides.get(dataset, {}) or {})
         seed = int((params.get("base", {}) or {}).get("seed", 42))
         knn = dict(s.get("knn", {}) or {})
         trending = dict(s.get("trending", {}) or {})
@@ -250,7 +243,7 @@ class EvalParams:
         section = dict(params.get("candidates", {}) or {})
         overrides = dict(section.pop("overrides", {}) or {})
         dataset = dataset or str((params.get("data", {}) or {}).get("source", ""))
-        s = dict(_deep_merge(section, overrides.get(dataset, {}) or {}).get("evaluation", {}) or {})
+        s = dict(deep_merge(section, overrides.get(dataset, {}) or {}).get("evaluation", {}) or {})
         kw: dict[str, Any] = {}
         if "cut_quantile" in s:
             kw["cut_quantile"] = float(s["cut_quantile"])

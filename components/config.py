@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,15 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
     if not isinstance(params, dict) or "base" not in params:
         raise ValueError(f"{p}: expected a mapping with a 'base' section")
     return params
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` laid over it, nested mappings merged key by key (per-data-set
+    ``overrides`` sections of params.yaml)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
 
 
 def demo_mode() -> bool:

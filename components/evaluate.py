@@ -56,7 +56,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.config import load_params
+from components.config import deep_merge, load_params
 from components.metrics import (
     catalogue_coverage,
     exposure_gini,
@@ -77,13 +77,6 @@ BASELINES = ("popularity", "recent", "item_knn", "mf", "ease", "candidates")
 PIPELINE = "pipeline"
 DATASETS = ("synthetic", "kuairand", "movielens")
 UNIT_COLUMNS = ["user_id", "content_id", "timestamp"]
-
-
-def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
 
 
 @dataclass(frozen=True)
@@ -116,7 +109,7 @@ class EvalSettings:
     def from_params(cls, params: Mapping[str, Any], dataset: str) -> EvalSettings:
         s = dict(params.get("evaluate", {}) or {})
         overrides = dict(s.pop("overrides", {}) or {})
-        s = _deep_merge(s, overrides.get(dataset, {}) or {})
+        s = deep_merge(s, overrides.get(dataset, {}) or {})
         kw: dict[str, Any] = {}
         for key, cast in (
             ("protocol", str),
@@ -308,7 +301,7 @@ def _labelled_part(
 def ranker_params(params: Mapping[str, Any], s: EvalSettings) -> Any:
     from components.ranker import RankerParams
 
-    merged = {**params, "ranking": _deep_merge(params.get("ranking", {}) or {}, s.ranking)}
+    merged = {**params, "ranking": deep_merge(params.get("ranking", {}) or {}, s.ranking)}
     return RankerParams.from_params(merged)
 
 
