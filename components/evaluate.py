@@ -372,9 +372,24 @@ def baseline_lists(retr: Retriever, users: Sequence[str], k: int, candidates: pd
     return out
 
 
+def score_candidates(params: Mapping[str, Any], fitted: Fitted, model: RankerModel, user_ids: Sequence[str]) -> pd.DataFrame:
+    """The serving candidates of ``user_ids`` at the fit's cut, with their features and the
+    ranker's ``score``."""
+    cand = candidate_rows(fitted, user_ids)
+    rows = cand.assign(event_timestamp=pd.Series(fitted.cut, index=cand.index).astype("datetime64[ns, UTC]"))
+    scored = add_row_features(params, fitted, rows)
+    scored["score"] = model.predict(scored[model.feature_cols])
+    return scored
+
+
+def _by_score(scored: pd.DataFrame) -> pd.DataFrame:
+    """Rows per user, best score first (ties by content id)."""
+    return scored.sort_values(["user_id", "score", "content_id"], ascending=[True, False, True], kind="stable")
+
+
 def ranked_lists(scored: pd.DataFrame, k: int) -> dict[str, list[str]]:
     """Top ``k`` per user by ``score`` (ties by content id)."""
-    order = scored.sort_values(["user_id", "score", "content_id"], ascending=[True, False, True], kind="stable")
+    order = _by_score(scored)
     return {str(u): g["content_id"].head(k).tolist() for u, g in order.groupby("user_id", sort=False)}
 
 
@@ -467,10 +482,8 @@ def evaluate_split(
     if s.feast_features:
         fitted.store = build_store(params, work / "full", train, content, users)
     retr = fitted.retriever
-    cand = candidate_rows(fitted, users_eval)
-    rows = cand.assign(event_timestamp=pd.Series(fitted.cut, index=cand.index).astype("datetime64[ns, UTC]"))
-    scored = add_row_features(params, fitted, rows)
-    scored["score"] = model.predict(scored[model.feature_cols])
+    scored = score_candidates(params, fitted, model, users_eval)
+    cand = scored[["user_id", "content_id", "source", "rank"]]
     after = test.assign(timestamp=fitted.cut + pd.Timedelta(seconds=1))
     scored = pd.concat(
         [scored, outcome_labels(scored.assign(_start=fitted.cut), after, pd.Timedelta(days=1), start_col="_start")], axis=1
@@ -710,7 +723,8 @@ def batch_feed(
     Ids may be raw (pseudonymised here with ``key``, as ingestion does) or pseudonyms already.
     Returns ``user_id`` (as given), ``rank``, ``content_id``, ``score``, ``source``.
     """
-    from components.embeddings import embeddings_dir, load_model
+    from components.candidates import CandidateParams, Retriever
+    from components.embeddings import EmbeddingParams, embeddings_dir, load_model
     from components.feature_store import StoreSettings, open_store
     from components.ingest import pseudonym
     from components.ranker import load
@@ -720,9 +734,6 @@ def batch_feed(
     events, content, users = read_tables(paths)
     model_dir = ranking_dir(paths)
     model = load(model_dir / (model_dir / "LATEST").read_text().strip())
-    from components.candidates import CandidateParams, Retriever
-    from components.embeddings import EmbeddingParams
-
     cut = cut_of(events)
     retr = Retriever.fit(
         load_model(embeddings_dir(paths)), events, content, users, cut,
@@ -731,13 +742,8 @@ def batch_feed(
     store = open_store(paths, StoreSettings.from_params(params)) if model.feature_service else None
     known = set(retr.model.user_ids.astype(str))
     given = {(u if u in known or key is None else pseudonym(u, key)): u for u in (str(x) for x in user_ids)}
-    fitted = Fitted(retr, cut, store)
-    cand = candidate_rows(fitted, sorted(given))
-    rows = cand.assign(event_timestamp=pd.Series(cut, index=cand.index).astype("datetime64[ns, UTC]"))
-    scored = add_row_features(params, fitted, rows)
-    scored["score"] = model.predict(scored[model.feature_cols])
-    order = scored.sort_values(["user_id", "score", "content_id"], ascending=[True, False, True], kind="stable")
-    top = order.groupby("user_id", sort=False).head(k).copy()
+    scored = score_candidates(params, Fitted(retr, cut, store), model, sorted(given))
+    top = _by_score(scored).groupby("user_id", sort=False).head(k).copy()
     top["rank"] = top.groupby("user_id", sort=False).cumcount() + 1
     top["user_id"] = top["user_id"].map(given)
     return top[["user_id", "rank", "content_id", "score", "source"]].reset_index(drop=True)
