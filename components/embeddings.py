@@ -773,6 +773,10 @@ def save_model(model: EmbeddingModel, out_dir: Path) -> None:
     )
     pq.write_table(users, out_dir / "users.parquet")
     pq.write_table(items, out_dir / "content.parquet")
+    if model.encoder.tfidf is not None:
+        # sklearn caches id(stop_words) (a memory address) to skip a re-check: it would make the
+        # pickle differ between identical runs; dropping it only means the check runs again
+        model.encoder.tfidf.__dict__.pop("_stop_words_id", None)
     with (out_dir / "encoder.pkl").open("wb") as fh:
         pickle.dump(model.encoder, fh, protocol=pickle.HIGHEST_PROTOCOL)
     meta = {

@@ -110,6 +110,12 @@ NON_FEATURES = frozenset(
 )
 
 
+def holdout_path(paths: DataPaths) -> Path:
+    """The ranker's validation rows (latest request groups, candidates only): the replayed
+    traffic the promotion gates score both models on."""
+    return paths.data / "ranking" / "holdout.parquet"
+
+
 def ranking_dir(paths: DataPaths) -> Path:
     """Where the ranker artefacts go (``data/models/ranker``)."""
     return paths.data / "models" / "ranker"
@@ -478,6 +484,29 @@ def train(
     )
 
 
+def holdout_rows(frame: pd.DataFrame, validation_fraction: float) -> pd.DataFrame:
+    """The ranker's own validation groups (the latest by time) of its candidate rows."""
+    from components.ranker import time_split
+
+    rows = ranker_rows(frame)
+    return rows[time_split(rows, validation_fraction)].reset_index(drop=True)
+
+
+def write_holdout(frame: pd.DataFrame, model: RankerModel, path: Path) -> Path:
+    """Write the validation groups with identifiers, labels and every feature column, atomically."""
+    rows = holdout_rows(frame, model.params.validation_fraction)
+    keep = [c for c in ("group_id", "user_id", "content_id", "event_timestamp", "source") if c in rows]
+    keep += [c for c in LABEL_COLUMNS if c in rows]
+    keep += [c for c in feature_columns(rows) if c not in keep]
+    out = rows[keep].sort_values(["group_id", "content_id"], kind="mergesort").reset_index(drop=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    out.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    log.info("holdout: %d rows in %d groups -> %s", len(out), out["group_id"].nunique(), path)
+    return path
+
+
 def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     """Stage: training set → ranker artefact under ``data/models/ranker`` + metrics."""
     from components.feature_store import StoreSettings, open_store
@@ -489,6 +518,7 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     model = train(frame, params, settings.feature_service, created_from="pipeline")
     out = save(model, ranking_dir(paths))
     (ranking_dir(paths) / "LATEST").write_text(model.version + "\n")
+    write_holdout(frame, model, holdout_path(paths))
     groups = int(frame["group_id"].nunique())
     metrics: dict[str, Any] = {
         "version": model.version,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.paths import PROJECT_ROOT
+from tests.tiny_project import TINY, dvc, make_project
 
 pytestmark = pytest.mark.slow
 
-TINY = {"n_users": 150, "n_items": 400, "n_creators": 40, "n_events": 15_000, "days": 7}
 #: the synthetic pipeline; the real-data evaluations (``evaluate_real@*``) are left to `dvc repro`
 #: and `make evaluate-real` (minutes each)
 MAIN = ("materialize", "candidates", "train", "evaluate")
-
-
-def _dvc(root: Path, *args: str) -> str:
-    env = {**os.environ, "RECO_HMAC_KEY": "e2e-test-key", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("RECO_DEMO", None)
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
+_dvc = dvc
 
 
 def _stages(root: Path) -> set[str]:
@@ -47,16 +36,7 @@ def _ran(stdout: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("proj")
-    for name in ("components", "datasets", "feature_repo"):
-        shutil.copytree(PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    shutil.copy(PROJECT_ROOT / "dvc.yaml", root / "dvc.yaml")
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    params["datagen"].update(TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _dvc(root, "init", "--no-scm", "-q")
-    _dvc(root, "config", "core.analytics", "false")
-    return root
+    return make_project(tmp_path_factory.mktemp("proj"))
 
 
 def test_repro_runs_all_then_nothing_then_only_what_changed(project: Path) -> None:

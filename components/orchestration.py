@@ -1,0 +1,195 @@
+"""What the Airflow DAGs call: thin, idempotent wrappers over the DVC stages and stage CLIs.
+
+DAG files hold wiring only (schedules, retries, dependencies); every task body is one call into
+this module, so a DAG run and ``dvc repro`` run exactly the same commands:
+
+* :func:`run_stage` runs ``dvc repro --single-item <stage>`` in the project. DVC skips a stage
+  whose deps, params and outs are unchanged, so re-running a task for the same data interval is
+  a no-op, and the artefacts are the ones ``dvc repro`` would produce.
+* :func:`register_candidate` registers the ranker the ``train`` stage produced as a *candidate*
+  in :mod:`components.registry` (idempotent: the same artefact is the same version).
+* :func:`materialize_until`, :func:`drift_report` and :func:`run_gate` wrap the Feast
+  materialisation, the Evidently drift check and the promotion gates.
+
+The project folder is ``RECO_PROJECT_ROOT`` (default: this checkout); the DVC executable is the
+one next to the running Python, so Airflow's workers need no PATH set-up. Nothing here imports
+Airflow: assets live in :data:`MODEL_ASSET_NAME` / :data:`RETRAIN_ASSET_NAME` for the DAG files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from components.config import load_params
+from components.paths import PROJECT_ROOT, DataPaths
+
+log = logging.getLogger(__name__)
+
+#: Asset updated when train_recommender registers a new candidate model (schedules promote_model)
+MODEL_ASSET_NAME = "reco_ranker_candidate"
+#: Asset updated when monitor_drift finds significant drift (schedules train_recommender)
+RETRAIN_ASSET_NAME = "reco_retrain_request"
+
+#: the DVC stages of the training DAG, in order; "drop" is the data source's landing stage
+TRAIN_STAGES: tuple[str, ...] = (
+    "drop",
+    "ingest",
+    "preprocess",
+    "features",
+    "feast_apply",
+    "materialize",
+    "embeddings",
+    "candidates",
+    "train",
+    "evaluate",
+)
+
+
+def project_root() -> Path:
+    """The project the DAGs operate on: ``RECO_PROJECT_ROOT`` or this checkout."""
+    value = os.environ.get("RECO_PROJECT_ROOT", "").strip()
+    return Path(value).resolve() if value else PROJECT_ROOT
+
+
+def drop_stage(params: Mapping[str, Any]) -> str:
+    """The DVC stage that lands the configured data source's drop."""
+    source = str((params.get("data", {}) or {}).get("source", "synthetic"))
+    return "generate" if source == "synthetic" else f"import_{source}"
+
+
+def _tool_env() -> dict[str, str]:
+    bindir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _run(cmd: Sequence[str], root: Path, what: str) -> str:
+    log.info("%s: %s (in %s)", what, " ".join(cmd), root)
+    out = subprocess.run(list(cmd), cwd=root, env=_tool_env(), capture_output=True, text=True)
+    for line in (out.stdout + out.stderr).splitlines():
+        log.info("%s | %s", what, line)
+    if out.returncode != 0:
+        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"{what} failed with exit code {out.returncode}:\n{tail}")
+    return out.stdout
+
+
+@dataclass(frozen=True)
+class StageRun:
+    stage: str
+    ran: bool  # False when DVC found the stage up to date
+
+
+def run_stage(stage: str, root: Path | None = None) -> StageRun:
+    """``dvc repro --single-item <stage>``; ``drop`` resolves to the data source's stage."""
+    root = root or project_root()
+    name = drop_stage(load_params(root / "params.yaml")) if stage == "drop" else stage
+    dvc = str(Path(sys.executable).parent / "dvc")
+    stdout = _run([dvc, "repro", "--single-item", name], root, f"dvc {name}")
+    ran = f"Running stage '{name}'" in stdout
+    log.info("stage %s %s", name, "ran" if ran else "was up to date")
+    return StageRun(stage=name, ran=ran)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: str
+    new: bool
+    stage: str
+
+
+def register_candidate(root: Path | None = None, now: datetime | None = None) -> Registration:
+    """Register ``data/models/ranker/LATEST`` as a candidate with its metrics and data version."""
+    from components.ranking import ranking_dir
+    from components.registry import ModelRegistry, data_version
+
+    root = root or project_root()
+    paths = DataPaths(root)
+    version = (ranking_dir(paths) / "LATEST").read_text(encoding="utf-8").strip()
+    ranking = _read_json(paths.metrics / "ranking.json")
+    evaluation = _read_json(paths.metrics / "evaluate.json")
+    metrics = {
+        "validation": (ranking.get("training") or {}).get("combined", {}),
+        "trained_until": max(ranking.get("cuts") or [""]),
+        "evaluation": (evaluation.get("models") or {}).get("pipeline", {}),
+    }
+    registry = ModelRegistry(paths)
+    known = registry.find(version)
+    record = registry.register(
+        ranking_dir(paths) / version,
+        metrics=metrics,
+        data_version=data_version(root),
+        now=now or datetime.now(UTC),
+        reason="trained by train_recommender",
+    )
+    return Registration(version=record.version, new=known is None, stage=record.stage)
+
+
+def materialize_until(end: datetime, root: Path | None = None) -> str:
+    """Incremental Feast materialisation up to ``end`` (the overlap comes from params)."""
+    root = root or project_root()
+    return _run(
+        [sys.executable, "-m", "components.feature_store", "materialize",
+         "--params", str(root / "params.yaml"), "--root", str(root), "--end", end.isoformat()],
+        root,
+        "materialize",
+    )
+
+
+def newest_event_time(root: Path) -> datetime | None:
+    """The newest clean event's time (``None`` before the first preprocessing run)."""
+    import pyarrow.parquet as pq
+
+    path = DataPaths(root).interim / "events.parquet"
+    if not path.exists():
+        return None
+    ts = pq.read_table(path, columns=["timestamp"]).column(0)
+    import pyarrow.compute as pc
+
+    value = pc.max(ts).as_py()
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def drift_report(end: datetime, root: Path | None = None) -> dict[str, Any]:
+    """Run the drift check for the window ending at ``end`` and return the verdict.
+
+    A data interval past the newest event (a replayed or historic data set) falls back to the
+    drift CLI's default end (the end of the newest event's day), so the current window is not
+    empty just because the data stopped. An empty current window otherwise fails the task.
+    """
+    root = root or project_root()
+    cmd = [sys.executable, "-m", "components.drift", "--params", str(root / "params.yaml"), "--root", str(root)]
+    newest = newest_event_time(root)
+    if newest is not None and end > newest:
+        log.info("data ends at %s, before the interval end %s: using the data's last day", newest, end)
+    else:
+        cmd += ["--end", end.isoformat()]
+    _run(cmd, root, "drift")
+    return _read_json(DataPaths(root).metrics / "drift.json")
+
+
+def run_gate(gate: str, version: str | None, root: Path | None = None) -> dict[str, Any]:
+    """Run one promotion gate for ``version`` (default: the model the gate applies to)."""
+    from components.promote import run_gate as _run_gate
+
+    root = root or project_root()
+    params = load_params(root / "params.yaml")
+    verdict = _run_gate(gate, params, DataPaths(root), version=version, now=datetime.now(UTC))
+    record = asdict(verdict)
+    log.info("%s gate for %s: %s (%s)", gate, verdict.candidate, verdict.decision, verdict.reason)
+    log.info("verdict: %s", json.dumps(record, default=str, sort_keys=True))
+    return record
