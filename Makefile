@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.synced
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint bench clean
+.PHONY: help install demo promote airflow test test-fast lint bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,9 +29,28 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 install: $(STAMP) ## Install uv and the locked environment into .venv
 	@echo "environment ready: $(VENV)"
 
-demo: install ## Generate the default data set, run `dvc repro`, print what each stage produced
+demo: install ## Generate the default data set, run `dvc repro`, register the model, run the gates, print a summary
 	RECO_DEMO=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	-@$(MAKE) --no-print-directory promote
 	@$(BIN)/python -m components.summary
+
+promote: install ## Register the trained ranker as a candidate and run the offline, shadow and canary gates
+	$(BIN)/python -m components.registry register
+	$(BIN)/python -m components.promote all
+
+AIRFLOW_HOME ?= $(CURDIR)/.airflow
+AIRFLOW_PORT ?= 8080
+airflow: install ## Start Airflow (standalone: SQLite, the project's DAGs) on http://127.0.0.1:$(AIRFLOW_PORT)
+	@mkdir -p "$(AIRFLOW_HOME)"
+	@echo "Airflow UI: http://127.0.0.1:$(AIRFLOW_PORT)  (user admin; the password is printed below as"
+	@echo "'Password for user admin: ...' and kept in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
+	AIRFLOW_HOME="$(AIRFLOW_HOME)" \
+	AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
+	RECO_DEMO=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 test: install ## Run the whole test suite (unit, feature repo, DAGs, end to end)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

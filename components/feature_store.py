@@ -345,7 +345,13 @@ def materialize(
     t0 = time.perf_counter()
     done: list[ViewMaterialization] = []
     skipped: list[str] = []
-    for fv in sorted(store.list_feature_views(), key=lambda v: v.name):
+    registered = store.list_feature_views()
+    if not registered:
+        raise RuntimeError(
+            f"no feature views registered in Feast project {store.project!r}: run `feast apply` "
+            "first (python -m components.feature_store apply)"
+        )
+    for fv in sorted(registered, key=lambda v: v.name):
         if views is not None and fv.name not in views:
             continue
         path = _source_path(store, fv)

@@ -113,26 +113,15 @@ class Registration:
 def register_candidate(root: Path | None = None, now: datetime | None = None) -> Registration:
     """Register ``data/models/ranker/LATEST`` as a candidate with its metrics and data version."""
     from components.ranking import ranking_dir
-    from components.registry import ModelRegistry, data_version
+    from components.registry import ModelRegistry
+    from components.registry import run as register
 
-    root = root or project_root()
-    paths = DataPaths(root)
+    paths = DataPaths(root or project_root())
     version = (ranking_dir(paths) / "LATEST").read_text(encoding="utf-8").strip()
-    ranking = _read_json(paths.metrics / "ranking.json")
-    evaluation = _read_json(paths.metrics / "evaluate.json")
-    metrics = {
-        "validation": (ranking.get("training") or {}).get("combined", {}),
-        "trained_until": max(ranking.get("cuts") or [""]),
-        "evaluation": (evaluation.get("models") or {}).get("pipeline", {}),
-    }
-    registry = ModelRegistry(paths)
-    known = registry.find(version)
-    record = registry.register(
-        ranking_dir(paths) / version,
-        metrics=metrics,
-        data_version=data_version(root),
-        now=now or datetime.now(UTC),
-        reason="trained by train_recommender",
+    with ModelRegistry(paths) as registry:
+        known = registry.find(version)
+    record = register(
+        paths, now=now or datetime.now(UTC), reason="trained by train_recommender", actor="airflow"
     )
     return Registration(version=record.version, new=known is None, stage=record.stage)
 

@@ -258,7 +258,7 @@ def offline_gate(
         problems.append(f"quarantine rate {rate} above {p.max_quarantine_rate}")
     # drift seen after the candidate's training data makes it stale
     if drift:
-        end = str((drift.get("windows") or {}).get("current_end") or drift.get("current_end") or "")
+        end = str(((drift.get("windows") or {}).get("current") or {}).get("end") or "")
         metrics["drift"] = {"drift_detected": bool(drift.get("drift_detected")), "current_end": end, "trained_until": trained_until}
         if drift.get("drift_detected") and trained_until and end and pd.Timestamp(end) > pd.Timestamp(trained_until):
             problems.append(f"drift detected in data up to {end}, newer than the candidate's training data ({trained_until})")

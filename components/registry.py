@@ -885,6 +885,24 @@ def training_metrics(model_dir: Path) -> dict[str, Any]:
     return {"training": (manifest.get("training_metrics") or {}).get("combined") or {}}
 
 
+def pipeline_metrics(paths: DataPaths) -> dict[str, Any]:
+    """What the train and evaluate stages measured for the pipeline's latest ranker: the end
+    of its training data (``trained_until``, read by the offline gate's drift check) and the
+    offline evaluation of the whole pipeline."""
+
+    def read(name: str) -> dict[str, Any]:
+        path = paths.metrics / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    ranking, evaluation = read("ranking.json"), read("evaluate.json")
+    out: dict[str, Any] = {}
+    if ranking.get("cuts"):
+        out["trained_until"] = max(ranking["cuts"])
+    if (evaluation.get("models") or {}).get("pipeline"):
+        out["evaluation"] = evaluation["models"]["pipeline"]
+    return out
+
+
 def run(
     paths: DataPaths,
     *,
@@ -902,6 +920,8 @@ def run(
         from components.ranking import ranking_dir
 
         model_dir = ranking_dir(paths)
+        if metrics is None:
+            metrics = {**training_metrics(model_dir), **pipeline_metrics(paths)}
     with ModelRegistry(paths, directory=directory, actor=actor) as reg:
         return reg.register(
             model_dir,

@@ -99,6 +99,25 @@ def summarise(paths: DataPaths) -> list[str]:
                 f"evaluate    {ev.get('dataset', '?')} ({ev.get('protocol', '?')}): NDCG@10 pipeline "
                 f"{models['pipeline']['ndcg@10']:.4f} vs best baseline {best} {models.get(best, {}).get('ndcg@10', float('nan')):.4f}"
             )
+    drift = _load(m / "drift.json")
+    if drift:
+        lines.append(f"drift       {drift.get('reason', '?')}")
+        lines.append(f"            -> {paths.reports}/drift.html")
+    for gate in ("offline", "shadow", "canary"):
+        g = _load(m / f"gate_{gate}.json")
+        if g:
+            lines.append(f"gate        {gate:8s} {g.get('candidate') or '-'}: {g.get('decision')} ({g.get('reason')})")
+    registry_db = paths.data / "registry" / "registry.db"
+    if registry_db.exists():
+        from components.registry import ModelRegistry
+
+        with ModelRegistry(paths) as reg:
+            dep = reg.deployment()
+        slots = ", ".join(
+            f"{name} {rec.version if rec else '-'}"
+            for name, rec in (("production", dep.production), ("canary", dep.canary), ("shadow", dep.shadow))
+        )
+        lines.append(f"registry    {slots} (revision {dep.revision})")
     return lines
 
 

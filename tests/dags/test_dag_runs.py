@@ -262,3 +262,20 @@ def test_monitor_drift_requests_retraining_only_on_drift(ran: dict, tmp_path: Pa
         db = sqlite3.connect(ran["home"] / "airflow.db")
         names = [n for (n,) in db.execute("select a.name from asset_event e join asset a on a.id = e.asset_id")]
         assert "reco_retrain_request" in names
+
+
+def test_materialize_features_is_incremental_with_an_overlap(ran: dict) -> None:
+    """Runs last: it rewrites the materialisation record of the DAG run's project."""
+    import pandas as pd
+
+    before = json.loads((ran["project"] / "metrics/materialize.json").read_text())
+    result = _dag_test(ran["env"], ran["project"], "materialize_features")
+    assert result["state"] == "success" and result["tasks"] == {"materialize": "success"}, result
+    after = json.loads((ran["project"] / "metrics/materialize.json").read_text())
+    previous_end = {v["view"]: pd.Timestamp(v["end"]) for v in before["views"]}
+    assert after["views"] and all(v["incremental"] for v in after["views"])
+    for v in after["views"]:
+        # starts the configured overlap before the previous run's end (late data), ends at the
+        # data interval's end (an hour boundary after the tiny data set's last event)
+        assert pd.Timestamp(v["start"]) == previous_end[v["view"]] - pd.Timedelta(hours=after["overlap_hours"])
+        assert pd.Timestamp(v["end"]) > previous_end[v["view"]] and pd.Timestamp(v["end"]).minute == 0

@@ -99,6 +99,13 @@ def test_materialize_stage_writes_range_rows_and_timing_apart(feature_root, monk
     assert len(log) == 1 and json.loads(log[0])["rows"] == result.rows
 
 
+def test_materialize_before_apply_fails_instead_of_writing_nothing(feature_root, monkeypatch) -> None:
+    monkeypatch.delenv(FS.ONLINE_ENV, raising=False)
+    params = {"base": {"seed": 1}, "feast": {"project": "never_applied"}}
+    with pytest.raises(RuntimeError, match="no feature views registered"):
+        FS.run_materialize(params, feature_root)
+
+
 def test_offline_and_online_paths_return_identical_values(
     feature_root, store_factory, online
 ) -> None:

@@ -115,7 +115,7 @@ def test_offline_gate_checks_data_quality_and_drift(models, rows) -> None:
     assert not bad.passed and "quarantine rate 0.2" in bad.reason
     missing = offline_gate(rows, models["good"], models["weak"], P, quality={}, drift=None)
     assert not missing.passed and "reconcile" in missing.reason
-    drift = {"drift_detected": True, "windows": {"current_end": "2026-03-05T00:00:00+00:00"}}
+    drift = {"drift_detected": True, "windows": {"current": {"start": "2026-03-04T00:00:00+00:00", "end": "2026-03-05T00:00:00+00:00"}}}
     stale = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
                          drift=drift, trained_until="2026-03-01T00:00:00+00:00")
     assert not stale.passed and "newer than the candidate's training data" in stale.reason
