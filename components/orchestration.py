@@ -153,20 +153,55 @@ def newest_event_time(root: Path) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def production_reference(root: Path, current_start: datetime) -> tuple[datetime, datetime] | None:
+    """The production model's training window as the drift reference: the ``drift.reference_days``
+    before the end of its training data, when that ends before the current window (a model
+    trained on the current window has nothing older to be compared with)."""
+    from datetime import timedelta
+
+    from components.registry import ModelRegistry
+
+    paths = DataPaths(root)
+    if not (paths.data / "registry" / "registry.db").exists():
+        return None
+    with ModelRegistry(paths) as registry:
+        production = registry.deployment().production
+    until = str(((production.metrics or {}) if production else {}).get("trained_until") or "")
+    if not until:
+        return None
+    ref_end = datetime.fromisoformat(until)
+    ref_end = ref_end if ref_end.tzinfo else ref_end.replace(tzinfo=UTC)
+    if ref_end > current_start:
+        return None
+    days = float((load_params(root / "params.yaml").get("drift", {}) or {}).get("reference_days", 7))
+    return ref_end - timedelta(days=days), ref_end
+
+
 def drift_report(end: datetime, root: Path | None = None) -> dict[str, Any]:
     """Run the drift check for the window ending at ``end`` and return the verdict.
 
     A data interval past the newest event (a replayed or historic data set) falls back to the
-    drift CLI's default end (the end of the newest event's day), so the current window is not
-    empty just because the data stopped. An empty current window otherwise fails the task.
+    end of the newest event's day, so the current window is not empty just because the data
+    stopped; an empty current window otherwise fails the task. The reference window is the
+    production model's training window when it ends before the current window, else the days
+    just before the current window.
     """
+    from datetime import timedelta
+
+    from components.drift import default_end
+
     root = root or project_root()
-    cmd = [sys.executable, "-m", "components.drift", "--params", str(root / "params.yaml"), "--root", str(root)]
     newest = newest_event_time(root)
     if newest is not None and end > newest:
         log.info("data ends at %s, before the interval end %s: using the data's last day", newest, end)
-    else:
-        cmd += ["--end", end.isoformat()]
+        end = default_end(newest).to_pydatetime()
+    cmd = [sys.executable, "-m", "components.drift", "--params", str(root / "params.yaml"),
+           "--root", str(root), "--end", end.isoformat()]
+    days = float((load_params(root / "params.yaml").get("drift", {}) or {}).get("current_days", 1))
+    reference = production_reference(root, end - timedelta(days=days))
+    if reference is not None:
+        log.info("reference window: the production model's training data %s .. %s", *reference)
+        cmd += ["--reference-start", reference[0].isoformat(), "--reference-end", reference[1].isoformat()]
     _run(cmd, root, "drift")
     return _read_json(DataPaths(root).metrics / "drift.json")
 

@@ -227,10 +227,10 @@ def _params(offline_margin: float = -0.005) -> dict:
     }
 
 
-def _register(paths: DataPaths, model: RankerModel, i: int) -> str:
+def _register(paths: DataPaths, model: RankerModel, i: int, metrics: dict | None = None) -> str:
     folder = save(model, paths.data / "models" / "ranker")
     with ModelRegistry(paths) as reg:
-        return reg.register(folder, metrics={}, data_version="d", now=T0 + timedelta(minutes=i)).version
+        return reg.register(folder, metrics=metrics or {}, data_version="d", now=T0 + timedelta(minutes=i)).version
 
 
 def _to_production(paths: DataPaths, version: str) -> None:
@@ -306,3 +306,15 @@ def test_rollback_restores_the_previous_production_and_serving_picks_it_up(proje
 def test_nothing_to_check_is_not_a_failure(project: DataPaths) -> None:
     v = run_gate("canary", _params(), project, version=None, now=T0)
     assert isinstance(v, GateVerdict) and v.decision == "nothing" and v.passed
+
+
+def test_drift_reference_is_the_production_models_training_window(project: DataPaths, models) -> None:
+    from components.orchestration import production_reference
+
+    (project.root / "params.yaml").write_text("base: {seed: 1}\ndrift: {reference_days: 3}\n")
+    assert production_reference(project.root, T0) is None  # no registry yet
+    prod = _register(project, models["good"], 0, {"trained_until": "2026-02-20T00:00:00+00:00"})
+    _to_production(project, prod)
+    assert production_reference(project.root, T0) == (datetime(2026, 2, 17, tzinfo=UTC), datetime(2026, 2, 20, tzinfo=UTC))
+    # a model trained on data inside the current window: the default windows apply
+    assert production_reference(project.root, datetime(2026, 2, 19, tzinfo=UTC)) is None
