@@ -107,6 +107,11 @@ def test_train_dag_runs_every_stage_and_registers(ran: dict) -> None:
         "select a.name, e.extra from asset_event e join asset a on a.id = e.asset_id"
     ).fetchall()
     assert (MODEL_ASSET_NAME, json.dumps({"version": version})) in [(n, json.dumps(json.loads(x))) for n, x in rows]
+    # the scheduler's view of the wiring: which DAG each asset schedules
+    consumers = set(db.execute(
+        "select a.name, r.dag_id from dag_schedule_asset_reference r join asset a on a.id = r.asset_id"
+    ).fetchall())
+    assert consumers == {(MODEL_ASSET_NAME, "promote_model"), ("reco_retrain_request", "train_recommender")}
 
 
 def test_train_dag_artefacts_match_dvc_repro(ran: dict) -> None:
