@@ -1,0 +1,1 @@
+"""Online serving: the recommendation graph as a library (:mod:`components.serving.engine`)."""
