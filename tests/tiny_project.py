@@ -57,3 +57,31 @@ def lock_outs(root: Path) -> dict[str, dict[str, str]]:
         stage: {o["path"]: o.get("md5", "") for o in body.get("outs", [])}
         for stage, body in lock.get("stages", {}).items()
     }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def trained_project(root: Path, overrides: Mapping[str, Any] | None = None) -> Path:
+    """A tiny project with features materialised, candidates, a trained ranker registered and
+    promoted to production (what serving needs)."""
+    from datetime import UTC, datetime
+
+    from components.paths import DataPaths
+    from components.registry import ModelRegistry
+    from components.registry import run as register
+
+    make_project(root, overrides)
+    dvc(root, "repro", "materialize", "candidates", "train")
+    paths = DataPaths(root)
+    now = datetime.now(UTC)
+    version = register(paths, now=now, reason="test").version
+    with ModelRegistry(paths) as reg:
+        for stage in ("shadow", "canary", "production"):
+            reg.promote(version, stage, now=now, reason="test setup")
+    return root

@@ -217,7 +217,9 @@ class EventSink:
         users = events["user_id"].to_pylist()
         types = events["event_type"].to_pylist()
         contents = events["content_id"].to_pylist()
-        stamps = (events["timestamp"].cast(pa.timestamp("s", tz="UTC")).cast(pa.int64())).to_pylist()
+        import pyarrow.compute as pc
+
+        stamps = pc.cast(events["timestamp"], pa.timestamp("s", tz="UTC"), safe=False).cast(pa.int64()).to_pylist()
         touched: dict[str, None] = {}
         for u, t, c, ts in zip(users, types, contents, stamps, strict=True):
             if u is None or t == "content_upload":

@@ -24,7 +24,7 @@ def ev(i: int, **over: Any) -> dict[str, Any]:
         "event_type": "view",
         "user_id": "alice",
         "content_id": "c1",
-        "timestamp": (NOW - pd.Timedelta(minutes=10 - i)).isoformat(),
+        "timestamp": (NOW - pd.Timedelta(minutes=10 - i, milliseconds=123)).isoformat(),  # sub-second
         "watch_duration_s": 12.5,
     }
     base.update(over)

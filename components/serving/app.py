@@ -1,0 +1,303 @@
+"""The serving API (FastAPI + uvicorn): ``make serve`` or ``python -m components.serving.app``.
+
+Endpoints: ``GET/POST /v1/recommend``, ``POST /v1/events`` (API key + per-key rate limit),
+``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus), OpenAPI docs at ``/docs``.
+
+A feed request never fails because a dependency did: if the online store is unreachable, the
+model is missing, or the request exceeds its internal budget (``serving.timeout_ms``), the
+answer is the popularity / trending fallback marked ``degraded: true``. User ids in requests are
+raw ids, pseudonymised here with the same keyed HMAC as ingestion (``RECO_HMAC_KEY``).
+
+Environment: ``HOST`` / ``PORT`` (default 127.0.0.1:8000), ``RECO_HMAC_KEY`` (or ``RECO_DEMO=1``),
+``RECO_API_KEYS`` (``name:secret,...``; required for ``/v1/events``), ``RECO_RATE_LIMIT_PER_S``
+(default 5), ``RECO_RATE_LIMIT_BURST`` (default = the rate), ``RECO_PARAMS`` / ``RECO_PROJECT_ROOT``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from components.config import load_params
+from components.paths import DataPaths
+
+if TYPE_CHECKING:
+    from components.serving.engine import Feed, Recommender
+    from components.serving.events import EventSink
+    from components.serving.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+MAX_K = 100
+
+
+class Context(BaseModel):
+    device_type: str | None = Field(None, description="ios | android | web | ...")
+    os: str | None = None
+    network: str | None = Field(None, description="wifi | 4g | 5g | ...")
+    local_time: str | None = Field(None, description="ISO 8601 with offset, e.g. 2026-01-05T21:30:00+08:00")
+
+
+class RecommendBody(BaseModel):
+    user_id: str = Field(..., min_length=1, max_length=128)
+    k: int = Field(10, ge=1, le=MAX_K)
+    context: Context = Field(default_factory=lambda: Context(device_type=None, os=None, network=None, local_time=None))
+
+
+class EventsBody(BaseModel):
+    events: list[Any] = Field(..., min_length=1, max_length=10_000)
+
+
+@dataclass
+class Metrics:
+    """Prometheus series of one app (its own registry, so tests can run several apps)."""
+
+    registry: Any
+    requests: Any
+    latency: Any
+    errors: Any
+    degraded: Any
+    events: Any
+    model: Any
+
+    @classmethod
+    def create(cls) -> Metrics:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        reg = CollectorRegistry()
+        return cls(
+            registry=reg,
+            requests=Counter("reco_requests_total", "Requests by endpoint and status", ["endpoint", "status"], registry=reg),
+            latency=Histogram(
+                "reco_request_seconds", "Request latency by endpoint", ["endpoint"], registry=reg,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            ),
+            errors=Counter("reco_errors_total", "Internal errors by endpoint", ["endpoint"], registry=reg),
+            degraded=Counter("reco_degraded_total", "Feeds answered by the fallback, by reason", ["reason"], registry=reg),
+            events=Counter("reco_events_total", "Posted events by outcome", ["outcome"], registry=reg),
+            model=Gauge("reco_model_info", "Serving model versions (value 1)", ["arm", "version"], registry=reg),
+        )
+
+
+@dataclass
+class ServingState:
+    recommender: Recommender
+    sink: EventSink | None
+    key: bytes
+    api_keys: dict[str, str]
+    limiter: RateLimiter
+    timeout_s: float
+    clock: str = "wall"  # wall | data (historic data sets: serve as of the data's end)
+    metrics: Metrics = field(default_factory=Metrics.create)
+    pool: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="feed")
+    )
+
+
+    def request_time(self) -> int:
+        """The request's time: the wall clock, or (``serving.clock: data``) the loaded data's end,
+        so that a historic data set is served as of its last day rather than with every feature
+        past its TTL."""
+        return self.recommender.data_now_s if self.clock == "data" else int(time.time())
+
+
+def _request_context(ctx: Context, now_s: int) -> Any:
+    from datetime import datetime
+
+    from components.feature_store import RequestContext
+
+    offset = 0
+    if ctx.local_time:
+        try:
+            local = datetime.fromisoformat(ctx.local_time)
+        except ValueError as exc:
+            raise HTTPException(422, f"context.local_time is not ISO 8601: {ctx.local_time!r}") from exc
+        if local.utcoffset() is None:
+            raise HTTPException(422, "context.local_time needs a UTC offset, e.g. +08:00")
+        offset = int(local.utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
+    return RequestContext(request_ts_s=now_s, utc_offset_min=offset, device_type=ctx.device_type, network=ctx.network)
+
+
+def _feed_json(feed: Feed, raw_user: str) -> dict[str, Any]:
+    body = asdict(feed)
+    body["user_id"] = raw_user
+    body.pop("shadow_version", None)  # shadow scores are logged, never returned
+    return body
+
+
+def create_app(state: ServingState) -> FastAPI:
+    app = FastAPI(
+        title="reco-platform serving",
+        version="1",
+        description="Personalised short-video feed, event ingestion, health and metrics.",
+    )
+    app.state.serving = state
+    m = state.metrics
+
+    def feed(raw_user: str, k: int, ctx: Context) -> dict[str, Any]:
+        from components.ingest import pseudonym
+
+        t0 = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        user = pseudonym(raw_user, state.key)
+        rc = _request_context(ctx, state.request_time())
+        future = state.pool.submit(state.recommender.recommend, user, k, rc, request_id=request_id)
+        try:
+            result = future.result(timeout=state.timeout_s)
+        except concurrent.futures.TimeoutError:
+            result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout")
+        except Exception as exc:  # the engine degrades by itself; this is the last guard
+            log.exception("recommend failed")
+            m.errors.labels("recommend").inc()
+            result = state.recommender.fallback(user, k, request_id=request_id, reason=f"error: {type(exc).__name__}")
+        if result.degraded:
+            m.degraded.labels(result.reason.split(":")[0] or "unknown").inc()
+        m.latency.labels("recommend").observe(time.perf_counter() - t0)
+        m.requests.labels("recommend", "200").inc()
+        return _feed_json(result, raw_user)
+
+    @app.get("/v1/recommend", summary="Ranked feed for a user")
+    def recommend_get(
+        user_id: str = Query(..., min_length=1, max_length=128),
+        k: int = Query(10, ge=1, le=MAX_K, description=f"feed length, 1..{MAX_K}"),
+        device_type: str | None = None,
+        network: str | None = None,
+        local_time: str | None = None,
+    ) -> dict[str, Any]:
+        return feed(user_id, k, Context(device_type=device_type, network=network, local_time=local_time))
+
+    @app.post("/v1/recommend", summary="Ranked feed with request context")
+    def recommend_post(body: RecommendBody) -> dict[str, Any]:
+        return feed(body.user_id, body.k, body.context)
+
+    def api_key(x_api_key: str | None = Header(None)) -> str:
+        from components.serving.ratelimit import key_name
+
+        name = key_name(state.api_keys, x_api_key)
+        if name is None:
+            m.requests.labels("events", "401").inc()
+            raise HTTPException(401, "missing or unknown API key (header X-API-Key)")
+        allowed, wait = state.limiter.allow(name)
+        if not allowed:
+            m.requests.labels("events", "429").inc()
+            raise HTTPException(429, f"rate limit: {state.limiter.rate:g} calls/s per key", headers={"Retry-After": f"{max(wait, 0.001):.3f}"})
+        return name
+
+    @app.post("/v1/events", summary="Ingest a batch of events (same validation as batch ingestion)")
+    def post_events(body: EventsBody, key: str = Depends(api_key)) -> dict[str, Any]:
+        import pandas as pd
+
+        if state.sink is None:
+            raise HTTPException(503, "event ingestion is not configured")
+        t0 = time.perf_counter()
+        result = state.sink.accept(body.events, pd.Timestamp.now(tz="UTC"))
+        m.events.labels("accepted").inc(result.accepted)
+        m.events.labels("rejected").inc(result.rejected)
+        m.events.labels("duplicate").inc(result.duplicates)
+        m.latency.labels("events").observe(time.perf_counter() - t0)
+        m.requests.labels("events", "200").inc()
+        return {**asdict(result), "key": key}
+
+    @app.get("/healthz", summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: model and index loaded, feature store reachable")
+    def readyz() -> JSONResponse:
+        checks = state.recommender.readiness()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        m.model.clear()
+        for arm, version in state.recommender.versions().items():
+            if version:
+                m.model.labels(arm, version).set(1)
+        return PlainTextResponse(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+def build_state(params: Mapping[str, Any], paths: DataPaths, env: Mapping[str, str] | None = None) -> ServingState:
+    """Load the engine and the event consumer from the project's artefacts and the environment."""
+    from components.feature_store import StoreSettings, open_store, push_user_realtime
+    from components.ingest import hmac_key_from_env
+    from components.serving.engine import Recommender
+    from components.serving.events import EventSink, limits_from
+    from components.serving.ratelimit import DEFAULT_RATE_PER_S, RateLimiter, parse_api_keys
+
+    environ = dict(os.environ if env is None else env)
+    key = hmac_key_from_env(environ)
+    serving = params.get("serving", {}) or {}
+    recommender = Recommender.load(params, paths)
+    store = open_store(paths, StoreSettings.from_params(params))
+    content_ids = recommender.catalogue()
+    sink = EventSink(
+        paths,
+        key=key,
+        limits=limits_from(params),
+        known_content=set(content_ids),
+        push=lambda rows: push_user_realtime(store, rows),
+        last_n_viewed=int((params.get("features", {}) or {}).get("last_n_viewed", 20)),
+    )
+    sink.listeners.append(recommender.observe)
+    rate = float(environ.get("RECO_RATE_LIMIT_PER_S", DEFAULT_RATE_PER_S))
+    burst = float(environ.get("RECO_RATE_LIMIT_BURST", rate))
+    return ServingState(
+        recommender=recommender,
+        sink=sink,
+        key=key,
+        api_keys=parse_api_keys(environ.get("RECO_API_KEYS", "")),
+        limiter=RateLimiter(rate=rate, burst=max(burst, 1.0), clock=time.monotonic),
+        timeout_s=float(serving.get("timeout_ms", 200)) / 1000.0,
+        clock=str(serving.get("clock", "wall")),
+    )
+
+
+def _refresher(state: ServingState, every_s: float, stop: threading.Event) -> None:
+    while not stop.wait(every_s):
+        try:
+            if state.recommender.refresh():
+                log.info("serving models now %s", state.recommender.versions())
+        except Exception:
+            log.exception("refresh failed; serving the models already loaded")
+
+
+def main() -> int:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = os.environ.get("RECO_PROJECT_ROOT", "")
+    paths = DataPaths(Path(root)) if root else DataPaths()
+    params = load_params(os.environ.get("RECO_PARAMS") or paths.root / "params.yaml")
+    state = build_state(params, paths)
+    stop = threading.Event()
+    every = float((params.get("serving", {}) or {}).get("refresh_s", 5))
+    threading.Thread(target=_refresher, args=(state, every, stop), daemon=True, name="refresh").start()
+    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
+    uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
+    stop.set()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""The serving API as a real uvicorn process on 127.0.0.1, over a tiny trained project."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from tests.tiny_project import free_port, tool_env, trained_project
+
+pytestmark = pytest.mark.slow
+
+API_KEY = "test-secret"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_project(tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture(scope="module")
+def server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("logs") / "server.log").open("w")
+    env = tool_env(
+        RECO_PROJECT_ROOT=str(project), HOST="127.0.0.1", PORT=str(port),
+        RECO_API_KEYS=f"test:{API_KEY}", RECO_RATE_LIMIT_PER_S="5",
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "components.serving.app"], env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not start in 180 s"
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _raw_users(project: Path) -> list[str]:
+    raw = pd.read_parquet(project / "data/drops/synthetic/events", columns=["user_id"])
+    return sorted(raw["user_id"].dropna().astype(str).unique())
+
+
+def test_health_readiness_and_docs(server: str) -> None:
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server}/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert set(ready.json()["checks"]) >= {"model", "index", "store"}
+    assert httpx.get(f"{server}/openapi.json").json()["paths"].keys() >= {"/v1/recommend", "/v1/events"}
+
+
+def test_recommend_returns_a_ranked_feed(server: str, project: Path) -> None:
+    user = _raw_users(project)[0]
+    r = httpx.get(f"{server}/v1/recommend", params={"user_id": user, "k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["user_id"] == user and body["degraded"] is False and body["request_id"]
+    assert body["model_version"] == (project / "data/models/ranker/LATEST").read_text().strip()
+    items = body["items"]
+    assert len(items) == 7 and len({i["content_id"] for i in items}) == 7
+    for i in items:
+        assert {"content_id", "score", "source", "exploration", "propensity", "position"} <= set(i)
+        assert 0 < i["propensity"] <= 1
+    assert "shadow_version" not in body
+    post = httpx.post(f"{server}/v1/recommend", json={"user_id": user, "k": 3, "context": {"device_type": "ios", "network": "wifi", "local_time": "2026-01-05T21:30:00+08:00"}})
+    assert post.status_code == 200 and len(post.json()["items"]) == 3
+
+
+def test_unknown_user_gets_a_cold_start_feed(server: str) -> None:
+    r = httpx.get(f"{server}/v1/recommend", params={"user_id": "someone-new", "k": 5})
+    assert r.status_code == 200 and len(r.json()["items"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [({"user_id": "x", "k": 0}, "k"), ({"user_id": "x", "k": 101}, "k"), ({"k": 5}, "user_id")],
+)
+def test_bad_recommend_requests_are_4xx_with_a_clear_message(server: str, params: dict, fragment: str) -> None:
+    r = httpx.get(f"{server}/v1/recommend", params=params)
+    assert r.status_code == 422 and fragment in r.text
+
+
+def test_malformed_json_is_a_4xx(server: str) -> None:
+    r = httpx.post(f"{server}/v1/recommend", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "json" in r.text.lower()
+    bad_time = httpx.post(f"{server}/v1/recommend", json={"user_id": "x", "context": {"local_time": "yesterday"}})
+    assert bad_time.status_code == 422 and "local_time" in bad_time.text
+
+
+def test_events_need_a_key_and_report_per_event_errors(server: str) -> None:
+    now = pd.Timestamp.now(tz="UTC")
+    events = [
+        {"event_id": f"api-{now.value}-1", "event_type": "like", "user_id": "someone-new", "content_id": "c_000001", "timestamp": now.isoformat()},
+        {"event_id": f"api-{now.value}-2", "event_type": "teleport", "user_id": "someone-new", "content_id": "c_000001", "timestamp": now.isoformat()},
+    ]
+    assert httpx.post(f"{server}/v1/events", json={"events": events}).status_code == 401
+    assert httpx.post(f"{server}/v1/events", json={"events": events}, headers={"X-API-Key": "wrong"}).status_code == 401
+    r = httpx.post(f"{server}/v1/events", json={"events": events}, headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["received"], body["accepted"], body["rejected"]) == (2, 1, 1)
+    assert body["errors"] == [{"index": 1, "reason": "unknown_event_type", "detail": body["errors"][0]["detail"]}]
+
+
+def test_rate_limit_per_key(server: str) -> None:
+    time.sleep(1.2)  # let the bucket refill after the previous test
+    codes = [
+        httpx.post(f"{server}/v1/events", json={"events": ["x"]}, headers={"X-API-Key": API_KEY}).status_code
+        for _ in range(15)
+    ]
+    assert codes[:5] == [200] * 5 and 429 in codes[5:]
+    limited = httpx.post(f"{server}/v1/events", json={"events": ["x"]}, headers={"X-API-Key": API_KEY})
+    assert limited.status_code == 429 and float(limited.headers["Retry-After"]) > 0
+
+
+def test_metrics_are_exposed(server: str) -> None:
+    text = httpx.get(f"{server}/metrics").text
+    assert 'reco_requests_total{endpoint="recommend",status="200"}' in text
+    assert "reco_request_seconds_bucket" in text and "reco_model_info" in text
+    assert 'reco_events_total{outcome="rejected"}' in text
