@@ -84,6 +84,10 @@ log = logging.getLogger(__name__)
 PRODUCTION, CANARY, FALLBACK = "production", "canary", "fallback"
 
 
+#: engagements that pull the real-time interest towards a content
+FRESH_POSITIVE: tuple[str, ...] = ("like", "share", "comment", "save", "follow", "complete_view", "replay")
+
+
 def impressions_dir(paths: DataPaths) -> Path:
     """Where the impression log goes (``data/logs/impressions``)."""
     return paths.data / "logs" / "impressions"
@@ -129,6 +133,8 @@ class ServingSettings:
     log_flush_records: int = 1000  # serving.log_flush_records
     faiss_threads: int = 1  # serving.faiss_threads: OpenMP threads of FAISS searches (process-wide)
     gc_freeze: bool = True  # serving.gc_freeze: move what load built out of the cyclic GC's way
+    realtime_weight: float = 1.0  # serving.realtime_weight: pull of fresh engagements (0 = off)
+    realtime_candidates: int = 50  # serving.realtime_candidates: ANN neighbours of the fresh interest
     canary_share: float = 0.2  # promote.canary.share
     canary_salt: str = "canary"  # promote.canary.salt
     seed: int = 42  # base.seed
@@ -161,6 +167,8 @@ class ServingSettings:
             log_flush_records=int(s.get("log_flush_records", d.log_flush_records)),
             faiss_threads=int(s.get("faiss_threads", d.faiss_threads)),
             gc_freeze=bool(s.get("gc_freeze", d.gc_freeze)),
+            realtime_weight=float(s.get("realtime_weight", d.realtime_weight)),
+            realtime_candidates=int(s.get("realtime_candidates", d.realtime_candidates)),
             canary_share=float(canary.get("share", d.canary_share)),
             canary_salt=str(canary.get("salt", d.canary_salt)),
             seed=int((params.get("base", {}) or {}).get("seed", d.seed)),
@@ -336,6 +344,8 @@ class Recommender:
         self.feature_service = feature_service
         self._seen = dict(seen)
         self._noted: dict[str, set[str]] = {}
+        # real-time interest: sum of the unit vectors of contents engaged with since load, count
+        self._fresh: dict[str, tuple[np.ndarray, int]] = {}
         self._popular = list(popular)
         self._store_factory = store_factory
         self._registry = registry
@@ -526,6 +536,71 @@ class Recommender:
             ev = ev[ev["event_type"].astype(str) != "content_upload"]
         for user, group in ev.groupby(ev["user_id"].astype(str), sort=False)["content_id"]:
             self.note_seen(str(user), group.astype(str).tolist())
+        if "event_type" in ev:
+            self._update_interest(ev[ev["event_type"].astype(str).isin(FRESH_POSITIVE)])
+
+    def _update_interest(self, ev: pd.DataFrame) -> None:
+        """Fold fresh positive engagements into the user's real-time interest vector (the mean
+        direction of the contents engaged with since load), used for retrieval and re-ranking
+        until the next batch run folds them into the embeddings."""
+        if ev.empty:
+            return
+        pos = self._positions.get_indexer(pd.Index(ev["content_id"].astype(str)))
+        ok = pos >= 0
+        if not ok.any():
+            return
+        with self._retr_lock:
+            vecs = np.asarray(self.retriever.item_vectors(pos[ok]), dtype=np.float64)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        vecs = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
+        users = ev["user_id"].astype(str).to_numpy()[ok]
+        with self._seen_lock:
+            for u in pd.unique(users):
+                v = vecs[users == u]
+                total, n = self._fresh.get(u, (np.zeros(vecs.shape[1]), 0))
+                self._fresh[u] = (total + v.sum(axis=0), n + len(v))
+
+    def interest(self, user_id: str) -> tuple[np.ndarray, float] | None:
+        """(unit interest vector, weight n / (n + 2)) of the user's fresh engagements, if any."""
+        with self._seen_lock:
+            got = self._fresh.get(str(user_id))
+        if got is None or got[1] == 0:
+            return None
+        total, n = got
+        norm = float(np.linalg.norm(total))
+        if norm == 0:
+            return None
+        return (total / norm).astype(np.float32), n / (n + 2.0)
+
+    def _interest_candidates(self, vector: np.ndarray) -> pd.DataFrame:
+        """The fresh interest's nearest contents in the FAISS index (source ``realtime``)."""
+        with self._retr_lock:
+            scores, ids = self.retriever.index.search(vector.reshape(1, -1), self.settings.realtime_candidates)
+        ok = ids[0] >= 0
+        return pd.DataFrame(
+            {
+                "content_id": [self.retriever.index.content_ids[i] for i in ids[0][ok]],
+                "score": scores[0][ok].astype(np.float64),
+                "source": "realtime",
+            }
+        )
+
+    def _interest_boost(
+        self, fresh: tuple[np.ndarray, float], cids: Sequence[str], scores: np.ndarray
+    ) -> np.ndarray:
+        """``weight · n/(n+2) · cos(content, interest) · std(scores)``: in the scores' own units,
+        so the pull of fresh engagements does not depend on the model's scale."""
+        vector, strength = fresh
+        pos = self._positions.get_indexer(pd.Index(list(cids)))
+        cos = np.zeros(len(cids))
+        ok = pos >= 0
+        if ok.any():
+            with self._retr_lock:
+                vecs = np.asarray(self.retriever.item_vectors(pos[ok]), dtype=np.float64)
+            norms = np.linalg.norm(vecs, axis=1)
+            cos[ok] = np.divide(vecs @ vector.astype(np.float64), norms, out=np.zeros(len(vecs)), where=norms > 0)
+        scale = float(np.std(scores)) or 1.0
+        return np.asarray(self.settings.realtime_weight * strength * cos * scale)
 
     def versions(self) -> dict[str, str | None]:
         """The model version in each slot (production / canary / shadow), None when empty."""
@@ -637,6 +712,10 @@ class Recommender:
             with self._retr_lock:
                 cold = bool(self.retriever.user_rows([user_id])[0] < 0)
                 cand = self.retriever.retrieve(user_id)
+            fresh = self.interest(user_id) if self.settings.realtime_weight > 0 else None
+            if fresh is not None:
+                cand = pd.concat([cand, self._interest_candidates(fresh[0])], ignore_index=True)
+                cand = cand.drop_duplicates("content_id", keep="first").reset_index(drop=True)
             excluded = self.seen(user_id) | self.moderated
             keep = ~cand["content_id"].isin(excluded).to_numpy()
             cand = cand[keep].reset_index(drop=True)
@@ -669,6 +748,8 @@ class Recommender:
                     )
                 except Exception:  # a broken shadow never affects the feed
                     log.exception("shadow model %s failed", shadow.version)
+            if fresh is not None:
+                scores = scores + self._interest_boost(fresh, cids, scores)
             t = done("scoring", t)
 
             # 4. re-ranking
