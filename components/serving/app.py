@@ -216,7 +216,10 @@ def create_app(state: ServingState) -> FastAPI:
 
     @app.get("/readyz", summary="Readiness: model and index loaded, feature store reachable")
     def readyz() -> JSONResponse:
-        checks = state.recommender.readiness()
+        try:  # a hung dependency must not hang the probe
+            checks = state.pool.submit(state.recommender.readiness).result(timeout=1.0)
+        except concurrent.futures.TimeoutError:
+            checks = {"model": True, "index": True, "store": False, "timeout": False}
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 

@@ -135,6 +135,7 @@ class ServingSettings:
     gc_freeze: bool = True  # serving.gc_freeze: move what load built out of the cyclic GC's way
     realtime_weight: float = 1.0  # serving.realtime_weight: pull of fresh engagements (0 = off)
     realtime_candidates: int = 50  # serving.realtime_candidates: ANN neighbours of the fresh interest
+    store_retry_s: float = 2.0  # serving.store_retry_s: after an online-store failure, fall back this long
     canary_share: float = 0.2  # promote.canary.share
     canary_salt: str = "canary"  # promote.canary.salt
     seed: int = 42  # base.seed
@@ -169,6 +170,7 @@ class ServingSettings:
             gc_freeze=bool(s.get("gc_freeze", d.gc_freeze)),
             realtime_weight=float(s.get("realtime_weight", d.realtime_weight)),
             realtime_candidates=int(s.get("realtime_candidates", d.realtime_candidates)),
+            store_retry_s=float(s.get("store_retry_s", d.store_retry_s)),
             canary_share=float(canary.get("share", d.canary_share)),
             canary_salt=str(canary.get("salt", d.canary_salt)),
             seed=int((params.get("base", {}) or {}).get("seed", d.seed)),
@@ -351,6 +353,7 @@ class Recommender:
         self._registry = registry
         self._clock = clock
         self.data_now_s = 0  # epoch s just after the newest event the engine was loaded with
+        self._store_down_until = 0.0  # monotonic s: the online store failed; retry after this
         self._retr_lock = threading.Lock()
         self._seen_lock = threading.Lock()
         self._warned: set[str] = set()
@@ -495,11 +498,12 @@ class Recommender:
         except Exception:
             out["model"] = False
         out["index"] = self.retriever.index.ntotal > 0
-        if self.fetcher is not None:
+        if self.fetcher is not None and time.monotonic() >= self._store_down_until:
             try:
                 self.fetcher.user_features("__readiness__")
                 out["store"] = True
             except Exception:
+                self._store_down_until = time.monotonic() + self.settings.store_retry_s
                 out["store"] = False
         return out
 
@@ -643,7 +647,14 @@ class Recommender:
         (arrays), user and context features (scalars)."""
         if self.fetcher is None:
             raise ConnectionError("feature store unavailable")
-        rf = self.fetcher.fetch(user_id, content_ids, context)
+        wait = self._store_down_until - time.monotonic()
+        if wait > 0:  # circuit open: do not tie up a thread on a store known to be down
+            raise ConnectionError(f"feature store unavailable (next try in {wait:.1f} s)")
+        try:
+            rf = self.fetcher.fetch(user_id, content_ids, context)
+        except Exception:
+            self._store_down_until = time.monotonic() + self.settings.store_retry_s
+            raise
         cols: dict[str, Any] = {}
         for name, value in rf.user.items():
             v = _scalar(value)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,13 +25,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return trained_project(tmp_path_factory.mktemp("serving"))
 
 
-@pytest.fixture(scope="module")
-def server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def serving_process(project: Path, logs: Path, **extra: str) -> Iterator[str]:
+    """``python -m components.serving.app`` on a free port of 127.0.0.1; yields its base URL."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("logs") / "server.log").open("w")
+    log = (logs / f"server-{port}.log").open("w")
     env = tool_env(
         RECO_PROJECT_ROOT=str(project), HOST="127.0.0.1", PORT=str(port),
-        RECO_API_KEYS=f"test:{API_KEY}", RECO_RATE_LIMIT_PER_S="5",
+        RECO_API_KEYS=f"test:{API_KEY}", RECO_RATE_LIMIT_PER_S="5", **extra,
     )
     proc = subprocess.Popen([sys.executable, "-m", "components.serving.app"], env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -53,6 +55,12 @@ def server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serving_process(project, tmp_path_factory.mktemp("logs")) as base:
+        yield base
 
 
 def _raw_users(project: Path) -> list[str]:
@@ -177,3 +185,55 @@ def test_fresh_likes_change_the_next_feed_within_a_second(server: str, project: 
     assert n_after >= n_before + 3, (target, n_before, n_after)
     assert not {i["content_id"] for i in after} & set(liked)  # what was just liked is seen now
     assert elapsed < 1.0
+
+
+def _redis(port: int, folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder), "--dbfilename", "dump.rdb"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+        assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.1)
+    return proc
+
+
+@pytest.mark.redis
+def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> None:
+    """The production online store (Redis) goes away: feeds still answer, degraded; they recover
+    when it returns. A Redis of the test's own on a free port, so the shared server is untouched."""
+    port = free_port()
+    redis = _redis(port, tmp_path)
+    # socket timeouts in the connection string (Feast passes them to redis-py), as in production
+    store_env = {"RECO_ONLINE_STORE": "redis", "RECO_REDIS_URL": f"127.0.0.1:{port},socket_timeout=0.5,socket_connect_timeout=0.5"}
+    try:
+        for command in ("apply", "materialize"):
+            out = subprocess.run(
+                [sys.executable, "-m", "components.feature_store", command, "--root", str(project), "--params", str(project / "params.yaml")],
+                env=tool_env(**store_env), cwd=project, capture_output=True, text=True, timeout=600,
+            )
+            assert out.returncode == 0, out.stdout + out.stderr
+        user = _raw_users(project)[5]
+        with serving_process(project, tmp_path, **store_env) as base:
+            ok = httpx.get(f"{base}/v1/recommend", params={"user_id": user, "k": 5}).json()
+            assert ok["degraded"] is False and ok["arm"] == "production"
+            subprocess.run(["redis-cli", "-p", str(port), "save"], check=True, capture_output=True)
+            redis.terminate()
+            redis.wait(timeout=20)
+            down = httpx.get(f"{base}/v1/recommend", params={"user_id": user, "k": 5})
+            assert down.status_code == 200
+            body = down.json()
+            assert body["degraded"] is True and len(body["items"]) == 5 and body["arm"] == "fallback"
+            ready = httpx.get(f"{base}/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["store"] is False
+            assert "reco_degraded_total{" in httpx.get(f"{base}/metrics").text
+            redis = _redis(port, tmp_path)  # back, with the data it saved
+            time.sleep(2.5)  # serving.store_retry_s: the circuit closes again
+            back = httpx.get(f"{base}/v1/recommend", params={"user_id": user, "k": 5}).json()
+            assert back["degraded"] is False and back["arm"] == "production"
+            assert httpx.get(f"{base}/readyz").status_code == 200
+    finally:
+        redis.terminate()
+        redis.wait(timeout=20)
