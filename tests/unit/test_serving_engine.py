@@ -360,7 +360,12 @@ def test_broken_store_falls_back_to_popularity(
     logged = read_log(engine)
     assert logged.loc[logged["request_id"] == "broken", "arm"].eq("fallback").all()
     monkeypatch.undo()
+    # the circuit stays open for serving.store_retry_s: no thread waits on a store known down
+    still = engine.recommend(u, K, ctx(engine), request_id="circuit")
+    assert still.degraded and "next try in" in still.reason
+    engine._store_down_until = 0.0  # the retry interval has passed
     assert not engine.recommend(u, K, ctx(engine), request_id="healed").degraded
+    assert engine.readiness()["store"] is True
 
 
 def test_spent_budget_falls_back(engine: Recommender, monkeypatch: pytest.MonkeyPatch) -> None:
