@@ -198,6 +198,30 @@ def offline_metrics(rows: pd.DataFrame, scores: np.ndarray, k: int) -> dict[str,
     return {f"ndcg@{k}": ndcg, "auc": auc, "groups_with_positive": float(len(rel))}
 
 
+def _pass_fail(
+    gate: str,
+    candidate: RankerModel,
+    production: RankerModel | None,
+    passed: bool,
+    reason: str,
+    metrics: dict[str, Any],
+    thresholds: dict[str, Any],
+    evidence: str,
+) -> GateVerdict:
+    """The verdict of a pass / fail gate (offline, shadow)."""
+    return GateVerdict(
+        gate=gate,
+        candidate=candidate.version,
+        production=production.version if production is not None else None,
+        passed=passed,
+        decision="pass" if passed else "fail",
+        reason=reason,
+        metrics=metrics,
+        thresholds=thresholds,
+        evidence=evidence,
+    )
+
+
 def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
@@ -271,17 +295,7 @@ def offline_gate(
         ) + "; data quality and drift checks passed"
     else:
         reason = "; ".join(problems)
-    return GateVerdict(
-        gate="offline",
-        candidate=candidate.version,
-        production=production.version if production is not None else None,
-        passed=passed,
-        decision="pass" if passed else "fail",
-        reason=reason,
-        metrics=metrics,
-        thresholds=thresholds,
-        evidence=REPLAY_EVIDENCE,
-    )
+    return _pass_fail("offline", candidate, production, passed, reason, metrics, thresholds, REPLAY_EVIDENCE)
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -357,16 +371,9 @@ def shadow_gate(
         if production is not None
         else f"first model: finite, non-constant scores, p99 {metrics['candidate_p99_ms']:.1f} ms"
     )
-    verdict = GateVerdict(
-        gate="shadow",
-        candidate=candidate.version,
-        production=production.version if production is not None else None,
-        passed=passed,
-        decision="pass" if passed else "fail",
-        reason=reason,
-        metrics=metrics,
-        thresholds=thresholds,
-        evidence=REPLAY_EVIDENCE + "; shadow scores are logged, never shown",
+    verdict = _pass_fail(
+        "shadow", candidate, production, passed, reason, metrics, thresholds,
+        REPLAY_EVIDENCE + "; shadow scores are logged, never shown",
     )
     return verdict, pd.concat(log_parts, ignore_index=True)
 
