@@ -237,3 +237,34 @@ def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> No
     finally:
         redis.terminate()
         redis.wait(timeout=20)
+
+
+def test_promotion_and_rollback_are_picked_up_without_a_restart(server: str, project: Path, tmp_path: Path) -> None:
+    """Runs last: it swaps the project's production model and swaps it back."""
+    from datetime import UTC, datetime
+
+    from components.paths import DataPaths
+    from components.ranker import save
+    from components.registry import ModelRegistry
+
+    user = _raw_users(project)[0]
+
+    def served_version(expected: str) -> str:
+        deadline = time.monotonic() + 15  # serving.refresh_s is 5 s
+        while True:
+            version = httpx.get(f"{server}/v1/recommend", params={"user_id": user, "k": 3}).json()["model_version"]
+            if version == expected or time.monotonic() > deadline:
+                return str(version)
+            time.sleep(0.5)
+
+    now = datetime.now(UTC)
+    with ModelRegistry(DataPaths(project)) as reg:
+        old = reg.deployment().production.version
+        variant = reg.load(old).with_weights({"engaged": 2.0})
+        new = reg.register(save(variant, tmp_path), metrics={}, data_version="test", now=now).version
+        for stage in ("shadow", "canary", "production"):
+            reg.promote(new, stage, now=now, reason="test")
+    assert served_version(new) == new
+    with ModelRegistry(DataPaths(project)) as reg:
+        reg.rollback(reason="test", now=now)
+    assert served_version(old) == old
