@@ -25,7 +25,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 MODEL_ASSET_NAME = "reco_ranker_candidate"
 #: Asset updated when monitor_drift finds significant drift (schedules train_recommender)
 RETRAIN_ASSET_NAME = "reco_retrain_request"
+
+#: what every DAG's tasks share: the owner and their retries
+DAG_DEFAULT_ARGS: dict[str, Any] = {"owner": "reco-platform", "retries": 2, "retry_delay": timedelta(minutes=1)}
 
 #: the DVC stages of the training DAG, in order; "drop" is the data source's landing stage
 TRAIN_STAGES: tuple[str, ...] = (

@@ -8,10 +8,12 @@ late-arriving rows are picked up. Materialising the same interval twice writes t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
+
+from components.orchestration import DAG_DEFAULT_ARGS
 
 
 @task
@@ -30,7 +32,7 @@ def materialize(*, data_interval_end: datetime | None = None) -> str:
     catchup=False,
     max_active_runs=1,
     tags=["reco", "features", "feast"],
-    default_args={"owner": "reco-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args=dict(DAG_DEFAULT_ARGS),
     doc_md=__doc__,
 )
 def materialize_features() -> None:

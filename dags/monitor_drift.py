@@ -11,13 +11,13 @@ is updated, which schedules **train_recommender**.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from components.orchestration import RETRAIN_ASSET_NAME
+from components.orchestration import DAG_DEFAULT_ARGS, RETRAIN_ASSET_NAME
 
 RETRAIN = Asset(RETRAIN_ASSET_NAME)
 
@@ -51,7 +51,7 @@ def request_retrain(verdict: dict[str, Any], *, outlet_events=None) -> str:  # t
     catchup=False,
     max_active_runs=1,
     tags=["reco", "monitoring", "evidently"],
-    default_args={"owner": "reco-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args=dict(DAG_DEFAULT_ARGS),
     doc_md=__doc__,
 )
 def monitor_drift() -> None:

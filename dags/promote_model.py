@@ -18,13 +18,12 @@ A failed gate stops the run (the later gates are skipped) and leaves production 
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from components.orchestration import MODEL_ASSET_NAME
+from components.orchestration import DAG_DEFAULT_ARGS, MODEL_ASSET_NAME
 
 MODEL = Asset(MODEL_ASSET_NAME)
 
@@ -86,7 +85,7 @@ def deployment() -> dict[str, Any]:
     catchup=False,
     max_active_runs=1,
     tags=["reco", "promotion", "registry"],
-    default_args={"owner": "reco-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args=dict(DAG_DEFAULT_ARGS),
     doc_md=__doc__,
 )
 def promote_model() -> None:

@@ -12,12 +12,15 @@ Runs daily, and whenever **monitor_drift** requests a retrain (`reco_retrain_req
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from components.orchestration import MODEL_ASSET_NAME, RETRAIN_ASSET_NAME, TRAIN_STAGES
+from components.orchestration import (
+    DAG_DEFAULT_ARGS,
+    MODEL_ASSET_NAME,
+    RETRAIN_ASSET_NAME,
+    TRAIN_STAGES,
+)
 
 MODEL = Asset(MODEL_ASSET_NAME)
 RETRAIN = Asset(RETRAIN_ASSET_NAME)
@@ -56,7 +59,7 @@ def register_candidate(*, outlet_events=None) -> str:  # type: ignore[no-untyped
     catchup=False,
     max_active_runs=1,  # DVC holds a lock on the project: one run at a time
     tags=["reco", "training", "dvc"],
-    default_args={"owner": "reco-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args=dict(DAG_DEFAULT_ARGS),
     doc_md=__doc__,
 )
 def train_recommender() -> None:
