@@ -18,6 +18,7 @@ from tests.tiny_project import free_port, tool_env, trained_project
 pytestmark = pytest.mark.slow
 
 API_KEY = "test-secret"
+FRESH_KEY = "fresh-secret"  # its own rate-limit bucket: the rate-limit test drains API_KEY's
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def serving_process(project: Path, logs: Path, **extra: str) -> Iterator[str]:
     log = (logs / f"server-{port}.log").open("w")
     env = tool_env(
         RECO_PROJECT_ROOT=str(project), HOST="127.0.0.1", PORT=str(port),
-        RECO_API_KEYS=f"test:{API_KEY}", RECO_RATE_LIMIT_PER_S="5", **extra,
+        RECO_API_KEYS=f"test:{API_KEY},fresh:{FRESH_KEY}", RECO_RATE_LIMIT_PER_S="5", **extra,
     )
     proc = subprocess.Popen([sys.executable, "-m", "components.serving.app"], env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -134,18 +135,19 @@ def test_rate_limit_per_key(server: str) -> None:
 
     time.sleep(1.2)  # let the bucket refill after the previous test
 
-    def call(_: int) -> int:
-        return httpx.post(f"{server}/v1/events", json={"events": ["x"]}, headers={"X-API-Key": API_KEY}, timeout=30).status_code
+    def call(_: int) -> tuple[int, str]:
+        r = httpx.post(f"{server}/v1/events", json={"events": ["x"]}, headers={"X-API-Key": API_KEY}, timeout=30)
+        return r.status_code, r.headers.get("Retry-After", "")
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(15) as pool:  # concurrent: they reach the limiter within a short window
-        codes = list(pool.map(call, range(15)))
+        answers = list(pool.map(call, range(15)))
     elapsed = time.perf_counter() - t0
+    codes = [c for c, _ in answers]
     allowed = codes.count(200)
     assert set(codes) <= {200, 429}
     assert 5 <= allowed <= 5 + int(5 * elapsed) + 1 and codes.count(429) >= 1, (codes, elapsed)
-    limited = httpx.post(f"{server}/v1/events", json={"events": ["x"]}, headers={"X-API-Key": API_KEY})
-    assert limited.status_code == 429 and float(limited.headers["Retry-After"]) > 0
+    assert all(float(wait) > 0 for c, wait in answers if c == 429)
 
 
 def test_metrics_are_exposed(server: str) -> None:
@@ -176,13 +178,14 @@ def test_fresh_likes_change_the_next_feed_within_a_second(server: str, project: 
         for j, c in enumerate(liked)
     ]
     t0 = time.perf_counter()
-    posted = httpx.post(f"{server}/v1/events", json={"events": batch}, headers={"X-API-Key": API_KEY})
+    posted = httpx.post(f"{server}/v1/events", json={"events": batch}, headers={"X-API-Key": FRESH_KEY})
     after = httpx.get(f"{server}/v1/recommend", params={"user_id": user, "k": 20}).json()["items"]
     elapsed = time.perf_counter() - t0
     assert posted.status_code == 200 and posted.json()["accepted"] == len(liked)
-    n_before = sum(category.get(i["content_id"]) == target for i in before)
-    n_after = sum(category.get(i["content_id"]) == target for i in after)
-    assert n_after >= n_before + 3, (target, n_before, n_after)
+    # ranked slots only: exploration slots are random by design
+    n_before = sum(category.get(i["content_id"]) == target for i in before if not i["exploration"])
+    n_after = sum(category.get(i["content_id"]) == target for i in after if not i["exploration"])
+    assert n_after >= n_before + 3, (target, n_before, n_after, elapsed)
     assert not {i["content_id"] for i in after} & set(liked)  # what was just liked is seen now
     assert elapsed < 1.0
 
