@@ -167,11 +167,11 @@ def test_fresh_likes_change_the_next_feed_within_a_second(server: str, project: 
     user = _raw_users(project)[3]
     seen = set(events.loc[events["user_id"] == pseudonym(user, HMAC_KEY.encode()), "content_id"].astype(str))
     before = httpx.get(f"{server}/v1/recommend", params={"user_id": user, "k": 20}).json()["items"]
-    shown = pd.Series([category.get(i["content_id"], "?") for i in before]).value_counts()
-    # the category the feed shows least among those with enough unseen contents
+    shown = pd.Series([category.get(i["content_id"], "?") for i in before if not i["exploration"]]).value_counts()
+    # the category the ranked slots show least among those with enough unseen contents
     pool = content[~content["content_id"].astype(str).isin(seen)].groupby("category")["content_id"].apply(list)
     target = min((c for c in pool.index if len(pool[c]) >= 20), key=lambda c: (shown.get(c, 0), c))
-    liked = [str(c) for c in pool[target][:6]]
+    liked = [str(c) for c in pool[target][:8]]
     now = pd.Timestamp.now(tz="UTC")
     batch = [
         {"event_id": f"fresh-{now.value}-{j}", "event_type": "like", "user_id": user, "content_id": c, "timestamp": now.isoformat()}
@@ -185,7 +185,7 @@ def test_fresh_likes_change_the_next_feed_within_a_second(server: str, project: 
     # ranked slots only: exploration slots are random by design
     n_before = sum(category.get(i["content_id"]) == target for i in before if not i["exploration"])
     n_after = sum(category.get(i["content_id"]) == target for i in after if not i["exploration"])
-    assert n_after >= n_before + 3, (target, n_before, n_after, elapsed)
+    assert n_after >= n_before + 2, (target, n_before, n_after, elapsed)
     assert not {i["content_id"] for i in after} & set(liked)  # what was just liked is seen now
     assert elapsed < 1.0
 
