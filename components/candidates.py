@@ -586,9 +586,17 @@ class Neighbourhood:
         )
 
     def _combine(
-        self, rows: np.ndarray, num: np.ndarray, support: np.ndarray, implicit: np.ndarray, n_neigh: np.ndarray, p: CandidateParams
+        self,
+        rows: np.ndarray,
+        num: np.ndarray,
+        support: np.ndarray,
+        implicit: np.ndarray,
+        n_neigh: np.ndarray,
+        p: CandidateParams,
+        cols: np.ndarray | None = None,
     ) -> np.ndarray:
-        base = self.mu + self.b_user[rows][:, None] + self.b_item[None, :]
+        b_item = self.b_item if cols is None else self.b_item[cols]
+        base = self.mu + self.b_user[rows][:, None] + b_item[None, :]
         if p.knn_scoring == "aggregate":
             score = implicit
         elif p.knn_scoring == "normalised":
@@ -598,21 +606,38 @@ class Neighbourhood:
             score = base + scale * (num + implicit)
         return np.where(support > 0, score, NEG_INF).astype(np.float32)
 
-    def item_scores(self, rows: np.ndarray, p: CandidateParams) -> np.ndarray:
-        """Item-kNN scores of users ``rows`` over all contents (-inf without a neighbour)."""
+    def item_scores(self, rows: np.ndarray, p: CandidateParams, cols: np.ndarray | None = None) -> np.ndarray:
+        """Item-kNN scores of users ``rows`` over all contents, or only the contents at ``cols``
+        (-inf without a neighbour)."""
+        sim = self.item_sim if cols is None else self.item_sim[cols]
         obs = self.observed[rows]
-        support = np.asarray((obs @ abs(self.item_sim).T).todense(), dtype=np.float32)
-        num = np.asarray((self.residual[rows] @ self.item_sim.T).todense(), dtype=np.float32)
-        implicit = np.asarray((obs @ self.item_sim.T).todense(), dtype=np.float32)
-        return self._combine(rows, num, support, implicit, np.diff(obs.indptr).astype(np.float32), p)
+        support = np.asarray((obs @ abs(sim).T).todense(), dtype=np.float32)
+        num = np.asarray((self.residual[rows] @ sim.T).todense(), dtype=np.float32)
+        implicit = np.asarray((obs @ sim.T).todense(), dtype=np.float32)
+        return self._combine(rows, num, support, implicit, np.diff(obs.indptr).astype(np.float32), p, cols)
 
-    def user_scores(self, rows: np.ndarray, p: CandidateParams) -> np.ndarray:
-        """User-kNN scores of users ``rows`` over all contents (-inf without a neighbour)."""
+    def _columns(self, name: str, cols: np.ndarray | None) -> sp.csr_matrix:
+        """``observed`` / ``residual`` restricted to contents ``cols`` (through a cached CSC copy:
+        a column slice of CSR walks every row)."""
+        m = getattr(self, name)
+        if cols is None:
+            return m
+        key = f"_{name}_csc"
+        csc = self.__dict__.get(key)
+        if csc is None:
+            csc = m.tocsc()
+            self.__dict__[key] = csc
+        return csc[:, cols].tocsr()
+
+    def user_scores(self, rows: np.ndarray, p: CandidateParams, cols: np.ndarray | None = None) -> np.ndarray:
+        """User-kNN scores of users ``rows`` over all contents, or only the contents at ``cols``
+        (-inf without a neighbour)."""
         sim = self.user_sim[rows]
-        support = np.asarray((abs(sim) @ self.observed).todense(), dtype=np.float32)
-        num = np.asarray((sim @ self.residual).todense(), dtype=np.float32)
-        implicit = np.asarray((sim @ self.observed).todense(), dtype=np.float32)
-        return self._combine(rows, num, support, implicit, np.diff(sim.indptr).astype(np.float32), p)
+        observed = self._columns("observed", cols)
+        support = np.asarray((abs(sim) @ observed).todense(), dtype=np.float32)
+        num = np.asarray((sim @ self._columns("residual", cols)).todense(), dtype=np.float32)
+        implicit = np.asarray((sim @ observed).todense(), dtype=np.float32)
+        return self._combine(rows, num, support, implicit, np.diff(sim.indptr).astype(np.float32), p, cols)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -763,9 +788,9 @@ class Retriever:
             scores[known] = sub
         return scores
 
-    def _dense(self, rows: np.ndarray, fn: Any) -> np.ndarray:
+    def _dense(self, rows: np.ndarray, fn: Any, width: int | None = None) -> np.ndarray:
         known = rows >= 0
-        out = np.full((len(rows), self.n_fit), NEG_INF, dtype=np.float32)
+        out = np.full((len(rows), self.n_fit if width is None else width), NEG_INF, dtype=np.float32)
         if known.any():
             out[known] = fn(rows[known])
         return out
@@ -802,11 +827,15 @@ class Retriever:
     def mf(self, rows: np.ndarray, k: int) -> list[Candidates]:
         return _top(self._exclude(rows, self._dense(rows, lambda r: self.model.user_mf[r] @ self.model.item_mf.T)), k)
 
-    def ease_scores(self, rows: np.ndarray) -> np.ndarray:
-        """EASE scores of known user rows over the fitted catalogue."""
+    def ease_scores(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """EASE scores of known user rows over the fitted catalogue (or its contents ``cols``)."""
         assert self.ease_b is not None
         x = (self.inter.positive()[rows] > 0).astype(np.float32)
-        return np.asarray(x @ self.ease_b, dtype=np.float32)
+        if cols is None:
+            return np.asarray(x @ self.ease_b, dtype=np.float32)
+        # only the rows of B the users' contents select: O(contents × cols), not O(catalogue × cols)
+        used = np.unique(x.indices)
+        return np.asarray(x[:, used] @ self.ease_b[np.ix_(used, cols)], dtype=np.float32)
 
     def ease(self, rows: np.ndarray, k: int) -> list[Candidates]:
         if self.ease_b is None:
@@ -908,10 +937,7 @@ class Retriever:
     def all_sources(self, user_ids: Sequence[str], k: int | None = None) -> dict[str, list[Candidates]]:
         k = k or self.p.per_source
         rows = self.user_rows(user_ids)
-        q = self.profiles(rows)
-        for i, (u, r) in enumerate(zip(user_ids, rows, strict=True)):
-            if r < 0:
-                q[i] = self.cold_profile(str(u))
+        q = self._queries(user_ids, rows)
         parts: dict[str, list[Candidates]] = {
             "content": self.content(rows, k, q),
             "item_knn": self.item_knn(rows, k),
@@ -927,31 +953,115 @@ class Retriever:
         parts["followed"] = self.followed(rows, user_ids, k)
         return parts
 
-    def dense_scores(self, rows: np.ndarray, source: str, queries: np.ndarray | None = None) -> np.ndarray:
-        """One pair source's raw scores of user rows over the fitted catalogue (NaN: undefined,
-        e.g. unknown users, contents without a neighbour or without a graph vector)."""
-        n = self.n_fit
+    def dense_scores(
+        self, rows: np.ndarray, source: str, queries: np.ndarray | None = None, cols: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One pair source's raw scores of user rows over the fitted catalogue, or over its
+        contents at positions ``cols`` only (NaN: undefined, e.g. unknown users, contents without
+        a neighbour or without a graph vector)."""
+        n = self.n_fit if cols is None else len(cols)
+        m = self.model
+
+        def at(a: np.ndarray) -> np.ndarray:
+            return a if cols is None else a[cols]
+
         if source == "content":
             q = self.profiles(rows) if queries is None else queries
-            out = (q @ self.model.item_unified[:n].T).astype(np.float32)
+            out = (q @ at(m.item_unified[: self.n_fit]).T).astype(np.float32)
             out[np.linalg.norm(q, axis=1) == 0] = np.nan
             return out
         fns = {
-            "item_knn": lambda r: self.knn.item_scores(r, self.p),
-            "user_knn": lambda r: self.knn.user_scores(r, self.p),
-            "mf": lambda r: self.model.user_mf[r] @ self.model.item_mf.T,
+            "item_knn": lambda r: self.knn.item_scores(r, self.p, cols),
+            "user_knn": lambda r: self.knn.user_scores(r, self.p, cols),
+            "mf": lambda r: m.user_mf[r] @ at(m.item_mf).T,
             "graph": lambda r: np.where(
-                (np.linalg.norm(self.model.item_graph, axis=1) > 0)[None, :],
-                self.model.user_graph[r] @ self.model.item_graph.T,
+                (np.linalg.norm(at(m.item_graph), axis=1) > 0)[None, :],
+                m.user_graph[r] @ at(m.item_graph).T,
                 NEG_INF,
             ),
         }
         if source == "ease":
             if self.ease_b is None:
                 return np.full((len(rows), n), np.nan, dtype=np.float32)
-            fns["ease"] = self.ease_scores
-        out = self._dense(rows, fns[source])
+            fns["ease"] = lambda r: self.ease_scores(r, cols)
+        out = self._dense(rows, fns[source], n)
         out[~np.isfinite(out)] = np.nan
+        return out
+
+    def _queries(self, user_ids: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        q = self.profiles(rows)
+        for i, r in enumerate(rows):
+            if r < 0:
+                q[i] = self.cold_profile(str(user_ids[i]))
+        return q
+
+    def pair_stats(self, user_ids: Sequence[str], batch: int = 256) -> np.ndarray:
+        """``[n_users, len(PAIR_SOURCES), 2]`` float32: each pair source's mean and standard
+        deviation over the user's whole catalogue (NaN when undefined), the normalisers of the
+        ``z_<source>`` features. Computed in batch, so that :meth:`pair_features_at` can then
+        score any few contents of the user without scoring the catalogue."""
+        users = [str(u) for u in user_ids]
+        out = np.full((len(users), len(PAIR_SOURCES), 2), np.nan, dtype=np.float32)
+        for b0 in range(0, len(users), batch):
+            chunk = users[b0 : b0 + batch]
+            rows = self.user_rows(chunk)
+            q = self._queries(chunk, rows)
+            for j, s in enumerate(PAIR_SOURCES):
+                dense = self.dense_scores(rows, s, q if s == "content" else None)
+                if not dense.size:
+                    continue
+                with warnings.catch_warnings():  # rows without any defined score: NaN, as wanted
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    out[b0 : b0 + len(chunk), j, 0] = np.nanmean(dense, axis=1)
+                    out[b0 : b0 + len(chunk), j, 1] = np.nanstd(dense, axis=1)
+        return out
+
+    @staticmethod
+    def _z(vals: np.ndarray, mean: np.float32, sd: np.float32) -> np.ndarray:
+        """z-scores in float32 arithmetic (the training features' exact values)."""
+        if np.isfinite(sd) and sd > 0:
+            return ((vals - mean) / sd).astype(np.float32)
+        return np.full(len(vals), np.nan, dtype=np.float32)
+
+    def _activity_columns(self, pos: np.ndarray, out: dict[str, np.ndarray]) -> None:
+        """The contents' activity (``item_<column>``) at catalogue positions ``pos`` (NaN for -1
+        and for contents added after fitting)."""
+        if self.activity is None:
+            return
+        act = self.activity_matrix
+        ok = (pos >= 0) & (pos < len(act))
+        got = np.full((len(pos), act.shape[1]), np.nan, dtype=np.float32)
+        got[ok] = act[pos[ok]]
+        for j, c in enumerate(self.activity.columns):
+            out[f"item_{c}"] = got[:, j]
+
+    @property
+    def activity_matrix(self) -> np.ndarray:
+        got = self.__dict__.get("_activity_matrix")
+        if got is None:
+            assert self.activity is not None
+            got = self.activity.to_numpy(dtype=np.float32)
+            self.__dict__["_activity_matrix"] = got
+        return got
+
+    def pair_features_at(self, user_id: str, positions: np.ndarray, stats: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`pair_features` of one user and the contents at catalogue ``positions``, given
+        the user's :meth:`pair_stats` row: the same values, at a cost that grows with the number
+        of contents instead of the catalogue (the serving path). Positions outside the fitted
+        catalogue (-1, contents added later) get NaN pair scores."""
+        pos = np.asarray(positions, dtype=np.int64)
+        fit = (pos >= 0) & (pos < self.n_fit)
+        cols = pos[fit]
+        rows = self.user_rows([user_id])
+        q = self._queries([user_id], rows)
+        out: dict[str, np.ndarray] = {}
+        for j, s in enumerate(PAIR_SOURCES):
+            vals = np.full(len(pos), np.nan, dtype=np.float32)
+            if len(cols):
+                vals[fit] = self.dense_scores(rows, s, q if s == "content" else None, cols)[0]
+            out[f"score_{s}"] = vals
+            out[f"z_{s}"] = self._z(vals, stats[j, 0], stats[j, 1])
+        self._activity_columns(pos, out)
         return out
 
     def pair_features(self, user_ids: Sequence[str], content_ids: Sequence[str], batch: int = 256) -> pd.DataFrame:
@@ -968,10 +1078,7 @@ class Retriever:
         for b0 in range(0, len(uniq), batch):
             chunk = uniq[b0 : b0 + batch]
             rows = self.user_rows(list(chunk))
-            q = self.profiles(rows)
-            for i, r in enumerate(rows):
-                if r < 0:
-                    q[i] = self.cold_profile(str(chunk[i]))
+            q = self._queries(list(chunk), rows)
             for s in PAIR_SOURCES:
                 dense = self.dense_scores(rows, s, q if s == "content" else None)
                 with warnings.catch_warnings():  # rows without any defined score: NaN, as wanted
@@ -985,16 +1092,9 @@ class Retriever:
                     vals = np.full(len(sel), np.nan, dtype=np.float32)
                     vals[ok] = dense[i, p_[ok]]
                     out[f"score_{s}"][sel] = vals
-                    sd = std[i, 0]
-                    out[f"z_{s}"][sel] = (vals - mean[i, 0]) / sd if np.isfinite(sd) and sd > 0 else np.nan
-        frame = pd.DataFrame(out)
-        if self.activity is not None:
-            act = self.activity.to_numpy(dtype=np.float32)
-            got = np.full((len(users), act.shape[1]), np.nan, dtype=np.float32)
-            got[pos >= 0] = act[pos[pos >= 0]]
-            for j, c in enumerate(self.activity.columns):
-                frame[f"item_{c}"] = got[:, j]
-        return frame
+                    out[f"z_{s}"][sel] = self._z(vals, mean[i, 0], std[i, 0])
+        self._activity_columns(pos, out)
+        return pd.DataFrame(out)
 
     def cold_profile(self, user_id: str) -> np.ndarray:
         """Profile of a user without training events: preferred categories, when known."""

@@ -47,7 +47,7 @@ import sqlite3
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -947,9 +947,16 @@ class ModelCache:
     ``SELECT``) per request or on a timer and so follows a promotion or rollback without a
     restart. A model whose version stays deployed is not reloaded."""
 
-    def __init__(self, registry: ModelRegistry, *, predict_threads: int = 1) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        predict_threads: int = 1,
+        prepare: Callable[[RankerModel], Any] | None = None,
+    ) -> None:
         self._registry = registry
         self._predict_threads = predict_threads
+        self._prepare = prepare  # run on each newly loaded model before it serves (e.g. compile)
         self._lock = threading.Lock()
         self._state: _CacheState | None = None
 
@@ -969,6 +976,8 @@ class ModelCache:
                 model = loaded.get(rec.version)
                 if model is None:
                     model = self._registry.load(rec.version, predict_threads=self._predict_threads)
+                    if self._prepare is not None:
+                        self._prepare(model)
                 models[stage] = model
             self._state = _CacheState(dep, models)
         logger.info(

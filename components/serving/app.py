@@ -36,6 +36,7 @@ from components.paths import DataPaths
 if TYPE_CHECKING:
     from components.serving.engine import Feed, Recommender
     from components.serving.events import EventSink
+    from components.serving.online_update import OnlineUpdater
     from components.serving.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class ServingState:
     limiter: RateLimiter
     timeout_s: float
     clock: str = "wall"  # wall | data (historic data sets: serve as of the data's end)
+    online_update: OnlineUpdater | None = None  # the real-time loop (incremental model updates)
+    log_flush_s: float = 30.0  # impressions reach disk (and the online update) at least this often
     metrics: Metrics = field(default_factory=Metrics.create)
     pool: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="feed")
@@ -210,9 +213,16 @@ def create_app(state: ServingState) -> FastAPI:
         m.requests.labels("events", "200").inc()
         return {**asdict(result), "key": key}
 
-    @app.get("/healthz", summary="Liveness")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", summary="Liveness, and the state of the real-time update loop")
+    def healthz() -> dict[str, Any]:
+        body: dict[str, Any] = {"status": "ok"}
+        if state.online_update is not None:
+            st = state.online_update.status()
+            body["online_update"] = {
+                k: st.get(k)
+                for k in ("running", "pending_events", "updates", "last_status", "last_reason", "last_version")
+            }
+        return body
 
     @app.get("/readyz", summary="Readiness: model and index loaded, feature store reachable")
     def readyz() -> JSONResponse:
@@ -263,6 +273,12 @@ def build_state(params: Mapping[str, Any], paths: DataPaths, env: Mapping[str, s
         last_n_viewed=int((params.get("features", {}) or {}).get("last_n_viewed", 20)),
     )
     sink.listeners.append(recommender.observe)
+    updater = None
+    if bool((params.get("online_update", {}) or {}).get("enabled", True)) and environ.get("RECO_ONLINE_UPDATE", "1") != "0":
+        from components.serving.online_update import OnlineUpdater
+
+        updater = OnlineUpdater(params, paths)  # registers candidates only; the gates promote
+        sink.listeners.append(updater.observe)
     rate = float(environ.get("RECO_RATE_LIMIT_PER_S", DEFAULT_RATE_PER_S))
     burst = float(environ.get("RECO_RATE_LIMIT_BURST", rate))
     return ServingState(
@@ -273,16 +289,25 @@ def build_state(params: Mapping[str, Any], paths: DataPaths, env: Mapping[str, s
         limiter=RateLimiter(rate=rate, burst=max(burst, 1.0), clock=time.monotonic),
         timeout_s=float(serving.get("timeout_ms", 200)) / 1000.0,
         clock=str(serving.get("clock", "wall")),
+        online_update=updater,
+        log_flush_s=float(serving.get("log_flush_s", 30)),
     )
 
 
 def _refresher(state: ServingState, every_s: float, stop: threading.Event) -> None:
+    flushed = time.monotonic()
     while not stop.wait(every_s):
         try:
             if state.recommender.refresh():
                 log.info("serving models now %s", state.recommender.versions())
         except Exception:
             log.exception("refresh failed; serving the models already loaded")
+        if time.monotonic() - flushed >= state.log_flush_s:
+            flushed = time.monotonic()
+            try:  # impressions on disk: the canary gate and the online update read them
+                state.recommender.flush()
+            except Exception:
+                log.exception("impression log flush failed; rows stay buffered")
 
 
 def main() -> int:
@@ -296,9 +321,16 @@ def main() -> int:
     stop = threading.Event()
     every = float((params.get("serving", {}) or {}).get("refresh_s", 5))
     threading.Thread(target=_refresher, args=(state, every, stop), daemon=True, name="refresh").start()
+    if state.online_update is not None:
+        state.online_update.start()
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
-    uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
-    stop.set()
+    try:
+        uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
+    finally:
+        stop.set()
+        if state.online_update is not None:
+            state.online_update.stop()
+        state.recommender.close()
     return 0
 
 

@@ -72,6 +72,7 @@ import pyarrow.parquet as pq
 from components.exploration import ExplorationParams, dpp_rerank, explore_slate
 from components.paths import DataPaths
 from components.promote import in_canary
+from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:
     from components.candidates import Retriever
@@ -136,6 +137,7 @@ class ServingSettings:
     realtime_weight: float = 1.0  # serving.realtime_weight: pull of fresh engagements (0 = off)
     realtime_candidates: int = 50  # serving.realtime_candidates: ANN neighbours of the fresh interest
     store_retry_s: float = 2.0  # serving.store_retry_s: after an online-store failure, fall back this long
+    compile_ranker: bool = True  # serving.compile_ranker: LightGBM heads as native code (lleaves)
     canary_share: float = 0.2  # promote.canary.share
     canary_salt: str = "canary"  # promote.canary.salt
     seed: int = 42  # base.seed
@@ -171,6 +173,7 @@ class ServingSettings:
             realtime_weight=float(s.get("realtime_weight", d.realtime_weight)),
             realtime_candidates=int(s.get("realtime_candidates", d.realtime_candidates)),
             store_retry_s=float(s.get("store_retry_s", d.store_retry_s)),
+            compile_ranker=bool(s.get("compile_ranker", d.compile_ranker)),
             canary_share=float(canary.get("share", d.canary_share)),
             canary_salt=str(canary.get("salt", d.canary_salt)),
             seed=int((params.get("base", {}) or {}).get("seed", d.seed)),
@@ -193,11 +196,18 @@ def seen_by_user(events: pd.DataFrame) -> dict[str, frozenset[str]]:
     return {str(u): frozenset(g.tolist()) for u, g in frame.groupby("u", sort=False)["c"]}
 
 
+def reporters_by_content(events: pd.DataFrame) -> dict[str, set[str]]:
+    """The distinct users who reported each content."""
+    rep = events[(events["event_type"].astype(str) == "report") & events["content_id"].notna()]
+    return {
+        str(c): set(g.astype(str))
+        for c, g in rep.groupby(rep["content_id"].astype(str), sort=False)["user_id"]
+    }
+
+
 def moderated_contents(events: pd.DataFrame, threshold: int) -> frozenset[str]:
     """Contents reported by more than ``threshold`` distinct users."""
-    rep = events[(events["event_type"].astype(str) == "report") & events["content_id"].notna()]
-    users = rep.groupby(rep["content_id"].astype(str))["user_id"].nunique()
-    return frozenset(users.index[users.to_numpy() > threshold].astype(str))
+    return frozenset(c for c, u in reporters_by_content(events).items() if len(u) > threshold)
 
 
 def trend_factors(n_items: int, positions: np.ndarray, growth: np.ndarray) -> np.ndarray:
@@ -265,6 +275,8 @@ LOG_SCHEMA = pa.schema(
         ("shadow_score", pa.float64()),
         ("degraded", pa.bool_()),
         ("timestamp", pa.timestamp("ms", tz="UTC")),
+        # the served model's input row (its feature_cols order): the log-and-join training data
+        ("features", pa.list_(pa.float32())),
     ]
 )
 
@@ -326,12 +338,14 @@ class Recommender:
         *,
         settings: ServingSettings,
         retriever: Retriever,
+        snapshot: CandidateSnapshot,
         models: ModelCache,
         fetcher: ServingFeatureFetcher | None,
         seen: Mapping[str, frozenset[str]],
         moderated: frozenset[str],
         popular: Sequence[tuple[str, float, str]],
         impressions: ImpressionLog,
+        reporters: Mapping[str, set[str]] | None = None,
         feature_service: str = "ranker_v2",
         store_factory: Callable[[], ServingFeatureFetcher] | None = None,
         registry: ModelRegistry | None = None,
@@ -339,9 +353,11 @@ class Recommender:
     ) -> None:
         self.settings = settings
         self.retriever = retriever
+        self.snapshot = snapshot
         self.models = models
         self.fetcher = fetcher
-        self.moderated = moderated
+        self.moderated = frozenset(moderated)
+        self._reporters = {c: set(u) for c, u in (reporters or {}).items()}
         self.impressions = impressions
         self.feature_service = feature_service
         self._seen = dict(seen)
@@ -360,6 +376,9 @@ class Recommender:
         self.load_seconds: dict[str, float] = {}
         ids = retriever.index.content_ids
         self._positions = pd.Index(ids)
+        self._ids = np.asarray(ids, dtype=object)
+        self._source_names = np.asarray(snapshot.source_names, dtype=object)
+        self._moderated_pos = self._to_positions(moderated)
         t = retriever.trending
         self._trend = trend_factors(len(ids), t.items, t.scores)
 
@@ -411,9 +430,15 @@ class Recommender:
             emb, events, content, users, now, cp, EmbeddingParams.from_params(params), index=index
         )
         t_fit = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        snapshot = cls._snapshot(retr, paths, cp.per_user)
+        t_snap = time.perf_counter() - t1
         popular = _fallback_list(retr)
         seen = seen_by_user(events)
-        moderated = moderated_contents(events, settings.moderation_report_threshold)
+        reporters = reporters_by_content(events)
+        moderated = frozenset(
+            c for c, u in reporters.items() if len(u) > settings.moderation_report_threshold
+        )
         store_settings = StoreSettings.from_params(params)
 
         def make_fetcher() -> ServingFeatureFetcher:
@@ -431,7 +456,13 @@ class Recommender:
         except Exception:
             log.exception("feature store unavailable at load: requests fall back until refresh()")
         registry = ModelRegistry(paths, directory=registry_dir, actor="serving")
-        models = ModelCache(registry, predict_threads=1)
+        compile_dir = paths.data / "serving" / "compiled"
+
+        def prepare(model: RankerModel) -> None:
+            if settings.compile_ranker:
+                model.compile(compile_dir)
+
+        models = ModelCache(registry, predict_threads=1, prepare=prepare)
         try:
             models.refresh()
         except Exception:
@@ -439,10 +470,12 @@ class Recommender:
         rec = cls(
             settings=settings,
             retriever=retr,
+            snapshot=snapshot,
             models=models,
             fetcher=fetcher,
             seen=seen,
             moderated=moderated,
+            reporters=reporters,
             popular=popular,
             impressions=ImpressionLog(impressions_dir(paths), settings.log_flush_records, clock),
             feature_service=store_settings.feature_service,
@@ -463,6 +496,7 @@ class Recommender:
             gc.freeze()
         rec.load_seconds = {
             "retriever_fit": round(t_fit, 3),
+            "snapshot": round(t_snap, 3),
             "total": round(time.perf_counter() - t0, 3),
         }
         log.info(
@@ -475,15 +509,32 @@ class Recommender:
         )
         return rec
 
+    @staticmethod
+    def _snapshot(retr: Retriever, paths: DataPaths, k: int) -> CandidateSnapshot:
+        """The candidates stage's table for the retriever's users when it matches this catalogue
+        (same data, same cut: DVC keeps it in step), else computed here; plus the pair stats."""
+        from components.candidates import candidates_dir
+
+        users = [str(u) for u in retr.model.user_ids]
+        path = candidates_dir(paths) / "candidates.parquet"
+        if path.exists():
+            try:
+                table = pd.read_parquet(path, columns=["user_id", "content_id", "score", "source", "rank"])
+                return CandidateSnapshot.build(retr, users, k, table=table)
+            except (ValueError, KeyError, OSError) as exc:
+                log.warning("candidates table %s unusable (%s): recomputing", path, exc)
+        return CandidateSnapshot.build(retr, users, k)
+
     def _warm_up(self, n: int = 3) -> None:
-        """Run the retrieval and pair-feature paths a few times (known and unknown users): the
-        first calls pay one-off set-up (FAISS / BLAS / scipy) of ~0.2 s each."""
-        known = [str(u) for u in self.retriever.model.user_ids[:n]]
+        """Run the request path's numeric parts a few times (known and unknown users): the first
+        calls pay one-off set-up (FAISS / BLAS / scipy's CSC copies) of ~0.2 s each."""
+        known = [str(u) for u in self.snapshot.user_ids[:n]]
         for user in [*known, "__warmup__"]:
             try:
-                cand = self.retriever.retrieve(user)
-                ids = cand["content_id"].astype(str).tolist()
-                self.retriever.pair_features([user] * len(ids), ids)
+                pos, _, stats, _ = self._candidates(user)
+                self.retriever.pair_features_at(user, pos, stats)
+                with self._retr_lock:
+                    self.retriever.index.search(self.retriever.item_vectors(pos[:1]), self.settings.realtime_candidates)
             except Exception:
                 log.exception("warm-up failed for %s", user)
 
@@ -541,7 +592,35 @@ class Recommender:
         for user, group in ev.groupby(ev["user_id"].astype(str), sort=False)["content_id"]:
             self.note_seen(str(user), group.astype(str).tolist())
         if "event_type" in ev:
-            self._update_interest(ev[ev["event_type"].astype(str).isin(FRESH_POSITIVE)])
+            kind = ev["event_type"].astype(str)
+            self._update_interest(ev[kind.isin(FRESH_POSITIVE)])
+            self._count_reports(ev[kind == "report"])
+
+    def _count_reports(self, reports: pd.DataFrame) -> None:
+        """Streamed reports: a content reported by more than the threshold's distinct users is
+        moderated from the next request on."""
+        if reports.empty:
+            return
+        newly = []
+        with self._seen_lock:
+            for c, u in zip(reports["content_id"].astype(str), reports["user_id"].astype(str), strict=True):
+                who = self._reporters.setdefault(c, set())
+                who.add(u)
+                if len(who) > self.settings.moderation_report_threshold and c not in self.moderated:
+                    newly.append(c)
+        if newly:
+            self.block(newly, reason="reports")
+
+    def block(self, content_ids: Iterable[str], reason: str = "operator") -> None:
+        """Never serve these contents again (moderation: reports over the threshold, or an
+        operator's block)."""
+        ids = {str(c) for c in content_ids} - self.moderated
+        if not ids:
+            return
+        with self._seen_lock:
+            self.moderated = self.moderated | ids
+            self._moderated_pos = self._to_positions(self.moderated)
+        log.info("moderated %d content(s) (%s): %s", len(ids), reason, sorted(ids)[:10])
 
     def _update_interest(self, ev: pd.DataFrame) -> None:
         """Fold fresh positive engagements into the user's real-time interest vector (the mean
@@ -576,33 +655,20 @@ class Recommender:
             return None
         return (total / norm).astype(np.float32), n / (n + 2.0)
 
-    def _interest_candidates(self, vector: np.ndarray) -> pd.DataFrame:
-        """The fresh interest's nearest contents in the FAISS index (source ``realtime``)."""
+    def _interest_candidates(self, vector: np.ndarray) -> np.ndarray:
+        """Catalogue positions of the fresh interest's nearest contents in the FAISS index
+        (source ``realtime``)."""
         with self._retr_lock:
-            scores, ids = self.retriever.index.search(vector.reshape(1, -1), self.settings.realtime_candidates)
-        ok = ids[0] >= 0
-        return pd.DataFrame(
-            {
-                "content_id": [self.retriever.index.content_ids[i] for i in ids[0][ok]],
-                "score": scores[0][ok].astype(np.float64),
-                "source": "realtime",
-            }
-        )
+            _, ids = self.retriever.index.search(vector.reshape(1, -1), self.settings.realtime_candidates)
+        return ids[0][ids[0] >= 0].astype(np.int64)
 
-    def _interest_boost(
-        self, fresh: tuple[np.ndarray, float], cids: Sequence[str], scores: np.ndarray
-    ) -> np.ndarray:
+    def _interest_boost(self, fresh: tuple[np.ndarray, float], pos: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """``weight · n/(n+2) · cos(content, interest) · std(scores)``: in the scores' own units,
         so the pull of fresh engagements does not depend on the model's scale."""
         vector, strength = fresh
-        pos = self._positions.get_indexer(pd.Index(list(cids)))
-        cos = np.zeros(len(cids))
-        ok = pos >= 0
-        if ok.any():
-            with self._retr_lock:
-                vecs = np.asarray(self.retriever.item_vectors(pos[ok]), dtype=np.float64)
-            norms = np.linalg.norm(vecs, axis=1)
-            cos[ok] = np.divide(vecs @ vector.astype(np.float64), norms, out=np.zeros(len(vecs)), where=norms > 0)
+        vecs = np.asarray(self.retriever.item_vectors(pos), dtype=np.float64)
+        norms = np.linalg.norm(vecs, axis=1)
+        cos = np.divide(vecs @ vector.astype(np.float64), norms, out=np.zeros(len(vecs)), where=norms > 0)
         scale = float(np.std(scores)) or 1.0
         return np.asarray(self.settings.realtime_weight * strength * cos * scale)
 
@@ -617,6 +683,11 @@ class Recommender:
     def catalogue(self) -> list[str]:
         """The content ids the retriever knows (index order)."""
         return list(self.retriever.index.content_ids)
+
+    def _noted_of(self, user_id: str) -> list[str]:
+        """Contents noted as seen since load (the snapshot already leaves out earlier ones)."""
+        with self._seen_lock:
+            return list(self._noted.get(user_id, ()))
 
     def seen(self, user_id: str) -> frozenset[str]:
         with self._seen_lock:
@@ -640,11 +711,54 @@ class Recommender:
 
     # ---- features (also the parity check's entry point)
 
+    def _to_positions(self, content_ids: Iterable[str]) -> np.ndarray:
+        """Catalogue positions of the known contents among ``content_ids`` (sorted)."""
+        ids = list(content_ids)
+        if not ids:
+            return np.zeros(0, dtype=np.int64)
+        pos = self._positions.get_indexer(pd.Index(ids))
+        return np.unique(pos[pos >= 0]).astype(np.int64)
+
+    def _candidates(self, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(catalogue positions, source names, pair stats, cold) of the user's candidates: the
+        snapshot's row for a user the batch knew; for an unknown user with declared categories,
+        the retriever's live answer; for any other unknown user, the snapshot's cold row."""
+        snap = self.snapshot
+        row = snap.row(user_id)
+        if row < 0 and self.retriever.preferred.get(user_id):
+            with self._retr_lock:
+                cand = self.retriever.retrieve(user_id)
+                stats = self.retriever.pair_stats([user_id])[0]
+            pos = self._positions.get_indexer(pd.Index(cand["content_id"].astype(str)))
+            ok = pos >= 0
+            return pos[ok].astype(np.int64), cand["source"].astype(str).to_numpy(dtype=object)[ok], stats, True
+        r = row if row >= 0 else snap.cold_row
+        pos, codes, _ = snap.candidates(r)
+        return pos, self._source_names[codes], np.asarray(snap.stats[r]), row < 0
+
+    def _stats(self, user_id: str) -> np.ndarray:
+        row = self.snapshot.row(user_id)
+        if row >= 0 or not self.retriever.preferred.get(user_id):
+            return np.asarray(self.snapshot.stats[row if row >= 0 else self.snapshot.cold_row])
+        with self._retr_lock:
+            return self.retriever.pair_stats([user_id])[0]
+
     def features(
         self, user_id: str, content_ids: Sequence[str], context: RequestContext
     ) -> dict[str, Any]:
         """Every column serving produces for these rows: pair features (arrays), item features
         (arrays), user and context features (scalars)."""
+        pos = self._positions.get_indexer(pd.Index([str(c) for c in content_ids])).astype(np.int64)
+        return self._features(str(user_id), pos, list(content_ids), context, self._stats(str(user_id)))
+
+    def _features(
+        self,
+        user_id: str,
+        pos: np.ndarray,
+        content_ids: Sequence[str],
+        context: RequestContext,
+        stats: np.ndarray,
+    ) -> dict[str, Any]:
         if self.fetcher is None:
             raise ConnectionError("feature store unavailable")
         wait = self._store_down_until - time.monotonic()
@@ -666,10 +780,7 @@ class Recommender:
             v = _scalar(value)
             if v is not None:
                 cols[name] = v
-        with self._retr_lock:
-            pair = self.retriever.pair_features([user_id] * len(content_ids), list(content_ids))
-        for name in pair.columns:
-            cols[name] = pair[name].to_numpy(dtype=np.float64)
+        cols.update(self.retriever.pair_features_at(user_id, pos, stats))
         return cols
 
     def _matrix(self, model: RankerModel, cols: Mapping[str, Any], n: int) -> np.ndarray:
@@ -720,24 +831,28 @@ class Recommender:
             # 1. candidates
             enter("candidates")
             t = time.perf_counter()
-            with self._retr_lock:
-                cold = bool(self.retriever.user_rows([user_id])[0] < 0)
-                cand = self.retriever.retrieve(user_id)
+            pos, sources, stats, cold = self._candidates(user_id)
+            noted = self._to_positions(self._noted_of(user_id))
+            drop = np.concatenate([noted, self._moderated_pos])
+            if len(drop):
+                keep = ~np.isin(pos, drop)
+                pos, sources = pos[keep], sources[keep]
             fresh = self.interest(user_id) if self.settings.realtime_weight > 0 else None
             if fresh is not None:
-                cand = pd.concat([cand, self._interest_candidates(fresh[0])], ignore_index=True)
-                cand = cand.drop_duplicates("content_id", keep="first").reset_index(drop=True)
-            excluded = self.seen(user_id) | self.moderated
-            keep = ~cand["content_id"].isin(excluded).to_numpy()
-            cand = cand[keep].reset_index(drop=True)
-            if cand.empty:
+                extra = self._interest_candidates(fresh[0])
+                extra = extra[~np.isin(extra, pos)]
+                excluded = self.seen(user_id) | self.moderated
+                extra = np.asarray([p for p in extra if self._ids[p] not in excluded], dtype=np.int64)
+                pos = np.concatenate([pos, extra])
+                sources = np.concatenate([sources, np.full(len(extra), "realtime", dtype=object)])
+            if len(pos) == 0:
                 raise LookupError("no candidates left after seen / moderated filters")
-            cids = cand["content_id"].astype(str).tolist()
+            cids = self._ids[pos]
             t = done("candidates", t)
 
             # 2. features
             enter("features")
-            cols = self.features(user_id, cids, context)
+            cols = self._features(user_id, pos, cids.tolist(), context, stats)
             t = done("features", t)
 
             # 3. scoring
@@ -748,9 +863,8 @@ class Recommender:
                 in_canary([user_id], self.settings.canary_share, self.settings.canary_salt)[0]
             ):
                 arm, model = CANARY, canary
-            scores = np.asarray(
-                model.predict(self._matrix(model, cols, len(cids))), dtype=np.float64
-            )
+            x = self._matrix(model, cols, len(cids))
+            scores = np.asarray(model.predict(x), dtype=np.float64)
             shadow_scores: np.ndarray | None = None
             if shadow is not None:
                 try:
@@ -760,12 +874,12 @@ class Recommender:
                 except Exception:  # a broken shadow never affects the feed
                     log.exception("shadow model %s failed", shadow.version)
             if fresh is not None:
-                scores = scores + self._interest_boost(fresh, cids, scores)
+                scores = scores + self._interest_boost(fresh, pos, scores)
             t = done("scoring", t)
 
             # 4. re-ranking
             stage = "rerank"
-            items, chosen = self._rerank(cand, scores, int(k), request_id)
+            items, chosen = self._rerank(pos, cids, sources, scores, int(k), request_id)
             t = done("rerank", t)
 
             # 5. impression log
@@ -787,6 +901,7 @@ class Recommender:
                     "shadow_score": float(shadow_scores[i]) if shadow_scores is not None else None,
                     "degraded": False,
                     "timestamp": ts,
+                    "features": x[i].tolist(),
                 }
                 for it, i in zip(items, chosen, strict=True)
             )
@@ -820,18 +935,20 @@ class Recommender:
             )
 
     def _rerank(
-        self, cand: pd.DataFrame, scores: np.ndarray, k: int, request_id: str
+        self,
+        pos: np.ndarray,
+        cids: np.ndarray,
+        sources: np.ndarray,
+        scores: np.ndarray,
+        k: int,
+        request_id: str,
     ) -> tuple[list[FeedItem], list[int]]:
         """Trend boost, DPP slate, exploration; the feed items and their candidate rows."""
-        cids = cand["content_id"].astype(str).to_numpy()
-        pos = self._positions.get_indexer(pd.Index(cids))
-        trend = np.where(pos >= 0, self._trend[np.maximum(pos, 0)], 0.0)
+        trend = self._trend[pos]
         boosted = boost(scores, trend, self.settings.trend_beta)
         order = np.lexsort((cids, -boosted))  # best first, ties by content id
         pool = order[: max(self.settings.rerank_pool, k)]
-        vectors = np.zeros((len(pool), self.retriever.vectors.shape[1]), dtype=np.float64)
-        ok = pos[pool] >= 0
-        vectors[ok] = self.retriever.item_vectors(pos[pool][ok])
+        vectors = np.asarray(self.retriever.item_vectors(pos[pool]), dtype=np.float64)
         picked = pool[dpp_rerank(boosted[pool], vectors, k, self.settings.exploration.dpp_theta)]
         slate = picked[np.lexsort((cids[picked], -boosted[picked]))]
         rest = order[~np.isin(order, slate)]
@@ -844,7 +961,6 @@ class Recommender:
             request_seed(self.settings.seed, request_id),
             scores=boosted[ranked].tolist(),
         )
-        sources = cand["source"].astype(str).to_numpy()
         items, rows = [], []
         for imp in shown:
             i = row_of[imp.content_id]
@@ -903,6 +1019,7 @@ class Recommender:
                     "shadow_score": None,
                     "degraded": True,
                     "timestamp": ts,
+                    "features": None,
                 }
                 for it in items
             )
@@ -950,6 +1067,7 @@ __all__ = [
     "impressions_dir",
     "model_matrix",
     "moderated_contents",
+    "reporters_by_content",
     "seen_by_user",
     "trend_factors",
 ]

@@ -70,7 +70,10 @@ def _raw_users(project: Path) -> list[str]:
 
 
 def test_health_readiness_and_docs(server: str) -> None:
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    health = httpx.get(f"{server}/healthz").json()
+    assert health["status"] == "ok"
+    assert health["online_update"]["running"] is True  # the real-time loop runs in the server
+    assert health["online_update"]["updates"] == 0
     ready = httpx.get(f"{server}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert set(ready.json()["checks"]) >= {"model", "index", "store"}

@@ -466,3 +466,34 @@ def test_base_feature_is_ignored_for_the_binary_objective(frame: pd.DataFrame) -
     assert m.training_metrics["base_feature"] is None
     with pytest.raises(ValueError, match="not a feature column"):
         train_ranker(frame, FEATURES, small_params(heads={"engaged": 1.0}, base_feature="nope"))
+
+
+def test_compiled_heads_score_like_the_boosters(
+    models: dict[tuple[str, str], RankerModel], frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """lleaves-compiled LightGBM heads give the boosters' margins (NaN rows included), are cached
+    per version, and a head whose compiled margins differ keeps the booster."""
+    model = load(save(models[("lightgbm", "lambdarank")], tmp_path / "m"))
+    x = frame[FEATURES].to_numpy(dtype=np.float32)
+    x[::7, 0] = np.nan
+    want = {h: m.copy() for h, m in model.predict_heads(x, output="margin").items()}
+    status = model.compile(tmp_path / "compiled")
+    assert status == dict.fromkeys(model.heads, "compiled")
+    assert sorted(p.name for p in (tmp_path / "compiled" / model.version).glob("*.so")) == sorted(
+        f"{h}.so" for h in model.heads
+    )
+    got = model.predict_heads(x, output="margin")
+    for h in model.heads:
+        np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-9)
+    # a cached object that computes something else is caught by the probe check
+    again = load(save(models[("lightgbm", "lambdarank")], tmp_path / "m"))
+    head = sorted(again.heads)[0]
+    other = sorted(again.heads)[1]
+    so = tmp_path / "compiled" / again.version
+    (so / f"{head}.so").write_bytes((so / f"{other}.so").read_bytes())
+    status = again.compile(tmp_path / "compiled")
+    assert status[head].startswith("booster: compiled margins differ"), status
+    assert status[other] == "compiled"
+    np.testing.assert_allclose(again.predict_heads(x, output="margin")[head], want[head], atol=1e-9)
+    xgb_model = models[("xgboost", "lambdarank")]
+    assert set(xgb_model.compile(tmp_path / "compiled").values()) == {"not needed for xgboost"}

@@ -281,6 +281,81 @@ def test_serving_features_match_the_training_join(
     assert not differ, f"train/serve skew in {differ}"
 
 
+def test_pair_features_at_equal_the_batch_pair_features(engine: Recommender) -> None:
+    """The serving path's per-request pair features (candidates only, batch normalisers) equal
+    the batch's catalogue-wide ones, for a known user, the cold row and a user with declared
+    categories, at candidate and random positions."""
+    retr = engine.retriever
+    rng = np.random.default_rng(0)
+    n = len(retr.index.content_ids)
+    declared = next(iter(retr.preferred), None)
+    users = [known_users(engine)[4], "u_unknown_pair", *([declared] if declared else [])]
+    for u in users:
+        pos, _, stats, _ = engine._candidates(u)
+        pos = np.concatenate([pos[:80], rng.integers(0, n, 40)])
+        fast = retr.pair_features_at(u, pos, stats)
+        batch = retr.pair_features([u] * len(pos), [retr.index.content_ids[p] for p in pos])
+        assert set(fast) == set(batch.columns)
+        for c in batch.columns:
+            assert np.allclose(fast[c], batch[c].to_numpy(), rtol=1e-5, atol=1e-6, equal_nan=True), (u, c)
+        assert np.isfinite(fast["score_content"]).any() or u == "u_unknown_pair"
+
+
+def test_snapshot_candidates_are_the_retrievers(engine: Recommender, tmp_path: Path) -> None:
+    """The snapshot holds what live retrieval returns (same contents, same sources), and
+    survives a save / memory-mapped load unchanged."""
+    from components.serving.snapshot import CandidateSnapshot
+
+    snap = engine.snapshot
+    assert snap.n_users == len(engine.retriever.model.user_ids)
+    for u in [*known_users(engine)[5:8], "u_unknown_snap"]:
+        live = engine.retriever.retrieve(u)
+        pos, sources, _, cold = engine._candidates(u)
+        assert cold == (u == "u_unknown_snap")
+        got = dict(zip(engine._ids[pos], sources, strict=True))
+        assert got == dict(zip(live["content_id"], live["source"], strict=True))
+    back = CandidateSnapshot.load(snap.save(tmp_path / "snap"))
+    assert isinstance(back.positions, np.memmap)
+    for name in ("indptr", "positions", "sources", "scores", "stats"):
+        assert np.array_equal(getattr(back, name), getattr(snap, name), equal_nan=True), name
+    assert list(back.user_ids) == list(snap.user_ids) and back.source_names == snap.source_names
+
+
+def test_logged_feature_snapshot_reproduces_the_score(engine: Recommender) -> None:
+    """Each impression carries the model's input row: scoring it again gives the logged score."""
+    u = known_users(engine)[6]
+    feed = engine.recommend(u, K, ctx(engine), request_id="snapshot-row")
+    logged = read_log(engine)
+    mine = logged[logged["request_id"] == "snapshot-row"]
+    assert len(mine) == K
+    model = engine.models.production()
+    x = np.stack([np.asarray(f, dtype=np.float32) for f in mine["features"]])
+    assert x.shape == (K, len(model.feature_cols))
+    assert np.allclose(model.predict(x), mine["model_score"].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert feed.model_version == model.version
+
+
+def test_streamed_reports_moderate_a_content(engine: Recommender) -> None:
+    """Reports arriving through the event stream moderate a content once more distinct users
+    than the threshold reported it (0 here: the first report), from the next request on."""
+    u = known_users(engine)[7]
+    first = engine.recommend(u, K, ctx(engine), request_id="mod-1")
+    target = first.items[0].content_id
+    assert target not in engine.moderated
+    engine.observe(
+        pd.DataFrame({"user_id": ["reporter-a"], "content_id": [target], "event_type": ["report"]})
+    )
+    assert target in engine.moderated
+    again = engine.recommend(u, K, ctx(engine), request_id="mod-2")
+    assert target not in {it.content_id for it in again.items}
+    other = known_users(engine)[8]
+    assert target not in {
+        it.content_id for it in engine.recommend(other, K, ctx(engine), request_id="mod-3").items
+    }
+    fb = engine.fallback(other, 50, request_id="mod-4", reason="test")
+    assert target not in {it.content_id for it in fb.items}
+
+
 def test_note_seen_removes_contents(engine: Recommender) -> None:
     u = known_users(engine)[2]
     first = engine.recommend(u, K, ctx(engine), request_id="ns-1")
