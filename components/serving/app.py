@@ -35,7 +35,7 @@ from components.paths import DataPaths
 
 if TYPE_CHECKING:
     from components.serving.engine import Feed, Recommender
-    from components.serving.events import EventSink
+    from components.serving.events import EventSink, StreamFollower
     from components.serving.online_update import OnlineUpdater
     from components.serving.ratelimit import RateLimiter
 
@@ -102,6 +102,7 @@ class ServingState:
     timeout_s: float
     clock: str = "wall"  # wall | data (historic data sets: serve as of the data's end)
     online_update: OnlineUpdater | None = None  # the real-time loop (incremental model updates)
+    follower: StreamFollower | None = None  # events other worker processes accepted
     log_flush_s: float = 30.0  # impressions reach disk (and the online update) at least this often
     metrics: Metrics = field(default_factory=Metrics.create)
     pool: concurrent.futures.ThreadPoolExecutor = field(
@@ -250,12 +251,31 @@ def create_app(state: ServingState) -> FastAPI:
     return app
 
 
-def build_state(params: Mapping[str, Any], paths: DataPaths, env: Mapping[str, str] | None = None) -> ServingState:
-    """Load the engine and the event consumer from the project's artefacts and the environment."""
+def _update_lock(paths: DataPaths) -> Any:
+    """An exclusive lock on ``data/serving/online_update.lock``, or None when another process of
+    this deployment holds it: one process runs the online update, whatever the worker count."""
+    import fcntl
+
+    path = paths.data / "serving" / "online_update.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "w")  # noqa: SIM115 - held open for the life of the process
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def build_state(
+    params: Mapping[str, Any], paths: DataPaths, env: Mapping[str, str] | None = None, *, workers: int = 1
+) -> ServingState:
+    """Load the engine and the event consumer from the project's artefacts and the environment
+    (``workers``: server processes sharing the port; each enforces ``1/workers`` of the rate limit)."""
     from components.feature_store import StoreSettings, open_store, push_user_realtime
     from components.ingest import hmac_key_from_env
     from components.serving.engine import Recommender
-    from components.serving.events import EventSink, limits_from
+    from components.serving.events import EventSink, StreamFollower, limits_from
     from components.serving.ratelimit import DEFAULT_RATE_PER_S, RateLimiter, parse_api_keys
 
     environ = dict(os.environ if env is None else env)
@@ -274,13 +294,20 @@ def build_state(params: Mapping[str, Any], paths: DataPaths, env: Mapping[str, s
     )
     sink.listeners.append(recommender.observe)
     updater = None
-    if bool((params.get("online_update", {}) or {}).get("enabled", True)) and environ.get("RECO_ONLINE_UPDATE", "1") != "0":
-        from components.serving.online_update import OnlineUpdater
+    wanted = bool((params.get("online_update", {}) or {}).get("enabled", True))
+    if wanted and environ.get("RECO_ONLINE_UPDATE", "1") != "0":
+        lock = _update_lock(paths)
+        if lock is not None:
+            from components.serving.online_update import OnlineUpdater
 
-        updater = OnlineUpdater(params, paths)  # registers candidates only; the gates promote
-        sink.listeners.append(updater.observe)
-    rate = float(environ.get("RECO_RATE_LIMIT_PER_S", DEFAULT_RATE_PER_S))
-    burst = float(environ.get("RECO_RATE_LIMIT_BURST", rate))
+            updater = OnlineUpdater(params, paths)  # registers candidates only; the gates promote
+            updater._process_lock = lock  # type: ignore[attr-defined]  # held while it lives
+            sink.listeners.append(updater.observe)
+        else:
+            log.info("another process runs the online update")
+    follower = StreamFollower(sink, float(serving.get("stream_poll_s", 0.25)))
+    rate = float(environ.get("RECO_RATE_LIMIT_PER_S", DEFAULT_RATE_PER_S)) / max(workers, 1)
+    burst = float(environ.get("RECO_RATE_LIMIT_BURST", rate * max(workers, 1))) / max(workers, 1)
     return ServingState(
         recommender=recommender,
         sink=sink,
@@ -290,6 +317,7 @@ def build_state(params: Mapping[str, Any], paths: DataPaths, env: Mapping[str, s
         timeout_s=float(serving.get("timeout_ms", 200)) / 1000.0,
         clock=str(serving.get("clock", "wall")),
         online_update=updater,
+        follower=follower,
         log_flush_s=float(serving.get("log_flush_s", 30)),
     )
 
@@ -310,27 +338,75 @@ def _refresher(state: ServingState, every_s: float, stop: threading.Event) -> No
                 log.exception("impression log flush failed; rows stay buffered")
 
 
-def main() -> int:
-    import uvicorn
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _load_from_env() -> tuple[dict[str, Any], DataPaths, int]:
     root = os.environ.get("RECO_PROJECT_ROOT", "")
     paths = DataPaths(Path(root)) if root else DataPaths()
     params = load_params(os.environ.get("RECO_PARAMS") or paths.root / "params.yaml")
-    state = build_state(params, paths)
+    return params, paths, max(int(os.environ.get("RECO_WORKERS", "1")), 1)
+
+
+def start_background(state: ServingState, refresh_s: float) -> threading.Event:
+    """The process's background threads: registry / feature refresh and impression flushes,
+    the stream follower, the online update (when this process holds it). Set the returned event
+    and call :func:`stop_background` to end them."""
     stop = threading.Event()
-    every = float((params.get("serving", {}) or {}).get("refresh_s", 5))
-    threading.Thread(target=_refresher, args=(state, every, stop), daemon=True, name="refresh").start()
+    threading.Thread(target=_refresher, args=(state, refresh_s, stop), daemon=True, name="refresh").start()
+    if state.follower is not None:
+        state.follower.start()
     if state.online_update is not None:
         state.online_update.start()
+    return stop
+
+
+def stop_background(state: ServingState, stop: threading.Event) -> None:
+    stop.set()
+    if state.follower is not None:
+        state.follower.stop()
+    if state.online_update is not None:
+        state.online_update.stop()
+    state.recommender.close()
+
+
+def worker_app() -> FastAPI:
+    """uvicorn factory of one worker process (``RECO_WORKERS`` > 1): each worker loads its own
+    engine (the serving bundle's snapshot is memory-mapped, so shared through the page cache)."""
+    import atexit
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    params, paths, workers = _load_from_env()
+    state = build_state(params, paths, workers=workers)
+    stop = start_background(state, float((params.get("serving", {}) or {}).get("refresh_s", 5)))
+    atexit.register(stop_background, state, stop)
+    return create_app(state)
+
+
+def main() -> int:
+    """Serve on ``HOST``:``PORT`` with ``RECO_WORKERS`` processes (default 1). Several workers
+    use several cores (the engine holds Python's GIL for most of a request); they share the
+    event stream (each follows the others' events) and the online store, one of them runs the
+    online update, and each enforces its share of the per-key rate limit."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    params, paths, workers = _load_from_env()
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
+    if workers > 1:
+        uvicorn.run(
+            "components.serving.app:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+        )
+        return 0
+    state = build_state(params, paths)
+    stop = start_background(state, float((params.get("serving", {}) or {}).get("refresh_s", 5)))
     try:
         uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
     finally:
-        stop.set()
-        if state.online_update is not None:
-            state.online_update.stop()
-        state.recommender.close()
+        stop_background(state, stop)
     return 0
 
 

@@ -72,6 +72,7 @@ import pyarrow.parquet as pq
 from components.exploration import ExplorationParams, dpp_rerank, explore_slate
 from components.paths import DataPaths
 from components.promote import in_canary
+from components.serving.bundle import ServingBundle, bundle_dir, reporters_by_content, seen_by_user
 from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:
@@ -183,26 +184,6 @@ class ServingSettings:
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def seen_by_user(events: pd.DataFrame) -> dict[str, frozenset[str]]:
-    """Contents each user interacted with (any event with a content but an upload)."""
-    from components.embeddings import interaction_events
-
-    ev = interaction_events(events)
-    frame = pd.DataFrame(
-        {"u": ev["user_id"].astype(str).to_numpy(), "c": ev["content_id"].astype(str).to_numpy()}
-    ).drop_duplicates()
-    return {str(u): frozenset(g.tolist()) for u, g in frame.groupby("u", sort=False)["c"]}
-
-
-def reporters_by_content(events: pd.DataFrame) -> dict[str, set[str]]:
-    """The distinct users who reported each content."""
-    rep = events[(events["event_type"].astype(str) == "report") & events["content_id"].notna()]
-    return {
-        str(c): set(g.astype(str))
-        for c, g in rep.groupby(rep["content_id"].astype(str), sort=False)["user_id"]
-    }
 
 
 def moderated_contents(events: pd.DataFrame, threshold: int) -> frozenset[str]:
@@ -392,50 +373,29 @@ class Recommender:
         *,
         registry_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
+        bundle: Path | None = None,
     ) -> Recommender:
-        """Load every artefact once: interim events, embeddings, the saved FAISS index (rebuilt if
-        it does not match the embeddings), the retriever's sources, the item feature cache, the
-        registry's models. A missing store or model does not stop the load: requests then fall
-        back until :meth:`refresh` finds them."""
-        from components.candidates import CandidateParams, ContentIndex, Retriever, index_dir
-        from components.embeddings import (
-            EmbeddingParams,
-            embeddings_dir,
-            interaction_events,
-            load_model,
-            read_interim,
-        )
+        """Load every artefact once: the serving bundle saved under ``bundle`` (default
+        ``data/serving/bundle``) when there is one, else :meth:`ServingBundle.fit` from the project's
+        artefacts; the item feature cache (the bundle's, or the feature store's); the registry's
+        models. A missing store or model does not stop the load: requests then fall back until
+        :meth:`refresh` finds them."""
         from components.feature_store import StoreSettings
         from components.registry import ModelCache, ModelRegistry
 
         t0 = time.perf_counter()
         settings = ServingSettings.from_params(params)
-        dataset = str((params.get("data", {}) or {}).get("source", "synthetic"))
-        cp = CandidateParams.from_params(params, dataset)
-        events, content, users = read_interim(paths)
-        emb = load_model(embeddings_dir(paths))
-        index = None
-        try:
-            index = ContentIndex.load(index_dir(paths))
-            if index.content_ids != [str(c) for c in emb.item_ids]:
-                log.warning("FAISS index does not match the embeddings' catalogue: rebuilding")
-                index = None
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("no usable FAISS index under %s (%s): building one", index_dir(paths), exc)
-        now = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(
-            milliseconds=1
-        )
-        t1 = time.perf_counter()
-        retr = Retriever.fit(
-            emb, events, content, users, now, cp, EmbeddingParams.from_params(params), index=index
-        )
-        t_fit = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        snapshot = cls._snapshot(retr, paths, cp.per_user)
-        t_snap = time.perf_counter() - t1
+        saved = Path(bundle) if bundle is not None else bundle_dir(paths)
+        if (saved / "bundle.json").exists():
+            b = ServingBundle.load(saved)
+        else:
+            b = ServingBundle.fit(params, paths)
+        t_fit = time.perf_counter() - t0
+        retr, snapshot = b.retriever, b.snapshot
+        now = b.now
         popular = _fallback_list(retr)
-        seen = seen_by_user(events)
-        reporters = reporters_by_content(events)
+        seen = b.seen
+        reporters = b.reporters
         moderated = frozenset(
             c for c, u in reporters.items() if len(u) > settings.moderation_report_threshold
         )
@@ -445,7 +405,7 @@ class Recommender:
             from components.feature_store import ItemFeatureCache, ServingFeatureFetcher, open_store
 
             store = open_store(paths, store_settings)
-            items = ItemFeatureCache.from_offline(store, store_settings.feature_service)
+            items = b.items if b.items is not None else ItemFeatureCache.from_offline(store, store_settings.feature_service)
             fetcher = ServingFeatureFetcher(store, store_settings.feature_service, items)
             fetcher.user_features("__warmup__")  # first online read pays Feast's set-up
             return fetcher
@@ -495,12 +455,11 @@ class Recommender:
             gc.collect()
             gc.freeze()
         rec.load_seconds = {
-            "retriever_fit": round(t_fit, 3),
-            "snapshot": round(t_snap, 3),
+            "bundle": round(t_fit, 3),
             "total": round(time.perf_counter() - t0, 3),
         }
         log.info(
-            "recommender loaded in %.1f s (retriever fit %.1f s): %d contents, %d users, %d moderated",
+            "recommender loaded in %.1f s (bundle %.1f s): %d contents, %d users, %d moderated",
             rec.load_seconds["total"],
             t_fit,
             len(retr.index.content_ids),
@@ -508,22 +467,6 @@ class Recommender:
             len(moderated),
         )
         return rec
-
-    @staticmethod
-    def _snapshot(retr: Retriever, paths: DataPaths, k: int) -> CandidateSnapshot:
-        """The candidates stage's table for the retriever's users when it matches this catalogue
-        (same data, same cut: DVC keeps it in step), else computed here; plus the pair stats."""
-        from components.candidates import candidates_dir
-
-        users = [str(u) for u in retr.model.user_ids]
-        path = candidates_dir(paths) / "candidates.parquet"
-        if path.exists():
-            try:
-                table = pd.read_parquet(path, columns=["user_id", "content_id", "score", "source", "rank"])
-                return CandidateSnapshot.build(retr, users, k, table=table)
-            except (ValueError, KeyError, OSError) as exc:
-                log.warning("candidates table %s unusable (%s): recomputing", path, exc)
-        return CandidateSnapshot.build(retr, users, k)
 
     def _warm_up(self, n: int = 3) -> None:
         """Run the request path's numeric parts a few times (known and unknown users): the first

@@ -136,6 +136,7 @@ class EventSink:
         self._remember = remember_ids
         self._lock = threading.Lock()
         self.listeners: list[Callable[[pd.DataFrame], None]] = []  # e.g. the online-update buffer
+        self.written: set[str] = set()  # names of the stream files this sink wrote
 
     def accept(self, records: Sequence[Any], now: pd.Timestamp) -> BatchResult:
         from components.ingest import decode_jsonl, process_drops, uploads_in
@@ -205,13 +206,30 @@ class EventSink:
                     os.fsync(fh.fileno())
                 final = base / path.relative_to(staging)
                 final.parent.mkdir(parents=True, exist_ok=True)
+                self.written.add(final.name)
                 os.replace(path, final)
         finally:
             for p in sorted(staging.rglob("*"), reverse=True):
                 p.rmdir() if p.is_dir() else p.unlink()
             staging.rmdir()
 
-    def _update_realtime(self, events: pa.Table, now: pd.Timestamp) -> int:
+    def absorb(self, events: pd.DataFrame) -> None:
+        """Events another process accepted into the same stream (see :class:`StreamFollower`):
+        remembered for duplicate detection and folded into the real-time windows (not pushed:
+        their writer pushed them), then handed to the listeners like this sink's own."""
+        if events is None or len(events) == 0:
+            return
+        table = pa.Table.from_pandas(events, preserve_index=False)
+        with self._lock:
+            for eid in table["event_id"].to_pylist() if "event_id" in table.column_names else []:
+                self._seen[eid] = None
+            while len(self._seen) > self._remember:
+                self._seen.pop(next(iter(self._seen)))
+            self._update_realtime(table, pd.Timestamp.now(tz="UTC"), push=False)
+        for listener in self.listeners:
+            listener(events)
+
+    def _update_realtime(self, events: pa.Table, now: pd.Timestamp, push: bool = True) -> int:
         if len(events) == 0:
             return 0
         users = events["user_id"].to_pylist()
@@ -228,11 +246,71 @@ class EventSink:
             touched[u] = None
         if not touched:
             return 0
+        if not push:
+            return 0
         now_s = int(now.timestamp())
         rows = pd.DataFrame([self.realtime.row(u, now_s) for u in touched])
         if self.push is not None:
             self.push(rows)
         return len(rows)
+
+
+class StreamFollower:
+    """Tails the durable event stream for files other processes wrote (several server workers
+    share one stream): each new file's events go to :meth:`EventSink.absorb`, so every worker's
+    seen-contents, real-time interest, moderation counts and real-time feature windows follow
+    all the events, not only those it received, within ``poll_s``.
+
+    Files present when it starts are skipped (they precede this process's state, like the
+    events the serving bundle was built from)."""
+
+    def __init__(self, sink: EventSink, poll_s: float = 0.25) -> None:
+        self.sink = sink
+        self.poll_s = float(poll_s)
+        self.folder = stream_dir(sink.paths) / "events"
+        self._known = set(self._files())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.absorbed = 0  # events taken from other writers
+
+    def _files(self) -> list[str]:
+        if not self.folder.exists():
+            return []
+        return [str(p) for p in self.folder.rglob("*.parquet")]
+
+    def poll(self) -> int:
+        """Absorb the files that appeared since the last poll; the number of events taken."""
+        taken = 0
+        for path in sorted(set(self._files()) - self._known):
+            self._known.add(path)
+            if Path(path).name in self.sink.written:
+                continue
+            try:
+                frame = pd.read_parquet(path)
+            except Exception:  # a file being replaced under us: next poll
+                self._known.discard(path)
+                log.exception("stream file %s unreadable; retrying", path)
+                continue
+            self.sink.absorb(frame)
+            taken += len(frame)
+        self.absorbed += taken
+        return taken
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.poll_s):
+                try:
+                    self.poll()
+                except Exception:
+                    log.exception("event stream poll failed")
+
+        self._thread = threading.Thread(target=loop, daemon=True, name="stream-follower")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def read_stream_events(paths: DataPaths) -> pd.DataFrame:

@@ -321,6 +321,31 @@ def test_snapshot_candidates_are_the_retrievers(engine: Recommender, tmp_path: P
     assert list(back.user_ids) == list(snap.user_ids) and back.source_names == snap.source_names
 
 
+def test_saved_bundle_serves_the_same_feeds(
+    engine: Recommender, params: dict[str, Any], project: Path, tmp_path: Path
+) -> None:
+    """A recommender loaded from a saved serving bundle (no events read) answers exactly like the
+    one fitted from the artefacts."""
+    from components.serving.bundle import ServingBundle
+
+    saved = ServingBundle(
+        engine.retriever, engine.snapshot, dict(engine._seen), dict(engine._reporters)
+    ).save(tmp_path / "bundle")
+    other = Recommender.load(params, DataPaths(project), bundle=saved)
+    try:
+        assert other.snapshot.n_users == engine.snapshot.n_users
+        for i, u in enumerate([*known_users(engine)[:5], "u_cold_bundle"]):
+            a = engine.recommend(u, K, ctx(engine), request_id=f"bundle-{i}")
+            b = other.recommend(u, K, ctx(engine), request_id=f"bundle-{i}")
+            assert not b.degraded, b.reason
+            assert [(it.content_id, it.source, it.exploration) for it in a.items] == [
+                (it.content_id, it.source, it.exploration) for it in b.items
+            ]
+            assert np.allclose([it.score for it in a.items], [it.score for it in b.items])
+    finally:
+        other.close()
+
+
 def test_logged_feature_snapshot_reproduces_the_score(engine: Recommender) -> None:
     """Each impression carries the model's input row: scoring it again gives the logged score."""
     u = known_users(engine)[6]

@@ -102,3 +102,33 @@ def test_api_keys_and_the_token_bucket() -> None:
     assert limiter.allow("k")[0] and not limiter.allow("k")[0]
     now[0] = 10.0
     assert sum(limiter.allow("k")[0] for _ in range(10)) == 5  # the burst caps the refill
+
+
+def test_workers_follow_each_others_events(tmp_path: Path) -> None:
+    """Two server processes on one stream: what worker A accepts reaches worker B's listeners
+    and real-time windows through B's follower (not pushed again: A pushed it), A's own files are
+    not absorbed back by A, and a repeat of A's event id sent to B is a duplicate."""
+    from components.serving.events import StreamFollower
+
+    paths = DataPaths(tmp_path)
+    pushed_a: list[pd.DataFrame] = []
+    pushed_b: list[pd.DataFrame] = []
+    a = EventSink(paths, key=KEY, limits=Limits(), known_content={"c1", "c2"}, push=pushed_a.append)
+    b = EventSink(paths, key=KEY, limits=Limits(), known_content={"c1", "c2"}, push=pushed_b.append)
+    seen_a: list[pd.DataFrame] = []
+    seen_b: list[pd.DataFrame] = []
+    a.listeners.append(seen_a.append)
+    b.listeners.append(seen_b.append)
+    follow_a, follow_b = StreamFollower(a), StreamFollower(b)
+    assert a.accept([ev(1), ev(2, event_type="like", content_id="c2")], NOW).accepted == 2
+    assert len(seen_a) == 1 and not seen_b
+    assert follow_a.poll() == 0, "a worker must not absorb its own files"
+    assert follow_b.poll() == 2 and follow_b.poll() == 0
+    assert sorted(seen_b[0]["event_id"]) == ["e1", "e2"] and not pushed_b
+    user = pseudonym("alice", KEY)
+    assert b.realtime.row(user, int(NOW.timestamp()))["rt_engagements_1h"] == 1
+    again = b.accept([ev(2, event_type="like", content_id="c2"), ev(3)], NOW)
+    assert (again.accepted, again.duplicates) == (1, 1)
+    # B's push for alice now counts A's events too: one worker's window holds them all
+    assert pushed_b[-1].iloc[0]["rt_events_1h"] == 3
+    assert follow_a.poll() == 1 and len(seen_a) == 2
