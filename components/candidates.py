@@ -553,6 +553,21 @@ def item_activity(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp,
     return out
 
 
+def dense_columns(m: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
+    """Dense ``m[:, cols]`` (columns in the given order, repeats allowed) at a cost that grows with
+    ``m``'s stored entries, not its width: scipy's column indexing allocates the full width."""
+    m = m.tocsr()
+    uniq, inverse = np.unique(np.asarray(cols, dtype=np.int64), return_inverse=True)
+    out = np.zeros((m.shape[0], len(uniq)), dtype=m.dtype)
+    if m.nnz and len(uniq):
+        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        at = np.searchsorted(uniq, m.indices)
+        hit = at < len(uniq)
+        hit[hit] = uniq[at[hit]] == m.indices[hit]
+        out[rows[hit], at[hit]] = m.data[hit]
+    return out[:, inverse]
+
+
 @dataclass
 class Neighbourhood:
     """Item and user similarities, baselines and residuals of the training interactions."""
@@ -609,35 +624,44 @@ class Neighbourhood:
     def item_scores(self, rows: np.ndarray, p: CandidateParams, cols: np.ndarray | None = None) -> np.ndarray:
         """Item-kNN scores of users ``rows`` over all contents, or only the contents at ``cols``
         (-inf without a neighbour)."""
-        sim = self.item_sim if cols is None else self.item_sim[cols]
         obs = self.observed[rows]
+        n_neigh = np.diff(obs.indptr).astype(np.float32)
+        if cols is not None:
+            # only the users' own contents matter: small dense products instead of sparse ones
+            # whose format conversions walk the whole catalogue
+            used = np.unique(obs.indices)
+            s = dense_columns(self.item_sim[cols], used)
+            o = dense_columns(obs, used)
+            r = dense_columns(self.residual[rows], used)
+            support = (o @ np.abs(s).T).astype(np.float32)
+            num = (r @ s.T).astype(np.float32)
+            implicit = (o @ s.T).astype(np.float32)
+            return self._combine(rows, num, support, implicit, n_neigh, p, cols)
+        sim = self.item_sim
         support = np.asarray((obs @ abs(sim).T).todense(), dtype=np.float32)
         num = np.asarray((self.residual[rows] @ sim.T).todense(), dtype=np.float32)
         implicit = np.asarray((obs @ sim.T).todense(), dtype=np.float32)
-        return self._combine(rows, num, support, implicit, np.diff(obs.indptr).astype(np.float32), p, cols)
-
-    def _columns(self, name: str, cols: np.ndarray | None) -> sp.csr_matrix:
-        """``observed`` / ``residual`` restricted to contents ``cols`` (through a cached CSC copy:
-        a column slice of CSR walks every row)."""
-        m = getattr(self, name)
-        if cols is None:
-            return m
-        key = f"_{name}_csc"
-        csc = self.__dict__.get(key)
-        if csc is None:
-            csc = m.tocsc()
-            self.__dict__[key] = csc
-        return csc[:, cols].tocsr()
+        return self._combine(rows, num, support, implicit, n_neigh, p, cols)
 
     def user_scores(self, rows: np.ndarray, p: CandidateParams, cols: np.ndarray | None = None) -> np.ndarray:
         """User-kNN scores of users ``rows`` over all contents, or only the contents at ``cols``
         (-inf without a neighbour)."""
         sim = self.user_sim[rows]
-        observed = self._columns("observed", cols)
-        support = np.asarray((abs(sim) @ observed).todense(), dtype=np.float32)
-        num = np.asarray((sim @ self._columns("residual", cols)).todense(), dtype=np.float32)
-        implicit = np.asarray((sim @ observed).todense(), dtype=np.float32)
-        return self._combine(rows, num, support, implicit, np.diff(sim.indptr).astype(np.float32), p, cols)
+        n_neigh = np.diff(sim.indptr).astype(np.float32)
+        if cols is not None:
+            # only the neighbours' rows matter: small dense products (see item_scores)
+            near = np.unique(sim.indices)
+            w = dense_columns(sim, near)
+            o = dense_columns(self.observed[near], cols)
+            r = dense_columns(self.residual[near], cols)
+            support = (np.abs(w) @ o).astype(np.float32)
+            num = (w @ r).astype(np.float32)
+            implicit = (w @ o).astype(np.float32)
+            return self._combine(rows, num, support, implicit, n_neigh, p, cols)
+        support = np.asarray((abs(sim) @ self.observed).todense(), dtype=np.float32)
+        num = np.asarray((sim @ self.residual).todense(), dtype=np.float32)
+        implicit = np.asarray((sim @ self.observed).todense(), dtype=np.float32)
+        return self._combine(rows, num, support, implicit, n_neigh, p, cols)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -153,11 +153,11 @@ def explore_slate(
     shown: set[str] = set()
     out: list[Impression] = []
     r_pos = 0
+    remaining = list(pool_list)  # the pool minus what was shown, in pool order
     for position in range(n_slots):
         while r_pos < len(ranked) and ranked[r_pos] in shown:
             r_pos += 1
         top = ranked[r_pos] if r_pos < len(ranked) else None
-        remaining = [c for c in pool_list if c not in shown]
         eps = p.epsilon if remaining else 0.0
         if top is None and not remaining:
             break
@@ -170,6 +170,8 @@ def explore_slate(
         if choice in remaining:
             prop += eps * float(probs[remaining.index(choice)])
         shown.add(choice)
+        while choice in remaining:  # (a pool may repeat a content)
+            remaining.remove(choice)
         out.append(
             Impression(
                 content_id=choice,

@@ -605,7 +605,11 @@ class ItemFeatureCache:
     def gather(self, content_ids: Sequence[str], at_s: int | None = None) -> np.ndarray:
         """Rows for the candidates (NaN for unknown contents and, with ``at_s``, for views whose
         row is older than the view's TTL at that time)."""
-        pos = self.ids.get_indexer(pd.Index(content_ids))
+        return self.gather_rows(self.ids.get_indexer(pd.Index(content_ids)), at_s)
+
+    def gather_rows(self, pos: np.ndarray, at_s: int | None = None) -> np.ndarray:
+        """:meth:`gather` by matrix rows (``positions`` of the contents; -1 for unknown ones):
+        for callers that map their catalogue to rows once instead of per request."""
         safe = np.maximum(pos, 0)
         out = self.matrix.take(safe, axis=0)
         unknown = pos < 0
@@ -886,12 +890,22 @@ class ServingFeatureFetcher:
         return out
 
     def fetch(
-        self, user_id: str, content_ids: Sequence[str], request: RequestContext
+        self,
+        user_id: str,
+        content_ids: Sequence[str],
+        request: RequestContext,
+        rows: np.ndarray | None = None,
     ) -> RankingFeatures:
+        """``rows``: the contents' rows in ``items`` when the caller already knows them."""
         user = self.user_features(user_id, request.request_ts_s)
+        items = (
+            self.items.gather(content_ids, request.request_ts_s)
+            if rows is None
+            else self.items.gather_rows(rows, request.request_ts_s)
+        )
         return RankingFeatures(
             user=user,
-            items=self.items.gather(content_ids, request.request_ts_s),
+            items=items,
             item_columns=self.items.columns,
             context=self.context_features(user, request),
             content_ids=content_ids,

@@ -744,10 +744,11 @@ class RankerModel:
     def _margins(self, M: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         compiled = getattr(self, "_compiled", {})
+        m64 = np.ascontiguousarray(M, dtype=np.float64) if compiled else M
         for name, b in self.boosters.items():
             fast = compiled.get(name)
             if fast is not None:
-                m = np.asarray(fast.predict(M.astype(np.float64), n_jobs=1), dtype=np.float64)
+                m = np.asarray(fast.predict(m64, n_jobs=1), dtype=np.float64)
             else:
                 m = self._impl.margin(b, M, self._predict_threads)
             base = self.heads[name].offset(M, self.feature_cols)

@@ -15,9 +15,12 @@ Environment: ``HOST`` / ``PORT`` (default 127.0.0.1:8000), ``RECO_HMAC_KEY`` (or
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -26,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from components.config import load_params
@@ -55,6 +59,26 @@ class RecommendBody(BaseModel):
     user_id: str = Field(..., min_length=1, max_length=128)
     k: int = Field(10, ge=1, le=MAX_K)
     context: Context = Field(default_factory=lambda: Context(device_type=None, os=None, network=None, local_time=None))
+
+
+class FeedItemOut(BaseModel):
+    content_id: str
+    score: float
+    source: str = Field(..., description="candidate source (content, item_knn, trending, realtime, ...)")
+    exploration: bool = Field(..., description="an exploration slot (epsilon-greedy / UCB)")
+    propensity: float = Field(..., description="probability this content was shown in this slot")
+    position: int
+
+
+class FeedOut(BaseModel):
+    request_id: str
+    user_id: str
+    items: list[FeedItemOut]
+    model_version: str | None
+    degraded: bool = Field(..., description="true: the popularity / trending fallback answered")
+    reason: str
+    arm: str = Field(..., description="production | canary | fallback")
+    timings_ms: dict[str, float]
 
 
 class EventsBody(BaseModel):
@@ -105,9 +129,11 @@ class ServingState:
     follower: StreamFollower | None = None  # events other worker processes accepted
     log_flush_s: float = 30.0  # impressions reach disk (and the online update) at least this often
     metrics: Metrics = field(default_factory=Metrics.create)
-    pool: concurrent.futures.ThreadPoolExecutor = field(
-        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="feed")
-    )
+    threads: int = 2  # serving.threads: engine threads per process (more only contend for the GIL)
+    pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(self.threads, 1), thread_name_prefix="feed")
 
 
     def request_time(self) -> int:
@@ -135,10 +161,27 @@ def _request_context(ctx: Context, now_s: int) -> Any:
 
 
 def _feed_json(feed: Feed, raw_user: str) -> dict[str, Any]:
-    body = asdict(feed)
-    body["user_id"] = raw_user
-    body.pop("shadow_version", None)  # shadow scores are logged, never returned
-    return body
+    """The response body (``FeedOut``); shadow scores are logged, never returned."""
+    return {
+        "request_id": feed.request_id,
+        "user_id": raw_user,
+        "items": [
+            {
+                "content_id": it.content_id,
+                "score": it.score,
+                "source": it.source,
+                "exploration": it.exploration,
+                "propensity": it.propensity,
+                "position": it.position,
+            }
+            for it in feed.items
+        ],
+        "model_version": feed.model_version,
+        "degraded": feed.degraded,
+        "reason": feed.reason,
+        "arm": feed.arm,
+        "timings_ms": feed.timings_ms,
+    }
 
 
 def create_app(state: ServingState) -> FastAPI:
@@ -150,17 +193,18 @@ def create_app(state: ServingState) -> FastAPI:
     app.state.serving = state
     m = state.metrics
 
-    def feed(raw_user: str, k: int, ctx: Context) -> dict[str, Any]:
+    async def feed(raw_user: str, k: int, ctx: Context) -> Response:
         from components.ingest import pseudonym
 
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
         user = pseudonym(raw_user, state.key)
         rc = _request_context(ctx, state.request_time())
-        future = state.pool.submit(state.recommender.recommend, user, k, rc, request_id=request_id)
+        loop = asyncio.get_running_loop()
+        call = functools.partial(state.recommender.recommend, user, k, rc, request_id=request_id)
         try:
-            result = future.result(timeout=state.timeout_s)
-        except concurrent.futures.TimeoutError:
+            result = await asyncio.wait_for(loop.run_in_executor(state.pool, call), state.timeout_s)
+        except TimeoutError:
             result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout")
         except Exception as exc:  # the engine degrades by itself; this is the last guard
             log.exception("recommend failed")
@@ -170,21 +214,21 @@ def create_app(state: ServingState) -> FastAPI:
             m.degraded.labels(result.reason.split(":")[0] or "unknown").inc()
         m.latency.labels("recommend").observe(time.perf_counter() - t0)
         m.requests.labels("recommend", "200").inc()
-        return _feed_json(result, raw_user)
+        return Response(orjson.dumps(_feed_json(result, raw_user)), media_type="application/json")
 
-    @app.get("/v1/recommend", summary="Ranked feed for a user")
-    def recommend_get(
+    @app.get("/v1/recommend", summary="Ranked feed for a user", response_model=FeedOut)
+    async def recommend_get(
         user_id: str = Query(..., min_length=1, max_length=128),
         k: int = Query(10, ge=1, le=MAX_K, description=f"feed length, 1..{MAX_K}"),
         device_type: str | None = None,
         network: str | None = None,
         local_time: str | None = None,
-    ) -> dict[str, Any]:
-        return feed(user_id, k, Context(device_type=device_type, network=network, local_time=local_time))
+    ) -> Response:
+        return await feed(user_id, k, Context(device_type=device_type, network=network, local_time=local_time))
 
-    @app.post("/v1/recommend", summary="Ranked feed with request context")
-    def recommend_post(body: RecommendBody) -> dict[str, Any]:
-        return feed(body.user_id, body.k, body.context)
+    @app.post("/v1/recommend", summary="Ranked feed with request context", response_model=FeedOut)
+    async def recommend_post(body: RecommendBody) -> Response:
+        return await feed(body.user_id, body.k, body.context)
 
     def api_key(x_api_key: str | None = Header(None)) -> str:
         from components.serving.ratelimit import key_name
@@ -319,6 +363,7 @@ def build_state(
         online_update=updater,
         follower=follower,
         log_flush_s=float(serving.get("log_flush_s", 30)),
+        threads=int(serving.get("threads", 2)),
     )
 
 
@@ -380,6 +425,56 @@ def worker_app() -> FastAPI:
     return create_app(state)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket of its own with SO_REUSEPORT: the kernel spreads new connections over
+    the workers' sockets (a shared socket lets whichever worker wakes first take them all)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker_main(host: str, port: int) -> None:
+    import uvicorn
+
+    sock = _listen(host, port)
+    app = worker_app()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False))
+    server.run(sockets=[sock])
+
+
+def _serve_workers(host: str, port: int, workers: int) -> int:
+    """Run ``workers`` server processes (spawned, each loading its own engine) until one exits or
+    this process is told to stop; then stop them all."""
+    import multiprocessing
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(host, port), name=f"serve-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+    stopping = threading.Event()
+
+    def stop(*_: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping.wait(0.5):
+        if any(not p.is_alive() for p in procs):
+            log.error("a worker exited (%s): stopping", [(p.name, p.exitcode) for p in procs])
+            break
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=30)
+    return 0 if stopping.is_set() else 1
+
+
 def main() -> int:
     """Serve on ``HOST``:``PORT`` with ``RECO_WORKERS`` processes (default 1). Several workers
     use several cores (the engine holds Python's GIL for most of a request); they share the
@@ -391,16 +486,7 @@ def main() -> int:
     params, paths, workers = _load_from_env()
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
     if workers > 1:
-        uvicorn.run(
-            "components.serving.app:worker_app",
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_level="info",
-            access_log=False,
-        )
-        return 0
+        return _serve_workers(host, port, workers)
     state = build_state(params, paths)
     stop = start_background(state, float((params.get("serving", {}) or {}).get("refresh_s", 5)))
     try:

@@ -113,10 +113,14 @@ def test_impression_log_flushes_every_n_rows(tmp_path: Path) -> None:
     }
     logbook.add([row, row])
     assert not (tmp_path / "imp").exists()
-    logbook.add([row, row])
-    assert len(logbook.files) == 1 and len(logbook) == 0
-    assert len(pd.read_parquet(logbook.files[0])) == 4
-    assert logbook.flush() is None
+    snap = {**row, "features": np.array([1.5, np.nan], dtype=np.float32)}
+    logbook.add([row, snap])
+    assert len(logbook) == 0  # handed to the background writer
+    assert logbook.flush() is None  # nothing left to write; waits for the writer
+    assert len(logbook.files) == 1
+    back = pd.read_parquet(logbook.files[0])
+    assert len(back) == 4 and back["features"].isna().tolist() == [True, True, True, False]
+    assert np.array_equal(back["features"].iloc[3], [1.5, np.nan], equal_nan=True)
 
 
 # ---------------------------------------------------------------------------------------------
