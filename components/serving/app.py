@@ -214,7 +214,11 @@ def create_app(state: ServingState) -> FastAPI:
             m.degraded.labels(result.reason.split(":")[0] or "unknown").inc()
         m.latency.labels("recommend").observe(time.perf_counter() - t0)
         m.requests.labels("recommend", "200").inc()
-        return Response(orjson.dumps(_feed_json(result, raw_user)), media_type="application/json")
+        return Response(
+            orjson.dumps(_feed_json(result, raw_user)),
+            media_type="application/json",
+            headers={"X-Served-By": str(os.getpid())},  # which worker process answered
+        )
 
     @app.get("/v1/recommend", summary="Ranked feed for a user", response_model=FeedOut)
     async def recommend_get(

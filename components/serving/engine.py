@@ -394,6 +394,8 @@ class Recommender:
         ids = retriever.index.content_ids
         self._positions = pd.Index(ids)
         self._ids = np.asarray(ids, dtype=object)
+        self._id_rank = np.empty(len(ids), dtype=np.int64)  # rank of each content id in id order
+        self._id_rank[np.argsort(self._ids, kind="stable")] = np.arange(len(ids))
         self._source_names = np.asarray(snapshot.source_names, dtype=object)
         self._moderated_pos = self._to_positions(moderated)
         t = retriever.trending
@@ -938,21 +940,29 @@ class Recommender:
         """Trend boost, DPP slate, exploration; the feed items and their candidate rows."""
         trend = self._trend[pos]
         boosted = boost(scores, trend, self.settings.trend_beta)
-        order = np.lexsort((cids, -boosted))  # best first, ties by content id
+        tie = self._id_rank[pos]  # ties by content id, compared as integers
+        order = np.lexsort((tie, -boosted))
         pool = order[: max(self.settings.rerank_pool, k)]
         vectors = np.asarray(self.retriever.item_vectors(pos[pool]), dtype=np.float64)
         picked = pool[dpp_rerank(boosted[pool], vectors, k, self.settings.exploration.dpp_theta)]
-        slate = picked[np.lexsort((cids[picked], -boosted[picked]))]
+        slate = picked[np.lexsort((tie[picked], -boosted[picked]))]
         rest = order[~np.isin(order, slate)]
         ranked = np.concatenate([slate, rest])
-        row_of = {cids[i]: int(i) for i in ranked}
+        ranked_ids = cids[ranked].tolist()
         shown = explore_slate(
-            cids[ranked].tolist(),
+            ranked_ids,
             k,
             self.settings.exploration,
             request_seed(self.settings.seed, request_id),
             scores=boosted[ranked].tolist(),
         )
+        where = {c: j for j, c in enumerate(ranked_ids[: k + 1])}
+        row_of = {
+            imp.content_id: int(ranked[where[imp.content_id]])
+            if imp.content_id in where
+            else int(ranked[ranked_ids.index(imp.content_id)])
+            for imp in shown
+        }
         items, rows = [], []
         for imp in shown:
             i = row_of[imp.content_id]

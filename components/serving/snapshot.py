@@ -165,7 +165,8 @@ class CandidateSnapshot:
         directory = Path(directory)
         meta = json.loads((directory / "snapshot.json").read_text())
         arrays = {
-            name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None)
+            # plain ndarray views of the mapping: np.memmap's Python-level slicing costs per request
+            name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None).view(np.ndarray)
             for name in _ARRAYS
         }
         return cls(

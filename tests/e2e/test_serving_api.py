@@ -60,7 +60,8 @@ def serving_process(project: Path, logs: Path, **extra: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serving_process(project, tmp_path_factory.mktemp("logs")) as base:
+    # the online update runs in the server of test_online_update_... (one process per project holds it)
+    with serving_process(project, tmp_path_factory.mktemp("logs"), RECO_ONLINE_UPDATE="0") as base:
         yield base
 
 
@@ -70,10 +71,7 @@ def _raw_users(project: Path) -> list[str]:
 
 
 def test_health_readiness_and_docs(server: str) -> None:
-    health = httpx.get(f"{server}/healthz").json()
-    assert health["status"] == "ok"
-    assert health["online_update"]["running"] is True  # the real-time loop runs in the server
-    assert health["online_update"]["updates"] == 0
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}  # no online update here
     ready = httpx.get(f"{server}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert set(ready.json()["checks"]) >= {"model", "index", "store"}
@@ -222,7 +220,7 @@ def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> No
             )
             assert out.returncode == 0, out.stdout + out.stderr
         user = _raw_users(project)[5]
-        with serving_process(project, tmp_path, **store_env) as base:
+        with serving_process(project, tmp_path, RECO_ONLINE_UPDATE="0", **store_env) as base:
             ok = httpx.get(f"{base}/v1/recommend", params={"user_id": user, "k": 5}).json()
             assert ok["degraded"] is False and ok["arm"] == "production"
             subprocess.run(["redis-cli", "-p", str(port), "save"], check=True, capture_output=True)
@@ -243,6 +241,108 @@ def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> No
     finally:
         redis.terminate()
         redis.wait(timeout=20)
+
+
+def _data_now(project: Path) -> pd.Timestamp:
+    """The serving clock of ``serving.clock: data``: just after the project's newest event."""
+    from components.embeddings import interaction_events
+
+    events = pd.read_parquet(project / "data/interim/events.parquet")
+    newest = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(milliseconds=1)
+    return pd.Timestamp(int(newest.timestamp()), unit="s", tz="UTC")
+
+
+def test_two_workers_follow_each_others_events(project: Path, tmp_path: Path) -> None:
+    """RECO_WORKERS=2: likes posted to one worker reach the other through the event stream, so
+    whichever process answers, the next feeds reflect them and leave the liked contents out."""
+    from components.ingest import pseudonym
+    from tests.tiny_project import HMAC_KEY
+
+    with serving_process(project, tmp_path, RECO_WORKERS="2", RECO_ONLINE_UPDATE="0") as base:
+        content = pd.read_parquet(project / "data/interim/content.parquet", columns=["content_id", "category"])
+        events = pd.read_parquet(project / "data/interim/events.parquet", columns=["user_id", "content_id"])
+        user = _raw_users(project)[7]
+        seen = set(events.loc[events["user_id"] == pseudonym(user, HMAC_KEY.encode()), "content_id"].astype(str))
+        unseen = content[~content["content_id"].astype(str).isin(seen)]
+        target = unseen["category"].value_counts().index[0]
+        liked = unseen.loc[unseen["category"] == target, "content_id"].astype(str).tolist()[:8]
+        now = pd.Timestamp.now(tz="UTC")
+        batch = [
+            {"event_id": f"workers-{now.value}-{j}", "event_type": "like", "user_id": user, "content_id": c, "timestamp": now.isoformat()}
+            for j, c in enumerate(liked)
+        ]
+        posted = httpx.post(f"{base}/v1/events", json={"events": batch}, headers={"X-API-Key": API_KEY})
+        t0 = time.perf_counter()
+        assert posted.status_code == 200 and posted.json()["accepted"] == len(liked)
+        time.sleep(0.5)  # two stream polls (serving.stream_poll_s 0.25)
+        pids: set[str] = set()
+        for _ in range(40):  # a new connection each time: the kernel spreads them over the workers
+            r = httpx.get(f"{base}/v1/recommend", params={"user_id": user, "k": 20})
+            feed = r.json()
+            assert not feed["degraded"], feed["reason"]
+            assert not {i["content_id"] for i in feed["items"]} & set(liked), r.headers["X-Served-By"]
+            pids.add(r.headers["X-Served-By"])
+            if len(pids) == 2:
+                break
+        elapsed = time.perf_counter() - t0
+        assert len(pids) == 2, "every request went to one worker"
+        assert elapsed < 2.0, elapsed
+
+
+def test_online_update_registers_a_candidate_never_production(project: Path, tmp_path: Path) -> None:
+    """The real-time loop in a running server: impressions are logged, outcomes posted as events;
+    reaching ``online_update.buffer_size`` events continues the production ranker's boosting on
+    the joined rows and registers the result as a candidate. Production does not change."""
+    import yaml
+
+    from components.paths import DataPaths
+    from components.registry import ModelRegistry
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["online_update"] = {
+        **params.get("online_update", {}),
+        "buffer_size": 200,
+        "update_interval_s": 3600,
+        "min_labelled_rows": 50,
+        "label_window_s": 60,
+        "rounds": 5,
+    }
+    params["serving"] = {**params.get("serving", {}), "log_flush_s": 1, "refresh_s": 1}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with ModelRegistry(DataPaths(project)) as reg:
+        production = reg.deployment().production.version
+        before = {r.version for r in reg.list()}
+    with serving_process(project, tmp_path, RECO_PARAMS=str(tmp_path / "params.yaml")) as base:
+        assert httpx.get(f"{base}/healthz").json()["online_update"]["running"] is True
+        shown = []
+        for user in _raw_users(project)[10:30]:
+            feed = httpx.get(f"{base}/v1/recommend", params={"user_id": user, "k": 10}).json()
+            assert not feed["degraded"], feed["reason"]
+            shown += [(user, it["content_id"], it["position"]) for it in feed["items"]]
+        time.sleep(2.5)  # serving.log_flush_s: the impressions reach the log
+        t = _data_now(project)
+        ts = lambda s: (t + pd.Timedelta(seconds=s)).isoformat()  # noqa: E731
+        batch = [{"event_id": "ou-start", "event_type": "view", "user_id": shown[0][0], "content_id": shown[0][1], "timestamp": ts(-1), "watch_duration_s": 3.0}]
+        for j, (user, cid, pos) in enumerate(shown):
+            kind = "like" if pos < 3 else "skip"
+            batch.append({"event_id": f"ou-{j}", "event_type": kind, "user_id": user, "content_id": cid, "timestamp": ts(5), "watch_duration_s": 1.0})
+        batch.append({"event_id": "ou-close", "event_type": "view", "user_id": shown[0][0], "content_id": shown[1][1], "timestamp": ts(120), "watch_duration_s": 3.0})
+        posted = httpx.post(f"{base}/v1/events", json={"events": batch}, headers={"X-API-Key": API_KEY}).json()
+        assert posted["accepted"] == len(batch), posted["errors"][:3]
+        deadline = time.monotonic() + 120
+        while True:
+            state = httpx.get(f"{base}/healthz").json()["online_update"]
+            if state["last_status"] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert state["last_status"] == "updated", state
+        version = state["last_version"]
+        assert version not in before
+        with ModelRegistry(DataPaths(project)) as reg:
+            assert reg.get(version).stage == "candidate"
+            assert reg.deployment().production.version == production
+        feed = httpx.get(f"{base}/v1/recommend", params={"user_id": shown[0][0], "k": 5}).json()
+        assert feed["model_version"] == production
 
 
 def test_promotion_and_rollback_are_picked_up_without_a_restart(server: str, project: Path, tmp_path: Path) -> None:
