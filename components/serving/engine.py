@@ -3,21 +3,28 @@
 :class:`Recommender` is what the HTTP layer calls. Everything heavy is loaded once in
 :meth:`Recommender.load`; a request then runs, single-threaded:
 
-1. **Candidates** – :meth:`components.candidates.Retriever.retrieve` (every source, the FAISS
-   content index included; an unknown user gets the cold profile, trending, fresh and popular
-   contents), minus the contents the user already interacted with (the interim events at load
-   time plus :meth:`Recommender.note_seen`) and minus moderated contents (reported by more than
-   ``serving.moderation_report_threshold`` distinct users in the interim events).
+1. **Candidates** – the user's row of the :class:`~components.serving.snapshot.CandidateSnapshot`
+   (every source merged in batch, the FAISS content index included, at the serving bundle's
+   cut; an unknown user gets the snapshot's cold row of trending, fresh and popular contents,
+   and one with declared categories the retriever's live answer), plus the FAISS neighbours of
+   the user's real-time interest (source ``realtime``), minus the contents seen since load
+   (:meth:`Recommender.note_seen`, streamed events; the snapshot already leaves out earlier ones)
+   and minus moderated contents (reported by more than ``serving.moderation_report_threshold``
+   distinct users, counted over the batch events and the stream, or blocked by an operator).
 2. **Features** – the user's features from the Feast online store per request
    (:class:`~components.feature_store.ServingFeatureFetcher`, TTLs applied at the request time),
-   the items' from memory (:class:`~components.feature_store.ItemFeatureCache`), the pair
-   features from :meth:`~components.candidates.Retriever.pair_features` and the context from the
-   request: the same columns :func:`components.ranking.pipeline_training_set` trains on. The
-   matrix holds exactly the model's ``feature_cols`` (a column no source produces is NaN and is
-   logged once per model version).
+   the items' from memory (:class:`~components.feature_store.ItemFeatureCache`, by rows mapped
+   once), the pair features of these candidates only
+   (:meth:`~components.candidates.Retriever.pair_features_at` with the snapshot's per-user
+   normalisers: the values :meth:`~components.candidates.Retriever.pair_features` gives training)
+   and the context from the request: the same columns
+   :func:`components.ranking.pipeline_training_set` trains on. The matrix holds exactly the
+   model's ``feature_cols`` (a column no source produces is NaN and is logged once per model
+   version).
 3. **Scoring** – the production model, or the canary model for users that
    :func:`components.promote.in_canary` puts in ``promote.canary.share``. A shadow model scores the
-   same rows; its scores go to the impression log only.
+   same rows; its scores go to the impression log only. With ``serving.compile_ranker`` the
+   LightGBM heads run as native code (:meth:`components.ranker.RankerModel.compile`).
 4. **Re-ranking** – trend boost ``s + beta * trend * |s|`` (``= s (1 + beta trend)`` for a
    positive score; the absolute value keeps the boost a boost for the ranker's negative,
    standardised scores), with ``trend = g / (1 + g)`` of the trending source's engagement growth
@@ -27,23 +34,26 @@
    ε-greedy / UCB exploration (:func:`components.exploration.explore_slate`) may swap any slot
    for a content below the slate. Every item carries its exploration flag and propensity.
 5. **Impression log** – one row per shown item (request, user, content, position, model version,
-   arm, propensity, score, shadow version and score, request time) into an in-memory buffer
-   written as a Parquet file under ``data/logs/impressions/`` every ``serving.log_flush_records``
-   rows and on :meth:`Recommender.flush` / :meth:`Recommender.close`.
+   arm, propensity, score, shadow version and score, request time, the model's input row) into an
+   in-memory buffer written as a Parquet file under ``data/logs/impressions/`` in the background
+   every ``serving.log_flush_records`` rows, and on :meth:`Recommender.flush` /
+   :meth:`Recommender.close`.
 
 Any exception in a request (store unreachable, no production model, time budget
 ``serving.budget_ms`` spent before a stage starts, …) returns :meth:`Recommender.fallback`: the
 contents most engaged in the last ``candidates.recent.window_hours``, then all-time popular ones,
 minus seen and moderated contents, with ``degraded=True`` and the reason. ``recommend`` never raises.
 
-Latency: ``load`` warms the retrieval path up, limits FAISS to ``serving.faiss_threads`` OpenMP
+Latency: no stage scores the whole catalogue (~8 ms a request on 1M contents, see
+``benchmarks/bench_serving.py``). ``load`` serves a few throw-away requests, limits FAISS to ``serving.faiss_threads`` OpenMP
 threads (one query per request gains nothing from more, and spinning threads contend with the
 other requests) and, with ``serving.gc_freeze``, calls :func:`gc.freeze` so that Python's full
 collections stop walking the long-lived objects built at load (objects frozen there are still
 freed by reference counting; only reference cycles among them would stay).
 
-Thread safety: the retriever (whose HNSW search changes ``efSearch`` for large ``k``) runs under a
-lock; the seen-set and the log buffer have their own locks. Feast's online store client is used
+Thread safety: FAISS searches (HNSW changes ``efSearch`` for large ``k``) and live retrieval run
+under a lock; pair features only read; the seen-set, moderation and the log buffer have their
+own locks. Feast's online store client is used
 from the calling thread as is.
 
 Written here: the orchestration, the fallback list and the log buffer; retrieval, features,
