@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     port = _free_port()
     env = {**os.environ, "RECO_PROJECT_ROOT": str(root), "HOST": "127.0.0.1", "PORT": str(port), "RECO_WORKERS": str(args.workers)}
     env.setdefault("RECO_DEMO", "1")
-    log_path = root / "bench_serving.log"
+    log_path = root / "data" / "logs" / "bench_serving.log"  # git-ignored (data/)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "components.serving.app"], env=env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     results = []
