@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -343,6 +344,48 @@ def test_online_update_registers_a_candidate_never_production(project: Path, tmp
             assert reg.deployment().production.version == production
         feed = httpx.get(f"{base}/v1/recommend", params={"user_id": shown[0][0], "k": 5}).json()
         assert feed["model_version"] == production
+
+
+def test_benchmark_world_replicates_the_project_and_serves(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load benchmark's synthetic world at a small scale (3 copies of the contents, users in 2
+    groups): each user lives in its group's copy of the catalogue, the server code loads it as
+    a bundle and answers every known user with a real (not degraded) feed from that copy."""
+    import json
+
+    from benchmarks.synthetic_catalogue import RAW_USER, build
+    from components.config import load_params
+    from components.feature_store import RequestContext
+    from components.ingest import pseudonym
+    from components.paths import DataPaths
+    from components.serving.engine import Recommender
+    from tests.tiny_project import HMAC_KEY
+
+    monkeypatch.setenv("RECO_HMAC_KEY", HMAC_KEY)
+    monkeypatch.delenv("RECO_DEMO", raising=False)
+    src = Recommender.load(load_params(project / "params.yaml"), DataPaths(project))
+    i0, u0 = len(src.catalogue()), src.snapshot.n_users
+    src.close()
+    world = build(project, tmp_path / "world", n_items=3 * i0, n_users=u0 + 5, seed=1)
+    meta = json.loads((world / "catalogue.json").read_text())
+    assert (meta["copies"], meta["user_groups"]) == (3, 2)
+    rec = Recommender.load(load_params(world / "params.yaml"), DataPaths(world))
+    try:
+        assert len(rec.catalogue()) == 3 * i0 and rec.snapshot.n_users == u0 + 5
+        assert rec.readiness() == {"model": True, "index": True, "store": True}
+        ctx = RequestContext(rec.data_now_s, 0, None, None)
+        for u in (0, 1, u0, u0 + 4):  # group 0 and group 1 (copy 1 of the contents)
+            user = pseudonym(RAW_USER.format(u), HMAC_KEY.encode())
+            feed = rec.recommend(user, 10, ctx, request_id=f"world-{u}")
+            assert not feed.degraded, feed.reason
+            pos = [rec._positions.get_loc(it.content_id) for it in feed.items if it.source not in ("trending", "recent", "popular", "fresh")]
+            group = u // u0
+            assert pos and all(group * i0 <= p < (group + 1) * i0 for p in pos), (u, pos)
+        # a copy's user sees the original user's candidates, shifted into its copy
+        a, _, sa, _ = rec._candidates(pseudonym(RAW_USER.format(2), HMAC_KEY.encode()))
+        b, _, sb, _ = rec._candidates(pseudonym(RAW_USER.format(u0 + 2), HMAC_KEY.encode()))
+        assert list(b) == [p + i0 for p in a] and np.array_equal(sa, sb, equal_nan=True)
+    finally:
+        rec.close()
 
 
 def test_promotion_and_rollback_are_picked_up_without_a_restart(server: str, project: Path, tmp_path: Path) -> None:
