@@ -86,7 +86,13 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     from components.candidates import Candidates, ContentIndex, Neighbourhood, Retriever
     from components.config import load_params
     from components.embeddings import EmbeddingModel, Interactions
-    from components.feature_store import ServingFeatureFetcher, StoreSettings, apply, open_store
+    from components.feature_store import (
+        ItemFeatureCache,
+        ServingFeatureFetcher,
+        StoreSettings,
+        apply,
+        open_store,
+    )
     from components.ingest import hmac_key_from_env, pseudonym
     from components.registry import ModelRegistry
     from components.serving.bundle import ServingBundle, bundle_dir
@@ -227,10 +233,8 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     )
 
     # item features: the originals' rows
-    store0 = open_store(src_paths, StoreSettings.from_params(params))
     settings = StoreSettings.from_params(params)
-    from components.feature_store import ItemFeatureCache
-
+    store0 = open_store(src_paths, settings)
     cache0 = ItemFeatureCache.from_offline(store0, settings.feature_service)
     rows0 = cache0.ids.get_indexer(pd.Index([str(c) for c in r0.index.content_ids]))
     take = rows0[ibase]

@@ -196,9 +196,14 @@ class ServingSettings:
 # Pure helpers
 
 
-def moderated_contents(events: pd.DataFrame, threshold: int) -> frozenset[str]:
+def over_threshold(reporters: Mapping[str, set[str]], threshold: int) -> frozenset[str]:
     """Contents reported by more than ``threshold`` distinct users."""
-    return frozenset(c for c, u in reporters_by_content(events).items() if len(u) > threshold)
+    return frozenset(c for c, u in reporters.items() if len(u) > threshold)
+
+
+def moderated_contents(events: pd.DataFrame, threshold: int) -> frozenset[str]:
+    """Contents reported by more than ``threshold`` distinct users in ``events``."""
+    return over_threshold(reporters_by_content(events), threshold)
 
 
 def trend_factors(n_items: int, positions: np.ndarray, growth: np.ndarray) -> np.ndarray:
@@ -444,9 +449,7 @@ class Recommender:
         popular = _fallback_list(retr)
         seen = b.seen
         reporters = b.reporters
-        moderated = frozenset(
-            c for c, u in reporters.items() if len(u) > settings.moderation_report_threshold
-        )
+        moderated = over_threshold(reporters, settings.moderation_report_threshold)
         store_settings = StoreSettings.from_params(params)
 
         def make_fetcher() -> ServingFeatureFetcher:
