@@ -35,8 +35,8 @@ demo: install ## Generate the default data set, run `dvc repro`, register the mo
 	@$(BIN)/python -m components.summary
 
 promote: install ## Register the trained ranker as a candidate and run the offline, shadow and canary gates
-	$(BIN)/python -m components.registry register
-	$(BIN)/python -m components.promote all
+	$(BIN)/python -m components.deploy.registry register
+	$(BIN)/python -m components.deploy.promote all
 
 serve: install ## Serve the feed API on HOST:PORT (default 127.0.0.1:8000; docs at /docs; after `make demo`)
 	RECO_DEMO=$${RECO_DEMO:-1} RECO_API_KEYS=$${RECO_API_KEYS:-demo:demo-key} $(BIN)/python -m components.serving.app

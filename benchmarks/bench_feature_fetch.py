@@ -7,7 +7,7 @@ store. Measured per store:
 * Feast ``get_online_features`` for 1 user (the service's user features);
 * Feast ``get_online_features`` for 1 user + 500 items through the whole FeatureService (user,
   content, creator views and the on-demand views) - the naive serving path, fewer requests;
-* the serving path: :class:`components.feature_store.ServingFeatureFetcher` - user features from
+* the serving path: :class:`components.features.store.ServingFeatureFetcher` - user features from
   the online store per request, the 500 item rows gathered from the in-memory item matrix
   (TTL-checked), context computed locally - with and without assembling the model matrix.
 
@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components import feature_store as FS
-from components import features as F
-from components.paths import DataPaths
+from components.core.paths import DataPaths
+from components.features import compute as F
+from components.features import store as FS
 
 END_MS = int(np.datetime64("2026-01-19T00:00:00", "ms").astype("int64"))
 DAY_MS = 86_400_000

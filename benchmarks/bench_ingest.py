@@ -29,10 +29,10 @@ TARGET_PEAK_GB = 4.0
 
 def child(drop: Path, root: Path) -> None:
     """Run ingest + preprocess once and print one JSON line with the figures."""
-    from components.config import load_params
-    from components.ingest import run as ingest_run
-    from components.paths import DataPaths
-    from components.preprocess import run as preprocess_run
+    from components.core.config import load_params
+    from components.core.paths import DataPaths
+    from components.data.ingest import run as ingest_run
+    from components.data.preprocess import run as preprocess_run
 
     params = load_params()
     paths = DataPaths(root)
@@ -60,8 +60,8 @@ def child(drop: Path, root: Path) -> None:
 
 
 def generate(n_events: int, out: Path) -> float:
-    from components.config import load_params
-    from components.datagen import GenParams, write_drop
+    from components.core.config import load_params
+    from components.data.datagen import GenParams, write_drop
 
     params = load_params()
     gp = GenParams.from_params(params)

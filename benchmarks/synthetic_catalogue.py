@@ -47,7 +47,7 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from components.paths import PROJECT_ROOT, DataPaths
+from components.core.paths import PROJECT_ROOT, DataPaths
 
 log = logging.getLogger("synthetic_catalogue")
 
@@ -83,18 +83,18 @@ def _blocks(m: sp.spmatrix, row_base: np.ndarray, col_shift: np.ndarray, shape: 
 
 
 def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -> Path:
-    from components.candidates import Candidates, ContentIndex, Neighbourhood, Retriever
-    from components.config import load_params
-    from components.embeddings import EmbeddingModel, Interactions
-    from components.feature_store import (
+    from components.core.config import load_params
+    from components.data.ingest import hmac_key_from_env, pseudonym
+    from components.deploy.registry import ModelRegistry
+    from components.features.store import (
         ItemFeatureCache,
         ServingFeatureFetcher,
         StoreSettings,
         apply,
         open_store,
     )
-    from components.ingest import hmac_key_from_env, pseudonym
-    from components.registry import ModelRegistry
+    from components.retrieval.candidates import Candidates, ContentIndex, Neighbourhood, Retriever
+    from components.retrieval.embeddings import EmbeddingModel, Interactions
     from components.serving.bundle import ServingBundle, bundle_dir
     from components.serving.snapshot import COLD_USER, CandidateSnapshot
 

@@ -7,7 +7,7 @@ this module, so a DAG run and ``dvc repro`` run exactly the same commands:
   whose deps, params and outs are unchanged, so re-running a task for the same data interval is
   a no-op, and the artefacts are the ones ``dvc repro`` would produce.
 * :func:`register_candidate` registers the ranker the ``train`` stage produced as a *candidate*
-  in :mod:`components.registry` (idempotent: the same artefact is the same version).
+  in :mod:`components.deploy.registry` (idempotent: the same artefact is the same version).
 * :func:`materialize_until`, :func:`drift_report` and :func:`run_gate` wrap the Feast
   materialisation, the Evidently drift check and the promotion gates.
 
@@ -29,8 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from components.config import load_params
-from components.paths import PROJECT_ROOT, DataPaths
+from components.core.config import load_params
+from components.core.paths import PROJECT_ROOT, DataPaths
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ TRAIN_STAGES: tuple[str, ...] = (
     "materialize",
     "embeddings",
     "candidates",
-    "train",
+    "ranking",
     "evaluate",
 )
 
@@ -115,9 +115,9 @@ class Registration:
 
 def register_candidate(root: Path | None = None, now: datetime | None = None) -> Registration:
     """Register ``data/models/ranker/LATEST`` as a candidate with its metrics and data version."""
-    from components.ranking import ranking_dir
-    from components.registry import ModelRegistry
-    from components.registry import run as register
+    from components.deploy.registry import ModelRegistry
+    from components.deploy.registry import run as register
+    from components.ranking.stage import ranking_dir
 
     paths = DataPaths(root or project_root())
     version = (ranking_dir(paths) / "LATEST").read_text(encoding="utf-8").strip()
@@ -133,7 +133,7 @@ def materialize_until(end: datetime, root: Path | None = None) -> str:
     """Incremental Feast materialisation up to ``end`` (the overlap comes from params)."""
     root = root or project_root()
     return _run(
-        [sys.executable, "-m", "components.feature_store", "materialize",
+        [sys.executable, "-m", "components.features.store", "materialize",
          "--params", str(root / "params.yaml"), "--root", str(root), "--end", end.isoformat()],
         root,
         "materialize",
@@ -162,7 +162,7 @@ def production_reference(root: Path, current_start: datetime) -> tuple[datetime,
     trained on the current window has nothing older to be compared with)."""
     from datetime import timedelta
 
-    from components.registry import ModelRegistry
+    from components.deploy.registry import ModelRegistry
 
     paths = DataPaths(root)
     if not (paths.data / "registry" / "registry.db").exists():
@@ -191,14 +191,14 @@ def drift_report(end: datetime, root: Path | None = None) -> dict[str, Any]:
     """
     from datetime import timedelta
 
-    from components.drift import default_end
+    from components.monitoring.drift import default_end
 
     root = root or project_root()
     newest = newest_event_time(root)
     if newest is not None and end > newest:
         log.info("data ends at %s, before the interval end %s: using the data's last day", newest, end)
         end = default_end(newest).to_pydatetime()
-    cmd = [sys.executable, "-m", "components.drift", "--params", str(root / "params.yaml"),
+    cmd = [sys.executable, "-m", "components.monitoring.drift", "--params", str(root / "params.yaml"),
            "--root", str(root), "--end", end.isoformat()]
     days = float((load_params(root / "params.yaml").get("drift", {}) or {}).get("current_days", 1))
     reference = production_reference(root, end - timedelta(days=days))
@@ -211,7 +211,7 @@ def drift_report(end: datetime, root: Path | None = None) -> dict[str, Any]:
 
 def run_gate(gate: str, version: str | None, root: Path | None = None) -> dict[str, Any]:
     """Run one promotion gate for ``version`` (default: the model the gate applies to)."""
-    from components.promote import run_gate as _run_gate
+    from components.deploy.promote import run_gate as _run_gate
 
     root = root or project_root()
     params = load_params(root / "params.yaml")

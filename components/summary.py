@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.paths import DataPaths
+from components.core.paths import DataPaths
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -109,7 +109,7 @@ def summarise(paths: DataPaths) -> list[str]:
             lines.append(f"gate        {gate:8s} {g.get('candidate') or '-'}: {g.get('decision')} ({g.get('reason')})")
     registry_db = paths.data / "registry" / "registry.db"
     if registry_db.exists():
-        from components.registry import ModelRegistry
+        from components.deploy.registry import ModelRegistry
 
         with ModelRegistry(paths) as reg:
             dep = reg.deployment()

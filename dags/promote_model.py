@@ -63,9 +63,9 @@ def canary_gate(version: str | None) -> bool:
 @task
 def deployment() -> dict[str, Any]:
     """What serves now, as the registry says."""
+    from components.core.paths import DataPaths
+    from components.deploy.registry import ModelRegistry
     from components.orchestration import project_root
-    from components.paths import DataPaths
-    from components.registry import ModelRegistry
 
     dep = ModelRegistry(DataPaths(project_root())).deployment()
     return {

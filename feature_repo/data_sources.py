@@ -7,8 +7,8 @@ and from a temporary copy laid out as ``<root>/feature_repo`` + ``<root>/data/fe
 
 from feast import FileSource, PushSource, RequestSource
 
-from components.feature_store import feast_fields
-from components.features import FILES, REQUEST_COLUMNS
+from components.features.compute import FILES, REQUEST_COLUMNS
+from components.features.store import feast_fields
 
 FEATURES_DIR = "../data/features"
 
@@ -16,7 +16,7 @@ user_source = FileSource(
     name="user_features_source",
     path=f"{FEATURES_DIR}/{FILES['user']}",
     timestamp_field="event_timestamp",
-    description="Daily user snapshots (components.features).",
+    description="Daily user snapshots (components.features.compute).",
 )
 
 content_source = FileSource(

@@ -34,13 +34,13 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from components.config import load_params
-from components.paths import DataPaths
+from components.core.config import load_params
+from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
+    from components.online_update.update import OnlineUpdater
     from components.serving.engine import Feed, Recommender
     from components.serving.events import EventSink, StreamFollower
-    from components.serving.online_update import OnlineUpdater
     from components.serving.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class ServingState:
 def _request_context(ctx: Context, now_s: int) -> Any:
     from datetime import datetime
 
-    from components.feature_store import RequestContext
+    from components.features.store import RequestContext
 
     offset = 0
     if ctx.local_time:
@@ -194,7 +194,7 @@ def create_app(state: ServingState) -> FastAPI:
     m = state.metrics
 
     async def feed(raw_user: str, k: int, ctx: Context) -> Response:
-        from components.ingest import pseudonym
+        from components.data.ingest import pseudonym
 
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
@@ -320,8 +320,8 @@ def build_state(
 ) -> ServingState:
     """Load the engine and the event consumer from the project's artefacts and the environment
     (``workers``: server processes sharing the port; each enforces ``1/workers`` of the rate limit)."""
-    from components.feature_store import StoreSettings, open_store, push_user_realtime
-    from components.ingest import hmac_key_from_env
+    from components.data.ingest import hmac_key_from_env
+    from components.features.store import StoreSettings, open_store, push_user_realtime
     from components.serving.engine import Recommender
     from components.serving.events import EventSink, StreamFollower, limits_from
     from components.serving.ratelimit import DEFAULT_RATE_PER_S, RateLimiter, parse_api_keys
@@ -346,7 +346,7 @@ def build_state(
     if wanted and environ.get("RECO_ONLINE_UPDATE", "1") != "0":
         lock = _update_lock(paths)
         if lock is not None:
-            from components.serving.online_update import OnlineUpdater
+            from components.online_update.update import OnlineUpdater
 
             updater = OnlineUpdater(params, paths)  # registers candidates only; the gates promote
             updater._process_lock = lock  # type: ignore[attr-defined]  # held while it lives

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from components.paths import DataPaths
+from components.core.paths import DataPaths
 from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:
-    from components.candidates import Retriever
-    from components.feature_store import ItemFeatureCache
+    from components.features.store import ItemFeatureCache
+    from components.retrieval.candidates import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def bundle_dir(paths: DataPaths) -> Path:
 
 def seen_by_user(events: pd.DataFrame) -> dict[str, frozenset[str]]:
     """Contents each user interacted with (any event with a content but an upload)."""
-    from components.embeddings import interaction_events
+    from components.retrieval.embeddings import interaction_events
 
     ev = interaction_events(events)
     frame = pd.DataFrame(
@@ -81,14 +81,14 @@ class ServingBundle:
         """Everything from the project's artefacts at the end of its events (the candidates
         stage's cut): the saved FAISS index (rebuilt if it does not match the embeddings), the
         retriever's sources, the candidates stage's table (recomputed if it does not match)."""
-        from components.candidates import (
+        from components.retrieval.candidates import (
             CandidateParams,
             ContentIndex,
             Retriever,
             candidates_dir,
             index_dir,
         )
-        from components.embeddings import (
+        from components.retrieval.embeddings import (
             EmbeddingParams,
             embeddings_dir,
             interaction_events,
@@ -156,7 +156,7 @@ class ServingBundle:
 
     @classmethod
     def load(cls, directory: Path) -> ServingBundle:
-        from components.candidates import ContentIndex
+        from components.retrieval.candidates import ContentIndex
 
         t0 = time.perf_counter()
         directory = Path(directory)

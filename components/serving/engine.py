@@ -12,26 +12,26 @@
    and minus moderated contents (reported by more than ``serving.moderation_report_threshold``
    distinct users, counted over the batch events and the stream, or blocked by an operator).
 2. **Features** – the user's features from the Feast online store per request
-   (:class:`~components.feature_store.ServingFeatureFetcher`, TTLs applied at the request time),
-   the items' from memory (:class:`~components.feature_store.ItemFeatureCache`, by rows mapped
+   (:class:`~components.features.store.ServingFeatureFetcher`, TTLs applied at the request time),
+   the items' from memory (:class:`~components.features.store.ItemFeatureCache`, by rows mapped
    once), the pair features of these candidates only
-   (:meth:`~components.candidates.Retriever.pair_features_at` with the snapshot's per-user
-   normalisers: the values :meth:`~components.candidates.Retriever.pair_features` gives training)
+   (:meth:`~components.retrieval.candidates.Retriever.pair_features_at` with the snapshot's per-user
+   normalisers: the values :meth:`~components.retrieval.candidates.Retriever.pair_features` gives training)
    and the context from the request: the same columns
-   :func:`components.ranking.pipeline_training_set` trains on. The matrix holds exactly the
+   :func:`components.ranking.stage.pipeline_training_set` trains on. The matrix holds exactly the
    model's ``feature_cols`` (a column no source produces is NaN and is logged once per model
    version).
 3. **Scoring** – the production model, or the canary model for users that
-   :func:`components.promote.in_canary` puts in ``promote.canary.share``. A shadow model scores the
+   :func:`components.deploy.promote.in_canary` puts in ``promote.canary.share``. A shadow model scores the
    same rows; its scores go to the impression log only. With ``serving.compile_ranker`` the
-   LightGBM heads run as native code (:meth:`components.ranker.RankerModel.compile`).
+   LightGBM heads run as native code (:meth:`components.ranking.ranker.RankerModel.compile`).
 4. **Re-ranking** – trend boost ``s + beta * trend * |s|`` (``= s (1 + beta trend)`` for a
    positive score; the absolute value keeps the boost a boost for the ranker's negative,
    standardised scores), with ``trend = g / (1 + g)`` of the trending source's engagement growth
-   ``g`` (0 for contents that are not trending). The DPP (:func:`components.exploration.dpp_rerank`,
+   ``g`` (0 for contents that are not trending). The DPP (:func:`components.retrieval.exploration.dpp_rerank`,
    ``exploration.dpp_theta``) picks the ``k`` contents of the slate from the best
    ``serving.rerank_pool`` boosted candidates; the slate is shown by boosted score, and
-   ε-greedy / UCB exploration (:func:`components.exploration.explore_slate`) may swap any slot
+   ε-greedy / UCB exploration (:func:`components.retrieval.exploration.explore_slate`) may swap any slot
    for a content below the slate. Every item carries its exploration flag and propensity.
 5. **Impression log** – one row per shown item (request, user, content, position, model version,
    arm, propensity, score, shadow version and score, request time, the model's input row) into an
@@ -79,17 +79,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.exploration import ExplorationParams, dpp_rerank, explore_slate
-from components.paths import DataPaths
-from components.promote import in_canary
+from components.core.paths import DataPaths
+from components.deploy.promote import in_canary
+from components.retrieval.exploration import ExplorationParams, dpp_rerank, explore_slate
 from components.serving.bundle import ServingBundle, bundle_dir, reporters_by_content, seen_by_user
 from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:
-    from components.candidates import Retriever
-    from components.feature_store import RequestContext, ServingFeatureFetcher
-    from components.ranker import RankerModel
-    from components.registry import ModelCache, ModelRegistry
+    from components.deploy.registry import ModelCache, ModelRegistry
+    from components.features.store import RequestContext, ServingFeatureFetcher
+    from components.ranking.ranker import RankerModel
+    from components.retrieval.candidates import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -433,8 +433,8 @@ class Recommender:
         artefacts; the item feature cache (the bundle's, or the feature store's); the registry's
         models. A missing store or model does not stop the load: requests then fall back until
         :meth:`refresh` finds them."""
-        from components.feature_store import StoreSettings
-        from components.registry import ModelCache, ModelRegistry
+        from components.deploy.registry import ModelCache, ModelRegistry
+        from components.features.store import StoreSettings
 
         t0 = time.perf_counter()
         settings = ServingSettings.from_params(params)
@@ -453,7 +453,11 @@ class Recommender:
         store_settings = StoreSettings.from_params(params)
 
         def make_fetcher() -> ServingFeatureFetcher:
-            from components.feature_store import ItemFeatureCache, ServingFeatureFetcher, open_store
+            from components.features.store import (
+                ItemFeatureCache,
+                ServingFeatureFetcher,
+                open_store,
+            )
 
             store = open_store(paths, store_settings)
             items = b.items if b.items is not None else ItemFeatureCache.from_offline(store, store_settings.feature_service)
@@ -523,7 +527,7 @@ class Recommender:
         """Serve a few throw-away requests (known users and an unknown one): the first calls pay
         one-off set-up (FAISS, BLAS, scipy, Feast's first reads) of up to ~0.2 s each, which would
         otherwise push the first real requests past the time budget. Their impressions are dropped."""
-        from components.feature_store import RequestContext
+        from components.features.store import RequestContext
 
         ctx = RequestContext(self.data_now_s or int(self._clock()), 0, None, None)
         known = [str(u) for u in self.snapshot.user_ids[:n]]
@@ -1056,7 +1060,7 @@ class Recommender:
 def _fallback_list(retr: Retriever) -> list[tuple[str, float, str]]:
     """Recent (most engaged in the recent window), then all-time popular contents, deduplicated,
     each list's scores min-max normalised."""
-    from components.candidates import minmax
+    from components.retrieval.candidates import minmax
 
     ids = retr.index.content_ids
     out: list[tuple[str, float, str]] = []

@@ -1,7 +1,7 @@
 """The serving side's event consumer: ``POST /v1/events`` batches.
 
-Each batch goes through the batch ingestion's own code (:func:`components.ingest.decode_jsonl`
-and :func:`components.ingest.process_drops`: the same schema checks, reasons, duplicate rule and
+Each batch goes through the batch ingestion's own code (:func:`components.data.ingest.decode_jsonl`
+and :func:`components.data.ingest.process_drops`: the same schema checks, reasons, duplicate rule and
 keyed-HMAC pseudonymisation), so an event accepted here would be accepted by ``dvc repro`` and
 refused for the same reason. Then:
 
@@ -34,10 +34,10 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from components.paths import DataPaths
+from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
-    from components.ingest import Limits
+    from components.data.ingest import Limits
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class RealtimeFeatures:
     """The ``rt_*`` user features from the events of the last hour, per user (in memory)."""
 
     def __init__(self, last_n_viewed: int = 20) -> None:
-        from components.features import ENGAGEMENT, USER_EVENT_TYPES
+        from components.features.compute import ENGAGEMENT, USER_EVENT_TYPES
 
         self.last_n = last_n_viewed
         self.user_types = frozenset(USER_EVENT_TYPES)
@@ -139,7 +139,7 @@ class EventSink:
         self.written: set[str] = set()  # names of the stream files this sink wrote
 
     def accept(self, records: Sequence[Any], now: pd.Timestamp) -> BatchResult:
-        from components.ingest import decode_jsonl, process_drops, uploads_in
+        from components.data.ingest import decode_jsonl, process_drops, uploads_in
 
         lines = b"".join(orjson.dumps(r) + b"\n" for r in records)
         decoded = decode_jsonl(lines, "api")
@@ -189,7 +189,7 @@ class EventSink:
 
     def _write(self, events: pa.Table, quarantine: pd.DataFrame) -> None:
         """Append the batch durably: staging folder, fsync, rename each file into place."""
-        from components.ingest import write_events
+        from components.data.ingest import write_events
 
         base = stream_dir(self.paths)
         name = f"api-{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
@@ -315,7 +315,7 @@ class StreamFollower:
 
 def read_stream_events(paths: DataPaths) -> pd.DataFrame:
     """Every event accepted through the API so far (empty frame when none)."""
-    from components.ingest import read_events
+    from components.data.ingest import read_events
 
     folder = stream_dir(paths) / "events"
     if not folder.exists() or not any(folder.rglob("*.parquet")):
@@ -324,6 +324,6 @@ def read_stream_events(paths: DataPaths) -> pd.DataFrame:
 
 
 def limits_from(params: Mapping[str, Any]) -> Limits:
-    from components.ingest import Limits
+    from components.data.ingest import Limits
 
     return Limits.from_params(dict(params))

@@ -1,15 +1,15 @@
 """Per-user serving state computed in batch: the fast path's candidates and pair normalisers.
 
 Scoring every source over the whole catalogue per request (what
-:meth:`components.candidates.Retriever.retrieve` and ``pair_features`` do) costs time linear in
+:meth:`components.retrieval.candidates.Retriever.retrieve` and ``pair_features`` do) costs time linear in
 the catalogue: ~40 ms a request on 5,000 contents, seconds on a million. Serving instead reads,
 for each known user, what the batch computed at the same cut:
 
 * ``positions`` / ``sources`` / ``scores`` – the merged candidates of
-  :func:`components.candidates.candidate_table` (CSR rows: ``indptr[r]:indptr[r + 1]``);
-* ``stats`` – :meth:`~components.candidates.Retriever.pair_stats`, each pair source's mean and
+  :func:`components.retrieval.candidates.candidate_table` (CSR rows: ``indptr[r]:indptr[r + 1]``);
+* ``stats`` – :meth:`~components.retrieval.candidates.Retriever.pair_stats`, each pair source's mean and
   standard deviation over the user's catalogue, so that
-  :meth:`~components.candidates.Retriever.pair_features_at` gives the training features' exact
+  :meth:`~components.retrieval.candidates.Retriever.pair_features_at` gives the training features' exact
   values for any few contents (the candidates, and the real-time ANN neighbours added per
   request) without touching the rest of the catalogue;
 * a ``cold`` row: the candidates and normalisers of a user nobody knows (trending, fresh,
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from components.candidates import Retriever
+    from components.retrieval.candidates import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class CandidateSnapshot:
         stats: np.ndarray,
         user_ids: Sequence[str],
     ) -> CandidateSnapshot:
-        """From a :func:`~components.candidates.candidate_table` (``user_id, content_id, score,
+        """From a :func:`~components.retrieval.candidates.candidate_table` (``user_id, content_id, score,
         source, rank``) holding ``user_ids`` (the last one ``COLD_USER``) and their pair stats."""
         users = pd.Index([str(u) for u in user_ids])
         catalogue = pd.Index([str(c) for c in content_ids])
@@ -125,7 +125,7 @@ class CandidateSnapshot:
     ) -> CandidateSnapshot:
         """Candidates and pair stats of ``user_ids`` plus the cold row, as the retriever computes
         them (``table``: the candidates stage's output for those users, when at hand)."""
-        from components.candidates import candidate_table
+        from components.retrieval.candidates import candidate_table
 
         t0 = time.perf_counter()
         users = [str(u) for u in user_ids if str(u) != COLD_USER]

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from components.orchestration import MODEL_ASSET_NAME, TRAIN_STAGES
-from tests.tiny_project import dvc, lock_outs, make_project, tool_env
+from tests.fixtures.tiny_project import dvc, lock_outs, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -128,8 +128,8 @@ def test_train_dag_artefacts_match_dvc_repro(ran: dict) -> None:
 
 
 def test_promote_dag_takes_the_first_model_to_production(ran: dict) -> None:
-    from components.paths import DataPaths
-    from components.registry import ModelRegistry
+    from components.core.paths import DataPaths
+    from components.deploy.registry import ModelRegistry
 
     assert ran["promote"]["state"] == "success", ran["promote"]
     assert ran["promote"]["tasks"]["deployment"] == "success"

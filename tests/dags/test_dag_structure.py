@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
+from components.core.paths import PROJECT_ROOT
 from components.orchestration import MODEL_ASSET_NAME, RETRAIN_ASSET_NAME, TRAIN_STAGES
-from components.paths import PROJECT_ROOT
 
 EXPECTED = {"train_recommender", "materialize_features", "monitor_drift", "promote_model"}
 
@@ -47,7 +47,7 @@ def test_train_recommender_graph(dagbag) -> None:  # type: ignore[no-untyped-def
     assert [t.task_id for t in dag.topological_sort()] == order
     assert _edges(dag) == set(itertools.pairwise(order))
     assert TRAIN_STAGES[1:] == ("ingest", "preprocess", "features", "feast_apply", "materialize",
-                                "embeddings", "candidates", "train", "evaluate")
+                                "embeddings", "candidates", "ranking", "evaluate")
     register = dag.get_task("register_candidate")
     assert [o.name for o in register.outlets] == [MODEL_ASSET_NAME]
     # scheduled daily and by the drift monitor's retrain request

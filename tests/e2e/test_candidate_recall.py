@@ -13,11 +13,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from components import candidates, datagen, embeddings
-from components.config import load_params
-from components.ingest import run as ingest_run
-from components.paths import DataPaths
-from components.preprocess import run as preprocess_run
+from components.core.config import load_params
+from components.core.paths import DataPaths
+from components.data import datagen
+from components.data.ingest import run as ingest_run
+from components.data.preprocess import run as preprocess_run
+from components.retrieval import candidates, embeddings
 
 pytestmark = pytest.mark.slow
 

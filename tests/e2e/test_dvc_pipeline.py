@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.tiny_project import TINY, dvc, make_project
+from tests.fixtures.tiny_project import TINY, dvc, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def test_batch_feed_excludes_what_users_saw(project: Path) -> None:
     _dvc(project, "repro", *MAIN)
     import pandas as pd
 
-    from components.ingest import pseudonym
+    from components.data.ingest import pseudonym
 
     raw = pd.read_parquet(project / "data/drops/synthetic/events")
     wanted = sorted(raw["user_id"].dropna().astype(str).unique())[:5]
@@ -110,7 +110,7 @@ def test_batch_feed_excludes_what_users_saw(project: Path) -> None:
     env = {**os.environ, "RECO_HMAC_KEY": "e2e-test-key"}
     env.pop("RECO_DEMO", None)
     out = subprocess.run(
-        [sys.executable, "-m", "components.evaluate", "--root", str(project), "--params", str(project / "params.yaml"),
+        [sys.executable, "-m", "components.evaluation.stage", "--root", str(project), "--params", str(project / "params.yaml"),
          "--feed-users", str(project / "users.txt"), "--k", "7", "--out", str(project / "feed.csv")],
         cwd=project, env=env, capture_output=True, text=True, timeout=600,
     )

@@ -9,12 +9,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from components import realdata
-from components.config import load_params
-from components.ingest import read_events
-from components.ingest import run as ingest_run
-from components.paths import PROJECT_ROOT, DataPaths
-from components.preprocess import run as preprocess_run
+from components.core.config import load_params
+from components.core.paths import PROJECT_ROOT, DataPaths
+from components.data import realdata
+from components.data.ingest import read_events
+from components.data.ingest import run as ingest_run
+from components.data.preprocess import run as preprocess_run
 
 NOW = pd.Timestamp("2026-11-01T00:00:00Z")
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.tiny_project import free_port, tool_env, trained_project
+from tests.fixtures.tiny_project import free_port, tool_env, trained_project
 
 pytestmark = pytest.mark.slow
 
@@ -160,8 +160,8 @@ def test_metrics_are_exposed(server: str) -> None:
 
 
 def test_fresh_likes_change_the_next_feed_within_a_second(server: str, project: Path) -> None:
-    from components.ingest import pseudonym
-    from tests.tiny_project import HMAC_KEY
+    from components.data.ingest import pseudonym
+    from tests.fixtures.tiny_project import HMAC_KEY
 
     content = pd.read_parquet(project / "data/interim/content.parquet", columns=["content_id", "category"])
     category = dict(zip(content["content_id"].astype(str), content["category"].astype(str), strict=True))
@@ -216,7 +216,7 @@ def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> No
     try:
         for command in ("apply", "materialize"):
             out = subprocess.run(
-                [sys.executable, "-m", "components.feature_store", command, "--root", str(project), "--params", str(project / "params.yaml")],
+                [sys.executable, "-m", "components.features.store", command, "--root", str(project), "--params", str(project / "params.yaml")],
                 env=tool_env(**store_env), cwd=project, capture_output=True, text=True, timeout=600,
             )
             assert out.returncode == 0, out.stdout + out.stderr
@@ -246,7 +246,7 @@ def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> No
 
 def _data_now(project: Path) -> pd.Timestamp:
     """The serving clock of ``serving.clock: data``: just after the project's newest event."""
-    from components.embeddings import interaction_events
+    from components.retrieval.embeddings import interaction_events
 
     events = pd.read_parquet(project / "data/interim/events.parquet")
     newest = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(milliseconds=1)
@@ -256,8 +256,8 @@ def _data_now(project: Path) -> pd.Timestamp:
 def test_two_workers_follow_each_others_events(project: Path, tmp_path: Path) -> None:
     """RECO_WORKERS=2: likes posted to one worker reach the other through the event stream, so
     whichever process answers, the next feeds reflect them and leave the liked contents out."""
-    from components.ingest import pseudonym
-    from tests.tiny_project import HMAC_KEY
+    from components.data.ingest import pseudonym
+    from tests.fixtures.tiny_project import HMAC_KEY
 
     with serving_process(project, tmp_path, RECO_WORKERS="2", RECO_ONLINE_UPDATE="0") as base:
         content = pd.read_parquet(project / "data/interim/content.parquet", columns=["content_id", "category"])
@@ -296,8 +296,8 @@ def test_online_update_registers_a_candidate_never_production(project: Path, tmp
     the joined rows and registers the result as a candidate. Production does not change."""
     import yaml
 
-    from components.paths import DataPaths
-    from components.registry import ModelRegistry
+    from components.core.paths import DataPaths
+    from components.deploy.registry import ModelRegistry
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["online_update"] = {
@@ -353,12 +353,12 @@ def test_benchmark_world_replicates_the_project_and_serves(project: Path, tmp_pa
     import json
 
     from benchmarks.synthetic_catalogue import RAW_USER, build
-    from components.config import load_params
-    from components.feature_store import RequestContext
-    from components.ingest import pseudonym
-    from components.paths import DataPaths
+    from components.core.config import load_params
+    from components.core.paths import DataPaths
+    from components.data.ingest import pseudonym
+    from components.features.store import RequestContext
     from components.serving.engine import Recommender
-    from tests.tiny_project import HMAC_KEY
+    from tests.fixtures.tiny_project import HMAC_KEY
 
     monkeypatch.setenv("RECO_HMAC_KEY", HMAC_KEY)
     monkeypatch.delenv("RECO_DEMO", raising=False)
@@ -392,9 +392,9 @@ def test_promotion_and_rollback_are_picked_up_without_a_restart(server: str, pro
     """Runs last: it swaps the project's production model and swaps it back."""
     from datetime import UTC, datetime
 
-    from components.paths import DataPaths
-    from components.ranker import save
-    from components.registry import ModelRegistry
+    from components.core.paths import DataPaths
+    from components.deploy.registry import ModelRegistry
+    from components.ranking.ranker import save
 
     user = _raw_users(project)[0]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from components import feature_store as FS
-from components.paths import DataPaths
+from components.core.paths import DataPaths
+from components.features import store as FS
 from tests.feature_repo.helpers import build_root
 
 REDIS_TEST_URL = os.environ.get("RECO_REDIS_TEST_URL", "127.0.0.1:6379,db=15")

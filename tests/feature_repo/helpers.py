@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components import features as F
-from components.paths import DataPaths
-from components.preprocess import sessionise
+from components.core.paths import DataPaths
+from components.data.preprocess import sessionise
+from components.features import compute as F
 
 T0 = pd.Timestamp("2026-03-02T00:00:00Z")  # a Monday
 DAY = pd.Timedelta(days=1)

@@ -9,9 +9,10 @@ import json
 import pandas as pd
 import pytest
 
-from components import features, ingest, preprocess, realdata
-from components.config import load_params
-from components.paths import PROJECT_ROOT, DataPaths
+from components.core.config import load_params
+from components.core.paths import PROJECT_ROOT, DataPaths
+from components.data import ingest, preprocess, realdata
+from components.features import compute as features
 
 SRC = PROJECT_ROOT / "datasets" / "kuairand-subset"
 KEY = b"kuairand-test-key"

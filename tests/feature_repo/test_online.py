@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import feature_store as FS
-from components.features import FILES
+from components.features import store as FS
+from components.features.compute import FILES
 from tests.feature_repo.conftest import redis_client
 from tests.feature_repo.helpers import DAY, T0, H
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import feature_store as FS
+from components.features import store as FS
 from tests.feature_repo.helpers import DAY, T0, H, build_root
 
 MS = pd.Timedelta(milliseconds=1)

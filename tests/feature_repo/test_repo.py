@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import feature_store as FS
-from components import features as F
-from components.paths import PROJECT_ROOT, DataPaths
+from components.core.paths import PROJECT_ROOT, DataPaths
+from components.features import compute as F
+from components.features import store as FS
 
 
 def test_definitions_follow_the_feature_tables() -> None:

@@ -1,0 +1,320 @@
+"""Promotion gates on a held-out set with known structure, with real (tiny) LightGBM rankers.
+
+Engagement follows feature ``f_eng``; negative feedback (skip / hide / report) follows an
+independent feature ``f_neg``. So:
+
+* ``good`` (trained on both features) ranks well; ``weak`` sees only noise;
+* ``inverted`` is ``good`` with its engaged head's sign flipped: clearly worse; ``negated`` flips
+  both heads, so it orders every request exactly against ``good``;
+* ``edgy`` is ``good`` with the negative head's weight turned positive: it still finds engaging
+  items but also pushes the ones users hide and report (a guardrail regression).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.core.paths import DataPaths
+from components.deploy.promote import (
+    GateVerdict,
+    PromoteParams,
+    arm_outcomes,
+    canary_decision,
+    canary_gate,
+    in_canary,
+    offline_gate,
+    run_all,
+    run_gate,
+    shadow_gate,
+)
+from components.deploy.registry import ModelCache, ModelRegistry
+from components.ranking.ranker import RankerModel, RankerParams, save, train_ranker
+from components.ranking.stage import holdout_path
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+GOOD_QUALITY = {"reconciled": True, "quarantine_rate": 0.001}
+P = PromoteParams(min_users=40, share=0.3, min_groups=20)
+
+
+def make_rows(n_users: int = 400, per_group: int = 30, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = n_users * per_group
+    user = np.repeat([f"u{i:04d}" for i in range(n_users)], per_group)
+    f_eng, f_neg, noise = rng.normal(size=(3, n))
+    engaged = (rng.random(n) < 1 / (1 + np.exp(-(2.5 * f_eng - 2.0)))).astype(int)
+    negative = (rng.random(n) < 1 / (1 + np.exp(-(2.5 * f_neg - 2.5)))).astype(int)
+    return pd.DataFrame(
+        {
+            "group_id": [f"{u}@2026-02-28" for u in user],
+            "user_id": user,
+            "content_id": [f"c{i:05d}" for i in range(n)],
+            "event_timestamp": pd.Timestamp("2026-02-28", tz="UTC")
+            + pd.to_timedelta(np.repeat(np.arange(n_users), per_group), unit="s"),
+            "f_eng": f_eng,
+            "f_neg": f_neg,
+            "noise": noise,
+            "label_engaged": engaged,
+            "label_negative": negative,
+            "relevance": engaged,
+        }
+    )
+
+
+def _train(rows: pd.DataFrame, features: list[str], seed: int) -> RankerModel:
+    params = RankerParams(
+        objective="binary",
+        heads={"engaged": 1.0, "negative": -1.0},
+        n_estimators=30,
+        early_stopping_rounds=0,
+        num_leaves=8,
+        max_depth=3,
+        min_child_samples=10,
+        n_threads=1,
+        seed=seed,
+    )
+    return train_ranker(rows, features, params, feature_service="ranker_v2", created_from="test")
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, RankerModel]:
+    train = make_rows(seed=1)
+    good = _train(train, ["f_eng", "f_neg", "noise"], 1)
+    weak = _train(train.assign(f_eng=0.0, f_neg=0.0), ["f_eng", "f_neg", "noise"], 2)
+    return {
+        "good": good,
+        "weak": weak,
+        "inverted": good.with_weights({"engaged": -1.0}),
+        "negated": good.with_weights({"engaged": -1.0, "negative": 1.0}),
+        "edgy": good.with_weights({"negative": 0.3}),
+    }
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    return make_rows(seed=7)
+
+
+def test_offline_gate_passes_a_better_candidate_and_stops_a_worse_one(models, rows) -> None:
+    better = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=None)
+    assert better.passed and better.decision == "pass"
+    assert better.metrics["delta"]["auc"] > 0.2 and better.metrics["delta"]["ndcg@10"] > 0.1
+    worse = offline_gate(rows, models["inverted"], models["good"], P, quality=GOOD_QUALITY, drift=None)
+    assert not worse.passed and worse.decision == "fail"
+    assert "NDCG@10" in worse.reason and "AUC" in worse.reason
+
+
+def test_offline_gate_checks_data_quality_and_drift(models, rows) -> None:
+    bad = offline_gate(rows, models["good"], models["weak"], P,
+                       quality={"reconciled": True, "quarantine_rate": 0.2}, drift=None)
+    assert not bad.passed and "quarantine rate 0.2" in bad.reason
+    missing = offline_gate(rows, models["good"], models["weak"], P, quality={}, drift=None)
+    assert not missing.passed and "reconcile" in missing.reason
+    drift = {"drift_detected": True, "windows": {"current": {"start": "2026-03-04T00:00:00+00:00", "end": "2026-03-05T00:00:00+00:00"}}}
+    stale = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
+                         drift=drift, trained_until="2026-03-01T00:00:00+00:00")
+    assert not stale.passed and "newer than the candidate's training data" in stale.reason
+    fresh = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
+                         drift=drift, trained_until="2026-03-06T00:00:00+00:00")
+    assert fresh.passed
+
+
+def test_first_model_needs_an_absolute_floor(models, rows) -> None:
+    assert offline_gate(rows, models["good"], None, P, quality=GOOD_QUALITY, drift=None).passed
+    weak = offline_gate(rows, models["weak"], None, P, quality=GOOD_QUALITY, drift=None)
+    assert not weak.passed and "below the floor" in weak.reason
+
+
+def test_shadow_gate_compares_agreement_and_logs_both_models(models, rows) -> None:
+    ok, log = shadow_gate(rows, models["edgy"], models["good"], P)
+    assert ok.passed and ok.metrics["mean_rank_corr"] > 0.3
+    assert set(log["role"]) == {"shadow", "production"} and len(log) == 2 * len(rows)
+    assert set(log["model_version"]) == {models["edgy"].version, models["good"].version}
+    contradicts, _ = shadow_gate(rows, models["negated"], models["good"], P)
+    assert not contradicts.passed and contradicts.metrics["mean_rank_corr"] < -0.99
+    unrelated, _ = shadow_gate(rows, models["good"], models["weak"], P)  # production is noise
+    assert unrelated.passed and abs(unrelated.metrics["mean_rank_corr"]) < 0.1
+    slow, _ = shadow_gate(rows, models["good"], models["weak"], PromoteParams(max_p99_ms=0.0))
+    assert not slow.passed and "p99 scoring latency" in slow.reason
+
+
+def test_canary_assignment_is_deterministic_and_close_to_the_share() -> None:
+    users = [f"user-{i}" for i in range(20_000)]
+    a = in_canary(users, 0.1, "salt")
+    assert np.array_equal(a, in_canary(users, 0.1, "salt"))
+    assert abs(a.mean() - 0.1) < 4 * np.sqrt(0.1 * 0.9 / len(users))
+    assert not np.array_equal(a, in_canary(users, 0.1, "other-salt"))
+    assert in_canary(users, 0.2, "salt")[a].all()  # growing the share keeps the canary users
+
+
+def test_canary_promotes_a_better_model(models, rows) -> None:
+    v = canary_gate(rows, models["good"], models["weak"], P)
+    assert v.decision == "promote" and v.passed, v.reason
+    assert v.metrics["canary_users"] >= P.min_users and v.metrics["control_users"] >= P.min_users
+    assert v.metrics["canary_engagement_rate"] > v.metrics["control_engagement_rate"]
+    assert "replay of held-out events" in v.evidence
+
+
+def test_canary_rolls_back_a_worse_model_and_a_guardrail_regression(models, rows) -> None:
+    worse = canary_gate(rows, models["inverted"], models["good"], P)
+    assert worse.decision == "rollback" and "significantly worse" in worse.reason
+    edgy = canary_gate(rows, models["edgy"], models["good"], P)
+    assert edgy.decision == "rollback" and edgy.reason.startswith("guardrail"), edgy.reason
+    assert edgy.metrics["canary_negative_rate"] > 2 * edgy.metrics["control_negative_rate"]
+
+
+def test_canary_holds_without_enough_users(models, rows) -> None:
+    few = rows[rows["user_id"] < "u0060"]
+    v = canary_gate(few, models["good"], models["weak"], P)
+    assert v.decision == "hold" and "not enough outcomes" in v.reason and not v.passed
+
+
+def test_canary_decision_on_crafted_outcomes() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+
+    def users(eng: float, neg: float, canary: bool) -> pd.DataFrame:
+        return pd.DataFrame({
+            "user_id": [f"{canary}-{i}" for i in range(n)],
+            "canary": canary,
+            "impressions": 10,
+            "engaged": 0,
+            "negative": 0,
+            "engagement_rate": np.clip(rng.normal(eng, 0.05, n), 0, 1),
+            "negative_rate": np.clip(rng.normal(neg, 0.02, n), 0, 1),
+        })
+
+    same = pd.concat([users(0.3, 0.05, True), users(0.3, 0.05, False)])
+    assert canary_decision(same, P)[0] == "promote"
+    guard = pd.concat([users(0.3, 0.10, True), users(0.3, 0.05, False)])
+    assert canary_decision(guard, P)[0] == "rollback"
+    small_guard = pd.concat([users(0.3, 0.055, True), users(0.3, 0.05, False)])  # within margin
+    assert canary_decision(small_guard, P)[0] == "promote"
+    assert canary_decision(pd.concat([users(0.2, 0.05, True), users(0.3, 0.05, False)]), P)[0] == "rollback"
+
+
+def test_arm_outcomes_count_the_shown_items(models, rows) -> None:
+    cand = models["good"].predict(rows)
+    per_user = arm_outcomes(rows, cand, cand, P)
+    assert (per_user["impressions"] == P.k).all() and len(per_user) == rows["user_id"].nunique()
+
+
+# ------------------------------------------------------------------ the gates on the registry
+
+
+@pytest.fixture
+def project(tmp_path: Path, rows: pd.DataFrame, models) -> DataPaths:
+    paths = DataPaths(tmp_path)
+    holdout_path(paths).parent.mkdir(parents=True)
+    rows.to_parquet(holdout_path(paths), index=False)
+    paths.metrics.mkdir()
+    (paths.metrics / "ingest.json").write_text(json.dumps({"reconciled": True, "n_in": 1000, "quarantined": 1}))
+    return paths
+
+
+def _params(offline_margin: float = -0.005) -> dict:
+    return {
+        "base": {"seed": 42},
+        "promote": {
+            "offline": {"min_delta_ndcg": offline_margin, "min_delta_auc": offline_margin},
+            "canary": {"min_users": P.min_users, "share": P.share},
+        },
+    }
+
+
+def _register(paths: DataPaths, model: RankerModel, i: int, metrics: dict | None = None) -> str:
+    folder = save(model, paths.data / "models" / "ranker")
+    with ModelRegistry(paths) as reg:
+        return reg.register(folder, metrics=metrics or {}, data_version="d", now=T0 + timedelta(minutes=i)).version
+
+
+def _to_production(paths: DataPaths, version: str) -> None:
+    with ModelRegistry(paths) as reg:
+        for i, stage in enumerate(("shadow", "canary", "production")):
+            reg.promote(version, stage, now=T0 + timedelta(hours=1, minutes=i), reason="setup")
+
+
+def test_better_candidate_goes_all_the_way_to_production(project: DataPaths, models) -> None:
+    prod = _register(project, models["weak"], 0)
+    _to_production(project, prod)
+    cand = _register(project, models["good"], 1)
+    verdicts = run_all(_params(), project, version=cand, now=T0 + timedelta(days=1))
+    assert [(v.gate, v.decision) for v in verdicts] == [("offline", "pass"), ("shadow", "pass"), ("canary", "promote")]
+    with ModelRegistry(project) as reg:
+        assert reg.deployment().production.version == cand
+        assert reg.get(prod).stage == "archived"
+        assert [h.to_stage for h in reg.history(cand)] == ["candidate", "shadow", "canary", "production"]
+        assert reg.check() == []
+    for gate in ("offline", "shadow", "canary"):
+        on_disk = json.loads((project.metrics / f"gate_{gate}.json").read_text())
+        assert on_disk["candidate"] == cand and on_disk["passed"] is True
+    assert (project.data / "logs" / "scores" / f"shadow-{cand}.parquet").exists()
+    # a gate re-run for a model already past it changes nothing
+    again = run_gate("offline", _params(), project, version=cand, now=T0 + timedelta(days=2))
+    assert again.decision == "nothing" and again.passed
+
+
+def test_worse_candidate_stops_at_offline_and_production_is_untouched(project: DataPaths, models) -> None:
+    prod = _register(project, models["good"], 0)
+    _to_production(project, prod)
+    with ModelRegistry(project) as reg:
+        revision = reg.revision()
+    cand = _register(project, models["inverted"], 1)
+    verdicts = run_all(_params(), project, version=cand, now=T0 + timedelta(days=1))
+    assert [(v.gate, v.decision) for v in verdicts] == [("offline", "fail")]
+    with ModelRegistry(project) as reg:
+        assert reg.deployment().production.version == prod
+        assert reg.get(cand).stage == "archived"
+        assert reg.revision() == revision + 2  # registered, then archived: nothing else moved
+
+
+def test_guardrail_regression_is_rolled_back_at_canary(project: DataPaths, models) -> None:
+    prod = _register(project, models["good"], 0)
+    _to_production(project, prod)
+    cand = _register(project, models["edgy"], 1)
+    # offline metrics see engagement only: with a loose margin the regression reaches the canary
+    verdicts = run_all(_params(offline_margin=-0.2), project, version=cand, now=T0 + timedelta(days=1))
+    assert [(v.gate, v.decision) for v in verdicts] == [("offline", "pass"), ("shadow", "pass"), ("canary", "rollback")]
+    assert verdicts[-1].reason.startswith("guardrail")
+    with ModelRegistry(project) as reg:
+        assert reg.deployment().production.version == prod
+        assert reg.deployment().canary is None
+        assert reg.get(cand).stage == "archived"
+
+
+def test_rollback_restores_the_previous_production_and_serving_picks_it_up(project: DataPaths, models, rows) -> None:
+    old = _register(project, models["weak"], 0)
+    _to_production(project, old)
+    new = _register(project, models["good"], 1)
+    run_all(_params(), project, version=new, now=T0 + timedelta(days=1))
+    reg = ModelRegistry(project)
+    cache = ModelCache(reg)
+    cache.refresh()
+    assert cache.production().version == new
+    reg.rollback(reason="test", now=T0 + timedelta(days=2))
+    assert cache.refresh() is True
+    assert cache.production().version == old
+    assert np.allclose(cache.production().predict(rows), models["weak"].predict(rows))
+    reg.close()
+
+
+def test_nothing_to_check_is_not_a_failure(project: DataPaths) -> None:
+    v = run_gate("canary", _params(), project, version=None, now=T0)
+    assert isinstance(v, GateVerdict) and v.decision == "nothing" and v.passed
+
+
+def test_drift_reference_is_the_production_models_training_window(project: DataPaths, models) -> None:
+    from components.orchestration import production_reference
+
+    (project.root / "params.yaml").write_text("base: {seed: 1}\ndrift: {reference_days: 3}\n")
+    assert production_reference(project.root, T0) is None  # no registry yet
+    prod = _register(project, models["good"], 0, {"trained_until": "2026-02-20T00:00:00+00:00"})
+    _to_production(project, prod)
+    assert production_reference(project.root, T0) == (datetime(2026, 2, 17, tzinfo=UTC), datetime(2026, 2, 20, tzinfo=UTC))
+    # a model trained on data inside the current window: the default windows apply
+    assert production_reference(project.root, datetime(2026, 2, 19, tzinfo=UTC)) is None

@@ -1,0 +1,499 @@
+"""Multi-head ranker: training on both backends and objectives, scoring, split, artefact round trip.
+
+The training frame is synthetic: 300 groups (one user request each, one hour apart) of 30
+candidates whose labels follow a latent score of the features, so a working model must beat
+random on the latest groups. Most models train with one thread: on a busy 2-core machine,
+OpenMP with two threads can stall on its barriers and slow tiny trainings down many times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Hashable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from components.evaluation.metrics import ranking_metrics
+from components.ranking.ranker import (
+    DEFAULT_HEAD_WEIGHTS,
+    MANIFEST,
+    RankerModel,
+    RankerParams,
+    load,
+    save,
+    time_split,
+    train_ranker,
+)
+
+FEATURES = [f"f{i}" for i in range(8)] + ["u0"]
+COMBOS = [(b, o) for b in ("lightgbm", "xgboost") for o in ("lambdarank", "binary")]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def make_frame(
+    n_groups: int = 300, n_cands: int = 30, seed: int = 0, signal: float = 1.0
+) -> pd.DataFrame:
+    """Candidates with labels driven by a latent score; rows shuffled (the ranker must sort)."""
+    rng = np.random.default_rng(seed)
+    n = n_groups * n_cands
+    group = np.repeat(np.arange(n_groups), n_cands)
+    F = rng.normal(size=(n, 8))
+    user = np.repeat(rng.normal(size=n_groups), n_cands)
+    latent = signal * (1.2 * F[:, 0] - 0.8 * F[:, 1] + 0.6 * F[:, 2] * F[:, 3] + 0.5 * user)
+    engaged = (rng.random(n) < _sigmoid(latent - 1)).astype(int)
+    like = engaged & (rng.random(n) < _sigmoid(F[:, 4])).astype(int)
+    share = engaged & (rng.random(n) < 0.3 * _sigmoid(F[:, 5] + 1)).astype(int)
+    complete = (rng.random(n) < _sigmoid(latent + F[:, 6])).astype(int)
+    viewed = rng.random(n) < 0.7
+    watch = np.where(viewed, np.exp(0.3 * latent + 0.2 * rng.normal(size=n)), np.nan)
+    negative = (rng.random(n) < _sigmoid(-latent + 1.5 * F[:, 7] - 2)).astype(int)
+    F[rng.random(n) < 0.1, 1] = np.nan  # missing feature values are allowed
+    df = pd.DataFrame(F, columns=FEATURES[:8])
+    df["u0"] = user
+    df["group_id"] = group
+    df["event_timestamp"] = pd.Timestamp("2026-01-05", tz="UTC") + pd.to_timedelta(group, unit="h")
+    df["label_engaged"] = engaged
+    df["label_like"] = like
+    df["label_share"] = share
+    df["label_complete_view"] = complete
+    df["label_watch_ratio"] = watch
+    df["label_negative"] = negative
+    df["relevance"] = np.minimum(engaged + like + share, 3)
+    return df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def small_params(**overrides: object) -> RankerParams:
+    base = RankerParams(
+        n_estimators=80,
+        early_stopping_rounds=10,
+        learning_rate=0.1,
+        num_leaves=15,
+        max_depth=4,
+        n_threads=1,
+        seed=7,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return make_frame()
+
+
+@pytest.fixture(scope="module")
+def models(frame: pd.DataFrame) -> dict[tuple[str, str], RankerModel]:
+    return {
+        (b, o): train_ranker(
+            frame,
+            FEATURES,
+            small_params(backend=b, objective=o),
+            feature_service="ranker_v2",
+            created_from="data-v1",
+        )
+        for b, o in COMBOS
+    }
+
+
+def _validation(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[time_split(frame, 0.2)].sort_values(["group_id", "f0"]).reset_index(drop=True)
+
+
+def _ndcg(val: pd.DataFrame, scores: np.ndarray) -> float:
+    recs: dict[Hashable, list[int]] = {}
+    rel: dict[Hashable, set[int]] = {}
+    for g, rows in val.groupby("group_id").indices.items():
+        idx = np.asarray(rows)
+        order = idx[np.argsort(-scores[idx], kind="stable")]
+        recs[g] = order[:10].tolist()
+        rel[g] = set(idx[val["label_engaged"].to_numpy()[idx] == 1].tolist())
+    return ranking_metrics(recs, rel, ks=(10,))["ndcg@10"]
+
+
+# ---------------------------------------------------------------- params
+
+
+def test_params_from_params_defaults_and_overrides() -> None:
+    p = RankerParams.from_params(
+        {
+            "base": {"seed": 3},
+            "ranking": {"backend": "xgboost", "l2_lambda": 0.01, "other_stage_key": 1},
+        }
+    )
+    assert (p.backend, p.objective, p.seed, p.l2_lambda) == ("xgboost", "lambdarank", 3, 0.01)
+    assert p.heads == DEFAULT_HEAD_WEIGHTS and p.heads["negative"] < 0
+    assert (p.learning_rate, p.lr_decay, p.n_estimators, p.early_stopping_rounds) == (
+        0.05,
+        0.995,
+        300,
+        30,
+    )
+    assert (p.num_leaves, p.max_depth, p.min_child_samples, p.validation_fraction, p.n_threads) == (
+        31,
+        6,
+        20,
+        0.2,
+        2,
+    )
+    assert RankerParams.from_params({"base": {"seed": 1}}).l2_lambda == 0.001
+    only = RankerParams.from_params(
+        {"base": {"seed": 1}, "ranking": {"heads": {"engaged": 1, "negative": -2}}}
+    )
+    assert only.heads == {"engaged": 1.0, "negative": -2.0}
+    assert p.learning_rate_at(0) == 0.05 and p.learning_rate_at(2) == pytest.approx(0.05 * 0.995**2)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"backend": "catboost"},
+        {"objective": "pairwise"},
+        {"heads": {"engaged": 1.0, "dwell": 1.0}},
+        {"heads": {"like": 1.0}},
+        {"validation_fraction": 0.0},
+        {"lr_decay": 1.5},
+        {"l2_lambda": -1},
+        {"n_threads": 0},
+    ],
+)
+def test_params_reject_invalid(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        RankerParams.from_params({"base": {"seed": 1}, "ranking": bad})
+
+
+# ---------------------------------------------------------------- split
+
+
+def test_time_split_puts_latest_groups_in_validation(frame: pd.DataFrame) -> None:
+    mask = time_split(frame, 0.2)
+    val_groups = set(frame.loc[mask, "group_id"])
+    assert val_groups == set(range(240, 300))  # group g is stamped g hours after the start
+    assert frame.loc[mask, "event_timestamp"].min() > frame.loc[~mask, "event_timestamp"].max()
+
+
+def test_time_split_never_straddles_a_timestamp() -> None:
+    # 10 groups at 5 distinct times (2 per time); 25% asked → the boundary snaps to a time change
+    df = pd.DataFrame(
+        {
+            "group_id": np.repeat(np.arange(10), 3),
+            "event_timestamp": np.repeat(np.arange(10) // 2, 3).astype(float),
+        }
+    )
+    mask = time_split(df, 0.25)
+    assert df.loc[mask, "event_timestamp"].min() > df.loc[~mask, "event_timestamp"].max()
+    assert df.loc[mask, "group_id"].nunique() in (2, 4)
+
+
+def test_time_split_single_timestamp_falls_back_to_group_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    df = pd.DataFrame({"group_id": np.repeat(np.arange(10), 2), "event_timestamp": 0.0})
+    with caplog.at_level(logging.WARNING, logger="components.ranking.ranker"):
+        mask = time_split(df, 0.2)
+    assert set(df.loc[mask, "group_id"]) == {8, 9}
+    assert "share one timestamp" in caplog.text
+
+
+def test_time_split_errors() -> None:
+    one = pd.DataFrame({"group_id": [1, 1], "event_timestamp": [0.0, 0.0]})
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        time_split(one, 0.2)
+    nat = pd.DataFrame(
+        {"group_id": [1, 2], "event_timestamp": pd.to_datetime(pd.Series(["2026-01-01", None]))}
+    )
+    with pytest.raises(ValueError, match="missing timestamps"):
+        time_split(nat, 0.2)
+
+
+# ---------------------------------------------------------------- training quality
+
+
+@pytest.mark.parametrize(("backend", "objective"), COMBOS)
+def test_every_backend_and_objective_beats_random(
+    models: dict[tuple[str, str], RankerModel], frame: pd.DataFrame, backend: str, objective: str
+) -> None:
+    model = models[(backend, objective)]
+    tm = model.training_metrics
+    assert tm["split"]["validation_groups"] == 60 and tm["split"]["train_groups"] == 240
+    assert set(model.heads) == set(DEFAULT_HEAD_WEIGHTS)
+    engaged = tm["heads"]["engaged"]
+    assert engaged["auc"] > 0.7
+    assert tm["heads"]["negative"]["auc"] > 0.6 and tm["heads"]["complete_view"]["auc"] > 0.6
+    if objective == "binary":
+        assert engaged["logloss"] < 0.6
+    # recomputed from scratch on the validation groups, against random scores
+    val = _validation(frame)
+    scores = model.predict(val)
+    random_ndcg = np.mean([_ndcg(val, np.random.default_rng(s).random(len(val))) for s in range(5)])
+    assert _ndcg(val, scores) > random_ndcg + 0.1
+    assert engaged["ndcg@10"] > random_ndcg + 0.1
+    assert roc_auc_score(val["label_engaged"], scores) > 0.7
+    assert model.feature_service == "ranker_v2" and model.feature_cols == FEATURES
+
+
+def test_predict_is_weighted_sum_of_standardised_heads(
+    models: dict[tuple[str, str], RankerModel], frame: pd.DataFrame
+) -> None:
+    model = models[("lightgbm", "lambdarank")]
+    val = _validation(frame)
+    z = model.predict_heads(val, output="standardised")
+    expected = sum(model.heads[h].weight * z[h] for h in z)
+    np.testing.assert_allclose(model.predict(val), expected, rtol=1e-12, atol=1e-12)
+    # the standardisation makes every head ~N(0, 1) on the rows it was fitted on
+    train = frame[~time_split(frame, 0.2)]
+    for h, zh in model.predict_heads(train, output="standardised").items():
+        assert abs(zh.mean()) < 1e-6 and zh.std() == pytest.approx(1.0, rel=1e-6), h
+    natural = model.predict_heads(val)
+    assert ((natural["negative"] > 0) & (natural["negative"] < 1)).all()
+    # ndarray input in feature order gives the same scores as the frame
+    np.testing.assert_array_equal(model.predict(val[FEATURES].to_numpy()), model.predict(val))
+
+
+def test_negative_head_lowers_score_of_likely_negatives(
+    models: dict[tuple[str, str], RankerModel], frame: pd.DataFrame
+) -> None:
+    model = models[("xgboost", "binary")]
+    assert model.heads["negative"].weight < 0
+    val = _validation(frame)
+    without = model.with_weights({"negative": 0.0})
+    assert without.version != model.version
+    effect = model.predict(val) - without.predict(val)
+    p_neg = model.predict_heads(val)["negative"]
+    order = np.argsort(p_neg)
+    assert np.all(np.diff(effect[order]) <= 1e-12)  # more likely negative → pushed down more
+    assert (
+        effect[p_neg > np.quantile(p_neg, 0.9)].mean()
+        < effect[p_neg < np.quantile(p_neg, 0.1)].mean() - 1
+    )
+    with pytest.raises(ValueError, match="no trained head"):
+        model.with_weights({"dwell": 1.0})
+
+
+# ---------------------------------------------------------------- determinism and artefact
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_training_is_deterministic_with_two_threads(backend: str) -> None:
+    # few rounds: two OpenMP threads on a busy 2-core machine are slow per round
+    df = make_frame(n_groups=80, n_cands=20, seed=1)
+    p = small_params(backend=backend, heads={"engaged": 1.0}, n_estimators=8, n_threads=2)
+    a, b = train_ranker(df, FEATURES, p), train_ranker(df, FEATURES, p)
+    np.testing.assert_array_equal(a.predict(df), b.predict(df))
+    assert a.version == b.version
+    c = train_ranker(df, FEATURES, replace(p, l2_lambda=50.0, n_threads=1))
+    assert not np.array_equal(c.predict(df), a.predict(df)) and c.version != a.version
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_save_load_round_trip(
+    models: dict[tuple[str, str], RankerModel], frame: pd.DataFrame, tmp_path: Path, backend: str
+) -> None:
+    model = models[(backend, "lambdarank")]
+    out = save(model, tmp_path / "rankers")
+    assert out == tmp_path / "rankers" / model.version
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["version"] == model.version and manifest["created_from"] == "data-v1"
+    assert manifest["feature_service"] == "ranker_v2" and manifest["feature_cols"] == FEATURES
+    assert manifest["heads"]["negative"]["weight"] == -1.0 and "std" in manifest["heads"]["engaged"]
+    ext = ".txt" if backend == "lightgbm" else ".ubj"
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ext) == sorted(
+        f"{h}{ext}" for h in model.heads
+    )
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".tmp")]
+
+    loaded = load(out)
+    np.testing.assert_array_equal(loaded.predict(frame), model.predict(frame))
+    for h, v in model.predict_heads(frame).items():
+        np.testing.assert_array_equal(loaded.predict_heads(frame)[h], v)
+    assert loaded.version == model.version and loaded.training_metrics == model.training_metrics
+    assert loaded.params == model.params
+    assert save(loaded, tmp_path / "rankers") == out  # same content → same version, no rewrite
+
+
+def test_load_refuses_a_tampered_artefact(
+    models: dict[tuple[str, str], RankerModel], tmp_path: Path
+) -> None:
+    out = save(models[("lightgbm", "binary")], tmp_path)
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["heads"]["negative"]["weight"] = 5.0
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="does not match"):
+        load(out)
+
+
+def test_failed_save_leaves_no_artefact(
+    models: dict[tuple[str, str], RankerModel], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save(models[("xgboost", "lambdarank")], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- heads, stopping, parameters
+
+
+def test_head_without_variation_is_skipped(
+    frame: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    df = frame.assign(label_share=0)
+    p = small_params(heads={"engaged": 1.0, "share": 0.5, "like": 0.0}, n_estimators=10)
+    with caplog.at_level(logging.WARNING, logger="components.ranking.ranker"):
+        model = train_ranker(df, FEATURES, p)
+    assert set(model.heads) == {"engaged"}  # share skipped, like has weight 0
+    assert "share" in model.training_metrics["skipped_heads"]
+    assert "skipping head share" in caplog.text
+    with pytest.raises(ValueError, match="no head could be trained"):
+        train_ranker(df.assign(relevance=0), FEATURES, replace(p, heads={"engaged": 1.0}))
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_early_stopping_stops_on_noise(backend: str) -> None:
+    df = make_frame(n_groups=100, n_cands=20, seed=2, signal=0.0)
+    p = small_params(
+        backend=backend,
+        objective="binary",
+        heads={"engaged": 1.0},
+        n_estimators=200,
+        early_stopping_rounds=5,
+        learning_rate=0.3,
+        lr_decay=1.0,
+    )
+    m = train_ranker(df, FEATURES, p).training_metrics["heads"]["engaged"]
+    assert m["rounds_run"] < 200
+    assert m["best_iteration"] == m["rounds_run"] - 5
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_l2_and_learning_rate_schedule_reach_the_booster(backend: str, tmp_path: Path) -> None:
+    df = make_frame(n_groups=60, n_cands=20, seed=3)
+    p = small_params(
+        backend=backend,
+        objective="binary",
+        heads={"engaged": 1.0},
+        n_estimators=12,
+        early_stopping_rounds=0,
+        l2_lambda=0.37,
+        learning_rate=0.2,
+        lr_decay=0.9,
+    )
+    model = train_ranker(df, FEATURES, p)
+    for m in (model, load(save(model, tmp_path))):
+        booster = m.boosters["engaged"]
+        if backend == "lightgbm":
+            l2, lr = booster.params["lambda_l2"], booster.params["learning_rate"]
+        else:
+            tree = json.loads(booster.save_config())["learner"]["gradient_booster"][
+                "tree_train_param"
+            ]
+            l2, lr = float(tree["lambda"]), float(tree["learning_rate"])
+        assert l2 == pytest.approx(0.37)
+        assert lr == pytest.approx(0.2 * 0.9**11, rel=1e-6)  # the last round's scheduled rate
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_input_errors(frame: pd.DataFrame, models: dict[tuple[str, str], RankerModel]) -> None:
+    p = small_params(heads={"engaged": 1.0}, n_estimators=5)
+    with pytest.raises(KeyError, match="missing columns"):
+        train_ranker(frame, [*FEATURES, "nope"], p)
+    with pytest.raises(TypeError, match="numeric"):
+        train_ranker(frame.assign(f0="x"), FEATURES, p)
+    with pytest.raises(ValueError, match="0/1"):
+        train_ranker(frame.assign(label_engaged=2), FEATURES, replace(p, objective="binary"))
+    with pytest.raises(ValueError, match="integer grades"):
+        train_ranker(frame.assign(relevance=0.5), FEATURES, p)
+    with pytest.raises(ValueError, match="label_engaged must not be missing"):
+        train_ranker(
+            frame.assign(label_engaged=frame["label_engaged"].where(frame["f0"] > 0)), FEATURES, p
+        )
+    model = models[("lightgbm", "binary")]
+    with pytest.raises(KeyError, match="missing feature"):
+        model.predict(frame.drop(columns=["f3"]))
+    with pytest.raises(ValueError, match="columns"):
+        model.predict(np.zeros((3, 4)))
+
+
+# ---------------------------------------------------------------- base margin
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_base_feature_keeps_a_fine_grained_score_and_round_trips(backend: str, tmp_path: Path) -> None:
+    """A score that orders candidates finer than the trees' bins: boosting from it (base margin)
+    keeps its ordering, while trees on the same feature alone lose much of it."""
+    rng = np.random.default_rng(3)
+    n_groups, n_cands = 200, 400
+    n = n_groups * n_cands
+    group = np.repeat(np.arange(n_groups), n_cands)
+    # the score's top values are squeezed into a tiny range, as retrieval scores often are
+    score = np.exp(rng.normal(size=n) * 0.3) ** 8
+    rank_in_group = pd.Series(-score).groupby(group).rank().to_numpy()
+    engaged = (rank_in_group <= 3).astype(int)  # the best three by score are the positives
+    df = pd.DataFrame({"z_score": score, "noise": rng.normal(size=n), "group_id": group})
+    df["event_timestamp"] = pd.Timestamp("2026-01-05", tz="UTC") + pd.to_timedelta(group, unit="h")
+    df["label_engaged"] = engaged
+    df["relevance"] = engaged
+    heads = {"engaged": 1.0}
+    trees = train_ranker(df, ["z_score", "noise"], small_params(backend=backend, heads=heads, early_stopping_rounds=0, n_estimators=20))
+    based = train_ranker(df, ["z_score", "noise"], small_params(backend=backend, heads=heads, base_feature="auto", early_stopping_rounds=0, n_estimators=20))
+    val = df[time_split(df, 0.2)].reset_index(drop=True)
+    perfect = _ndcg(val, val["z_score"].to_numpy())
+    assert perfect == pytest.approx(1.0)
+    assert based.training_metrics["base_feature"] == "z_score"
+    assert _ndcg(val, based.predict(val)) > max(0.95, _ndcg(val, trees.predict(val)))
+    again = load(save(based, tmp_path))
+    assert again.version == based.version
+    np.testing.assert_allclose(again.predict(val), based.predict(val))
+    manifest = json.loads((tmp_path / based.version / MANIFEST).read_text())
+    assert manifest["heads"]["engaged"]["base_feature"] == "z_score"
+
+
+def test_base_feature_is_ignored_for_the_binary_objective(frame: pd.DataFrame) -> None:
+    m = train_ranker(frame, FEATURES, small_params(objective="binary", heads={"engaged": 1.0}, base_feature="f0"))
+    assert m.training_metrics["base_feature"] is None
+    with pytest.raises(ValueError, match="not a feature column"):
+        train_ranker(frame, FEATURES, small_params(heads={"engaged": 1.0}, base_feature="nope"))
+
+
+def test_compiled_heads_score_like_the_boosters(
+    models: dict[tuple[str, str], RankerModel], frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """lleaves-compiled LightGBM heads give the boosters' margins (NaN rows included), are cached
+    per version, and a head whose compiled margins differ keeps the booster."""
+    model = load(save(models[("lightgbm", "lambdarank")], tmp_path / "m"))
+    x = frame[FEATURES].to_numpy(dtype=np.float32)
+    x[::7, 0] = np.nan
+    want = {h: m.copy() for h, m in model.predict_heads(x, output="margin").items()}
+    status = model.compile(tmp_path / "compiled")
+    assert status == dict.fromkeys(model.heads, "compiled")
+    assert sorted(p.name for p in (tmp_path / "compiled" / model.version).glob("*.so")) == sorted(
+        f"{h}.so" for h in model.heads
+    )
+    got = model.predict_heads(x, output="margin")
+    for h in model.heads:
+        np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-9)
+    # a cached object that computes something else is caught by the probe check
+    again = load(save(models[("lightgbm", "lambdarank")], tmp_path / "m"))
+    head = sorted(again.heads)[0]
+    other = sorted(again.heads)[1]
+    so = tmp_path / "compiled" / again.version
+    (so / f"{head}.so").write_bytes((so / f"{other}.so").read_bytes())
+    status = again.compile(tmp_path / "compiled")
+    assert status[head].startswith("booster: compiled margins differ"), status
+    assert status[other] == "compiled"
+    np.testing.assert_allclose(again.predict_heads(x, output="margin")[head], want[head], atol=1e-9)
+    xgb_model = models[("xgboost", "lambdarank")]
+    assert set(xgb_model.compile(tmp_path / "compiled").values()) == {"not needed for xgboost"}

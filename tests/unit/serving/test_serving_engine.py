@@ -1,0 +1,509 @@
+"""The serving engine on a tiny project built by the real pipeline (materialize, candidates, train).
+
+One module-scoped project (~1.5 min to build); the registry then gets the trained ranker in
+production, and re-weighted copies of it (other versions, other scores) as canary and shadow.
+The tests run in file order: later ones change the registry (promotion, rollback, archive).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from components.core.paths import DataPaths
+from components.deploy.promote import in_canary
+from components.deploy.registry import ModelRegistry, resolve_model_dir
+from components.deploy.registry import run as register_latest
+from components.features.store import RequestContext
+from components.ranking.ranker import RankerModel, save
+from components.serving.engine import (
+    Feed,
+    FeedItem,
+    ImpressionLog,
+    Recommender,
+    ServingSettings,
+    boost,
+    moderated_contents,
+    seen_by_user,
+    trend_factors,
+)
+from tests.fixtures.tiny_project import dvc, make_project
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+K = 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers (no project)
+
+
+def test_boost_never_lowers_and_scales_positive_scores() -> None:
+    s = np.array([2.0, -2.0, 0.0, 1.0])
+    t = np.array([0.5, 0.5, 0.5, 0.0])
+    out = boost(s, t, 0.2)
+    assert np.allclose(out, [2.2, -1.8, 0.0, 1.0])
+    assert np.all(out >= s)
+
+
+def test_trend_factors_in_unit_interval_zero_when_not_trending() -> None:
+    f = trend_factors(5, np.array([3, 1]), np.array([4.0, -1.0]))
+    assert np.allclose(f, [0.0, 0.0, 0.0, 0.8, 0.0])
+
+
+def test_moderation_counts_distinct_reporters_over_threshold() -> None:
+    ev = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "a", "a", "b"],
+            "content_id": ["x", "x", "x", "y", "y", None],
+            "event_type": ["report", "report", "report", "report", "report", "report"],
+        }
+    )
+    assert moderated_contents(ev, 2) == {"x"}
+    assert moderated_contents(ev, 0) == {"x", "y"}
+    assert moderated_contents(ev, 3) == frozenset()
+
+
+def test_seen_by_user_ignores_uploads() -> None:
+    ev = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "b", None],
+            "content_id": ["x", "y", "x", "z"],
+            "event_type": ["view", "like", "skip", "content_upload"],
+        }
+    )
+    assert seen_by_user(ev) == {"a": {"x", "y"}, "b": {"x"}}
+
+
+def test_settings_defaults_and_params() -> None:
+    assert ServingSettings.from_params({"base": {"seed": 1}}).moderation_report_threshold == 3
+    s = ServingSettings.from_params(
+        {
+            "base": {"seed": 7},
+            "serving": {"moderation_report_threshold": 0, "timeout_ms": 150},
+            "promote": {"canary": {"share": 0.5, "salt": "s"}},
+        }
+    )
+    assert (s.moderation_report_threshold, s.budget_ms, s.canary_share, s.canary_salt, s.seed) == (
+        0,
+        150.0,
+        0.5,
+        "s",
+        7,
+    )
+    with pytest.raises(ValueError):
+        ServingSettings(budget_ms=0)
+
+
+def test_impression_log_flushes_every_n_rows(tmp_path: Path) -> None:
+    logbook = ImpressionLog(tmp_path / "imp", flush_every=3, clock=lambda: 0.0)
+    row: dict[str, Any] = {
+        "request_id": "r",
+        "user_id": "u",
+        "content_id": "c",
+        "position": 0,
+        "timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+    }
+    logbook.add([row, row])
+    assert not (tmp_path / "imp").exists()
+    snap = {**row, "features": np.array([1.5, np.nan], dtype=np.float32)}
+    logbook.add([row, snap])
+    assert len(logbook) == 0  # handed to the background writer
+    assert logbook.flush() is None  # nothing left to write; waits for the writer
+    assert len(logbook.files) == 1
+    back = pd.read_parquet(logbook.files[0])
+    assert len(back) == 4 and back["features"].isna().tolist() == [True, True, True, False]
+    assert np.array_equal(back["features"].iloc[3], [1.5, np.nan], equal_nan=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("serving"))
+    dvc(root, "repro", "materialize", "candidates", "ranking")
+    paths = DataPaths(root)
+    rec = register_latest(paths, now=T0)
+    with ModelRegistry(paths) as reg:
+        for i, stage in enumerate(("shadow", "canary", "production")):
+            reg.promote(rec.version, stage, now=T0 + timedelta(minutes=i + 1), reason="test")
+    return root
+
+
+@pytest.fixture(scope="module")
+def params(project: Path) -> dict[str, Any]:
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["serving"] = {"moderation_report_threshold": 0, "budget_ms": 5000}  # every reported content
+    return p
+
+
+@pytest.fixture(scope="module")
+def engine(project: Path, params: dict[str, Any]) -> Iterator[Recommender]:
+    rec = Recommender.load(params, DataPaths(project))
+    yield rec
+    rec.close()
+
+
+@pytest.fixture(scope="module")
+def production_version(project: Path) -> str:
+    with ModelRegistry(DataPaths(project)) as reg:
+        dep = reg.deployment()
+    assert dep.production is not None
+    return dep.production.version
+
+
+def ctx(engine: Recommender) -> RequestContext:
+    return RequestContext(int(engine.retriever.now.timestamp()), 60, "ios", "wifi")
+
+
+def known_users(engine: Recommender) -> list[str]:
+    return [str(u) for u in engine.retriever.model.user_ids if engine.seen(str(u))]
+
+
+def read_log(engine: Recommender) -> pd.DataFrame:
+    engine.flush()
+    return pd.read_parquet(engine.impressions.directory)
+
+
+def variant(project: Path, weights: dict[str, float], name: str) -> str:
+    """Register a re-weighted copy of the trained ranker (another version, other scores)."""
+    from components.ranking.ranker import load
+
+    base: RankerModel = load(resolve_model_dir(project / "data" / "models" / "ranker"))
+    model = base.with_weights(weights)
+    out = save(model, project / "variants" / name)
+    with ModelRegistry(DataPaths(project)) as reg:
+        reg.register(out, metrics={}, data_version="test", now=T0 + timedelta(hours=1))
+    return model.version
+
+
+def test_load_is_ready_and_moderates(engine: Recommender) -> None:
+    assert engine.readiness() == {"model": True, "index": True, "store": True}
+    assert engine.load_seconds["total"] > 0
+    assert engine.moderated, (
+        "the tiny data has reports; threshold 0 moderates each reported content"
+    )
+
+
+def test_known_user_feed(engine: Recommender, production_version: str) -> None:
+    users = known_users(engine)[:25]
+    explored = 0
+    for i, u in enumerate(users):
+        feed = engine.recommend(u, K, ctx(engine), request_id=f"known-{i}")
+        assert isinstance(feed, Feed) and not feed.degraded, feed.reason
+        assert (feed.reason, feed.arm, feed.model_version) == (
+            "ok",
+            "production",
+            production_version,
+        )
+        assert len(feed.items) == K
+        ids = [it.content_id for it in feed.items]
+        assert len(set(ids)) == K
+        assert not set(ids) & engine.seen(u), "a seen content was recommended"
+        assert not set(ids) & engine.moderated
+        assert [it.position for it in feed.items] == list(range(K))
+        exploit = [it.score for it in feed.items if not it.exploration]
+        assert exploit == sorted(exploit, reverse=True), "exploit slots are not by score"
+        assert all(0.0 < it.propensity <= 1.0 for it in feed.items)
+        eps = engine.settings.exploration.epsilon
+        for it in feed.items:
+            if it.exploration:
+                assert it.propensity < 1.0 - eps + 1e-9
+            else:
+                assert it.propensity >= 1.0 - eps - 1e-9
+        explored += sum(it.exploration for it in feed.items)
+        assert {"candidates", "features", "scoring", "rerank", "total"} <= set(feed.timings_ms)
+    # epsilon = 0.1 over 250 slots: some exploration, far from all
+    assert 0 < explored < 0.3 * K * len(users)
+
+
+def test_same_request_id_gives_the_same_feed(engine: Recommender) -> None:
+    u = known_users(engine)[0]
+    a = engine.recommend(u, K, ctx(engine), request_id="same")
+    b = engine.recommend(u, K, ctx(engine), request_id="same")
+    assert a.items == b.items
+
+
+def test_unknown_user_gets_a_cold_start_feed(engine: Recommender, production_version: str) -> None:
+    feed = engine.recommend("u_never_seen_before", K, ctx(engine), request_id="cold")
+    assert not feed.degraded and feed.reason == "cold_start"
+    assert feed.model_version == production_version and len(feed.items) == K
+
+
+def test_serving_features_match_the_training_join(
+    engine: Recommender, params: dict[str, Any], project: Path
+) -> None:
+    """Serving (online store + item cache + pair features) gives the model the values the
+    offline point-in-time join (:func:`components.evaluation.stage.add_row_features`) gives training,
+    for a request after the last materialised feature row."""
+    from components.evaluation.stage import Fitted, add_row_features
+    from components.features.store import StoreSettings, open_store
+
+    model = engine.models.production()
+    fetcher = engine.fetcher
+    assert fetcher is not None
+    end = fetcher.items.asof
+    assert end is not None
+    at = max(pd.Timestamp(end), engine.retriever.now) + pd.Timedelta(seconds=1)
+    context = RequestContext(int(at.timestamp()), 0, None, None)
+    u = known_users(engine)[1]
+    cids = engine.retriever.retrieve(u)["content_id"].astype(str).tolist()[:60]
+    served = engine.features(u, cids, context)
+    assert not (set(model.feature_cols) - set(served)), "serving lacks model columns"
+    rows = pd.DataFrame(
+        {
+            "user_id": u,
+            "content_id": cids,
+            "event_timestamp": pd.Series([at] * len(cids)).astype("datetime64[ns, UTC]"),
+        }
+    )
+    store = open_store(DataPaths(project), StoreSettings.from_params(params))
+    offline = add_row_features(params, Fitted(engine.retriever, at, store), rows)
+    online = pd.DataFrame(
+        {
+            c: np.broadcast_to(np.asarray(served[c], dtype=float), len(cids))
+            for c in model.feature_cols
+        }
+    )
+    off = offline[model.feature_cols].astype(float).reset_index(drop=True)
+    filled = online.notna().any()
+    assert filled.mean() > 0.9, f"mostly empty features: {list(filled.index[~filled])}"
+    differ = [
+        c
+        for c in model.feature_cols
+        if not np.allclose(online[c], off[c], rtol=1e-5, atol=1e-6, equal_nan=True)
+    ]
+    assert not differ, f"train/serve skew in {differ}"
+
+
+def test_pair_features_at_equal_the_batch_pair_features(engine: Recommender) -> None:
+    """The serving path's per-request pair features (candidates only, batch normalisers) equal
+    the batch's catalogue-wide ones, for a known user, the cold row and a user with declared
+    categories, at candidate and random positions."""
+    retr = engine.retriever
+    rng = np.random.default_rng(0)
+    n = len(retr.index.content_ids)
+    declared = next(iter(retr.preferred), None)
+    users = [known_users(engine)[4], "u_unknown_pair", *([declared] if declared else [])]
+    for u in users:
+        pos, _, stats, _ = engine._candidates(u)
+        pos = np.concatenate([pos[:80], rng.integers(0, n, 40)])
+        fast = retr.pair_features_at(u, pos, stats)
+        batch = retr.pair_features([u] * len(pos), [retr.index.content_ids[p] for p in pos])
+        assert set(fast) == set(batch.columns)
+        for c in batch.columns:
+            assert np.allclose(fast[c], batch[c].to_numpy(), rtol=1e-5, atol=1e-6, equal_nan=True), (u, c)
+        assert np.isfinite(fast["score_content"]).any() or u == "u_unknown_pair"
+
+
+def test_snapshot_candidates_are_the_retrievers(engine: Recommender, tmp_path: Path) -> None:
+    """The snapshot holds what live retrieval returns (same contents, same sources), and
+    survives a save / memory-mapped load unchanged."""
+    from components.serving.snapshot import CandidateSnapshot
+
+    snap = engine.snapshot
+    assert snap.n_users == len(engine.retriever.model.user_ids)
+    for u in [*known_users(engine)[5:8], "u_unknown_snap"]:
+        live = engine.retriever.retrieve(u)
+        pos, sources, _, cold = engine._candidates(u)
+        assert cold == (u == "u_unknown_snap")
+        got = dict(zip(engine._ids[pos], sources, strict=True))
+        assert got == dict(zip(live["content_id"], live["source"], strict=True))
+    back = CandidateSnapshot.load(snap.save(tmp_path / "snap"))
+    assert not back.positions.flags.owndata and not back.positions.flags.writeable  # mapped, read-only
+    for name in ("indptr", "positions", "sources", "scores", "stats"):
+        assert np.array_equal(getattr(back, name), getattr(snap, name), equal_nan=True), name
+    assert list(back.user_ids) == list(snap.user_ids) and back.source_names == snap.source_names
+
+
+def test_saved_bundle_serves_the_same_feeds(
+    engine: Recommender, params: dict[str, Any], project: Path, tmp_path: Path
+) -> None:
+    """A recommender loaded from a saved serving bundle (no events read) answers exactly like the
+    one fitted from the artefacts."""
+    from components.serving.bundle import ServingBundle
+
+    saved = ServingBundle(
+        engine.retriever, engine.snapshot, dict(engine._seen), dict(engine._reporters)
+    ).save(tmp_path / "bundle")
+    other = Recommender.load(params, DataPaths(project), bundle=saved)
+    try:
+        assert other.snapshot.n_users == engine.snapshot.n_users
+        for i, u in enumerate([*known_users(engine)[:5], "u_cold_bundle"]):
+            a = engine.recommend(u, K, ctx(engine), request_id=f"bundle-{i}")
+            b = other.recommend(u, K, ctx(engine), request_id=f"bundle-{i}")
+            assert not b.degraded, b.reason
+            assert [(it.content_id, it.source, it.exploration) for it in a.items] == [
+                (it.content_id, it.source, it.exploration) for it in b.items
+            ]
+            assert np.allclose([it.score for it in a.items], [it.score for it in b.items])
+    finally:
+        other.close()
+
+
+def test_logged_feature_snapshot_reproduces_the_score(engine: Recommender) -> None:
+    """Each impression carries the model's input row: scoring it again gives the logged score."""
+    u = known_users(engine)[6]
+    feed = engine.recommend(u, K, ctx(engine), request_id="snapshot-row")
+    logged = read_log(engine)
+    mine = logged[logged["request_id"] == "snapshot-row"]
+    assert len(mine) == K
+    model = engine.models.production()
+    x = np.stack([np.asarray(f, dtype=np.float32) for f in mine["features"]])
+    assert x.shape == (K, len(model.feature_cols))
+    assert np.allclose(model.predict(x), mine["model_score"].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert feed.model_version == model.version
+
+
+def test_streamed_reports_moderate_a_content(engine: Recommender) -> None:
+    """Reports arriving through the event stream moderate a content once more distinct users
+    than the threshold reported it (0 here: the first report), from the next request on."""
+    u = known_users(engine)[7]
+    first = engine.recommend(u, K, ctx(engine), request_id="mod-1")
+    target = first.items[0].content_id
+    assert target not in engine.moderated
+    engine.observe(
+        pd.DataFrame({"user_id": ["reporter-a"], "content_id": [target], "event_type": ["report"]})
+    )
+    assert target in engine.moderated
+    again = engine.recommend(u, K, ctx(engine), request_id="mod-2")
+    assert target not in {it.content_id for it in again.items}
+    other = known_users(engine)[8]
+    assert target not in {
+        it.content_id for it in engine.recommend(other, K, ctx(engine), request_id="mod-3").items
+    }
+    fb = engine.fallback(other, 50, request_id="mod-4", reason="test")
+    assert target not in {it.content_id for it in fb.items}
+
+
+def test_note_seen_removes_contents(engine: Recommender) -> None:
+    u = known_users(engine)[2]
+    first = engine.recommend(u, K, ctx(engine), request_id="ns-1")
+    shown = [it.content_id for it in first.items]
+    engine.note_seen(u, shown)
+    engine.observe(pd.DataFrame({"user_id": [u], "content_id": [None], "event_type": ["view"]}))
+    second = engine.recommend(u, K, ctx(engine), request_id="ns-2")
+    assert not {it.content_id for it in second.items} & set(shown)
+
+
+def test_canary_routing_and_shadow_scores(
+    engine: Recommender, project: Path, production_version: str
+) -> None:
+    canary_v = variant(project, {"like": 0.0, "share": 0.0}, "canary")
+    shadow_v = variant(project, {"engaged": 0.2, "negative": -3.0}, "shadow")
+    with ModelRegistry(DataPaths(project)) as reg:
+        reg.promote(canary_v, "shadow", now=T0 + timedelta(hours=2), reason="test")
+        reg.promote(canary_v, "canary", now=T0 + timedelta(hours=3), reason="test")
+        reg.promote(shadow_v, "shadow", now=T0 + timedelta(hours=4), reason="test")
+    assert engine.refresh()
+    assert engine.versions() == {
+        "production": production_version,
+        "canary": canary_v,
+        "shadow": shadow_v,
+    }
+    users = [str(u) for u in engine.retriever.model.user_ids]
+    expected = in_canary(users, engine.settings.canary_share, engine.settings.canary_salt)
+    feeds = [
+        engine.recommend(u, K, ctx(engine), request_id=f"arm-{i}") for i, u in enumerate(users)
+    ]
+    for feed, is_canary in zip(feeds, expected, strict=True):
+        assert not feed.degraded, feed.reason
+        assert feed.arm == ("canary" if is_canary else "production")
+        assert feed.model_version == (canary_v if is_canary else production_version)
+        assert feed.shadow_version == shadow_v
+    share = float(np.mean([f.arm == "canary" for f in feeds]))
+    assert abs(share - engine.settings.canary_share) < 0.1, share
+
+    # shadow scores: in the log, never in the feed
+    assert "shadow" not in {f.name for f in dataclasses.fields(FeedItem)}
+    logged = read_log(engine)
+    mine = logged[logged["request_id"].str.startswith("arm-")]
+    assert len(mine) == K * len(users)
+    assert mine["shadow_version"].eq(shadow_v).all() and mine["shadow_score"].notna().all()
+    assert (mine["shadow_score"] != mine["model_score"]).mean() > 0.5
+    by_key = mine.set_index(["request_id", "content_id"])
+    for feed in feeds[:20]:
+        for it in feed.items:
+            row: Any = by_key.loc[(feed.request_id, it.content_id)]
+            assert row["score"] == pytest.approx(it.score)
+            assert row["propensity"] == pytest.approx(it.propensity)
+            assert row["arm"] == feed.arm and row["model_version"] == feed.model_version
+            assert row["position"] == it.position
+            assert it.score != pytest.approx(row["shadow_score"])
+
+
+def test_broken_store_falls_back_to_popularity(
+    engine: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert engine.fetcher is not None
+
+    def unreachable(*_: Any, **__: Any) -> Any:
+        raise ConnectionError("online store unreachable")
+
+    monkeypatch.setattr(engine.fetcher, "user_features", unreachable)
+    u = known_users(engine)[3]
+    feed = engine.recommend(u, K, ctx(engine), request_id="broken")
+    assert feed.degraded and feed.arm == "fallback" and feed.model_version is None
+    assert "ConnectionError" in feed.reason and feed.reason.startswith("features")
+    assert len(feed.items) == K
+    ids = [it.content_id for it in feed.items]
+    assert not set(ids) & engine.seen(u)
+    assert {it.source for it in feed.items} <= {"recent", "popular"}
+    popular = [c for c, _, _ in engine._popular if c not in engine.seen(u) | engine.moderated]
+    assert ids == popular[:K]
+    assert engine.readiness()["store"] is False
+    logged = read_log(engine)
+    assert logged.loc[logged["request_id"] == "broken", "arm"].eq("fallback").all()
+    monkeypatch.undo()
+    # the circuit stays open for serving.store_retry_s: no thread waits on a store known down
+    still = engine.recommend(u, K, ctx(engine), request_id="circuit")
+    assert still.degraded and "next try in" in still.reason
+    engine._store_down_until = 0.0  # the retry interval has passed
+    assert not engine.recommend(u, K, ctx(engine), request_id="healed").degraded
+    assert engine.readiness()["store"] is True
+
+
+def test_spent_budget_falls_back(engine: Recommender, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "settings", dataclasses.replace(engine.settings, budget_ms=1e-6))
+    feed = engine.recommend(known_users(engine)[0], K, ctx(engine), request_id="slow")
+    assert feed.degraded and feed.reason.startswith("timeout") and len(feed.items) == K
+
+
+def test_refresh_follows_promotion_and_rollback(
+    engine: Recommender, project: Path, production_version: str
+) -> None:
+    canary_v = engine.versions()["canary"]
+    assert canary_v is not None
+    with ModelRegistry(DataPaths(project)) as reg:
+        reg.promote(canary_v, "production", now=T0 + timedelta(hours=5), reason="test")
+    assert engine.refresh()
+    u = known_users(engine)[0]
+    feed = engine.recommend(u, K, ctx(engine), request_id="after-promotion")
+    assert (feed.arm, feed.model_version) == ("production", canary_v)
+    with ModelRegistry(DataPaths(project)) as reg:
+        reg.rollback("test", now=T0 + timedelta(hours=6))
+    assert engine.refresh()
+    assert not engine.refresh()  # nothing changed since
+    feed = engine.recommend(u, K, ctx(engine), request_id="after-rollback")
+    assert (feed.arm, feed.model_version) == ("production", production_version)
+
+
+def test_no_production_model_falls_back(
+    engine: Recommender, project: Path, production_version: str
+) -> None:
+    with ModelRegistry(DataPaths(project)) as reg:
+        reg.archive(production_version, reason="test", now=T0 + timedelta(hours=7))
+    assert engine.refresh()
+    assert engine.readiness()["model"] is False
+    feed = engine.recommend(known_users(engine)[0], K, ctx(engine), request_id="no-model")
+    assert feed.degraded and "RegistryError" in feed.reason and len(feed.items) == K
+    assert engine.fallback("x", 0, request_id="zero", reason="test").items == []
