@@ -61,9 +61,10 @@ test: install ## Run the whole test suite (unit, feature repo, DAGs, end to end)
 test-fast: install ## Unit tests only
 	$(BIN)/python -m pytest tests/unit
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import contracts (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install ## Ingest + preprocess throughput at 1M / 5M / 10M events
 	$(BIN)/python -m benchmarks.bench_ingest --events 1000000 5000000 10000000
