@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 #: the synthetic pipeline; the real-data evaluations (``evaluate_real@*``) are left to `dvc repro`
 #: and `make evaluate-real` (minutes each)
-MAIN = ("materialize", "candidates", "train", "evaluate")
+MAIN = ("materialize", "candidates", "ranking", "evaluate")
 _dvc = dvc
 
 
@@ -41,7 +41,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_runs_all_then_nothing_then_only_what_changed(project: Path) -> None:
     first = _dvc(project, "repro", *MAIN)
-    assert {"generate", "ingest", "preprocess", "features", "feast_apply", "materialize", "embeddings", "candidates", "train", "evaluate"} <= _ran(first)
+    assert {"generate", "ingest", "preprocess", "features", "feast_apply", "materialize", "embeddings", "candidates", "ranking", "evaluate"} <= _ran(first)
 
     ingest = json.loads((project / "metrics/ingest.json").read_text())
     assert ingest["reconciled"] and ingest["n_in"] == TINY["n_events"]
@@ -61,7 +61,7 @@ def test_repro_runs_all_then_nothing_then_only_what_changed(project: Path) -> No
     # preprocessing re-runs, then only stages downstream of it whose inputs actually changed
     ran = _ran(_dvc(project, "repro", *MAIN))
     assert "preprocess" in ran
-    assert ran <= {"preprocess", "features", "materialize", "embeddings", "candidates", "train", "evaluate"} & _stages(project)
+    assert ran <= {"preprocess", "features", "materialize", "embeddings", "candidates", "ranking", "evaluate"} & _stages(project)
     pre10 = json.loads((project / "metrics/preprocess.json").read_text())
     assert pre10["sessions"] > pre["sessions"]  # a shorter gap splits more sessions
 
