@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from components.orchestration import MODEL_ASSET_NAME, TRAIN_STAGES
-from tests.fixtures.tiny_project import dvc, lock_outs, make_project, tool_env
+from tests.fixtures.tiny_project import lock_outs, make_project, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -83,15 +83,15 @@ def _dag_test(env: dict[str, str], project: Path, dag_id: str, *, use_executor: 
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def ran(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Path) -> dict:
     """train_recommender by dag.test() in one copy; dvc repro in another; promote_model after."""
     project = make_project(tmp_path_factory.mktemp("dagproj"), OVERRIDES, dags=True)
     home = tmp_path_factory.mktemp("airflow-home")
     env = _airflow_env(project, home)
     _airflow(env, "db", "migrate")
     train = _dag_test(env, project, "train_recommender")
-    reference = make_project(tmp_path_factory.mktemp("dvcproj"), OVERRIDES)
-    dvc(reference, "repro", *[s for s in TRAIN_STAGES if s != "drop"])
+    # the reference: the session's `dvc repro` of the same data (OVERRIDES touch no training stage)
+    reference = tiny_pipeline
     promote = _dag_test(env, project, "promote_model")
     return {"project": project, "reference": reference, "home": home, "env": env,
             "train": train, "promote": promote}

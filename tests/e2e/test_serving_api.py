@@ -23,8 +23,8 @@ FRESH_KEY = "fresh-secret"  # its own rate-limit bucket: the rate-limit test dra
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_project(tmp_path_factory.mktemp("serving"))
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Path) -> Path:
+    return trained_project(tmp_path_factory.mktemp("serving"), tiny_pipeline)
 
 
 @contextmanager

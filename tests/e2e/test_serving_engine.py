@@ -35,7 +35,7 @@ from components.serving.engine import (
     seen_by_user,
     trend_factors,
 )
-from tests.fixtures.tiny_project import dvc, make_project
+from tests.fixtures.tiny_project import copy_project
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 K = 10
@@ -128,9 +128,8 @@ def test_impression_log_flushes_every_n_rows(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_project(tmp_path_factory.mktemp("serving"))
-    dvc(root, "repro", "materialize", "candidates", "ranking")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Path) -> Path:
+    root = copy_project(tiny_pipeline, tmp_path_factory.mktemp("serving"))
     paths = DataPaths(root)
     rec = register_latest(paths, now=T0)
     with ModelRegistry(paths) as reg:
