@@ -44,8 +44,6 @@ CLEAN_EVENT_SCHEMA = pa.schema(
 )
 CLEAN_CONTENT_SCHEMA = schema.CONTENT_SCHEMA.append(pa.field("duration_imputed", pa.bool_()))
 
-CONSUMPTION = ("view", "complete_view", "replay")
-
 #: Spellings seen in the wild, mapped to the project's vocabulary.
 DEVICE_ALIASES: dict[str, str] = {
     "iphone": "ios", "ipad": "ios", "ios": "ios", "apple": "ios",
@@ -174,7 +172,7 @@ def sessions_from_arrays(
     ts_sorted = ts_ms[order]
     et = _text(event_types)
     is_view = np.asarray(pc.fill_null(pc.equal(et, "view"), False).to_numpy(zero_copy_only=False))
-    consumption = np.asarray(pc.fill_null(pc.is_in(et, value_set=pa.array(CONSUMPTION)), False).to_numpy(zero_copy_only=False))
+    consumption = np.asarray(pc.fill_null(pc.is_in(et, value_set=pa.array(schema.CONSUMPTION_TYPES)), False).to_numpy(zero_copy_only=False))
     watch = np.where(is_view, np.nan_to_num(watch_s, nan=0.0), 0.0)[order]
     cenc = pc.dictionary_encode(_text(content_ids))
     ccodes = np.asarray(pc.fill_null(cenc.indices, -1).to_numpy(zero_copy_only=False), dtype="int64")

@@ -74,6 +74,7 @@ import pyarrow.parquet as pq
 
 from components.core.config import stage_context, stage_parser
 from components.core.paths import DataPaths
+from components.core.schema import POSITIVE_TYPES, SUPPLY_TYPES
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -141,16 +142,8 @@ class DriftConfig:
     max_columns: int = 100
     feature_tables: tuple[str, ...] = ("user_features", "content_features")
     exclude_columns: tuple[str, ...] = ("*_id", "*_idx", "*_ts_s", "*timestamp*")
-    engagement_types: tuple[str, ...] = (
-        "like",
-        "comment",
-        "share",
-        "save",
-        "follow",
-        "complete_view",
-        "replay",
-    )
-    ignore_event_types: tuple[str, ...] = ("content_upload",)
+    engagement_types: tuple[str, ...] = POSITIVE_TYPES
+    ignore_event_types: tuple[str, ...] = SUPPLY_TYPES
     score_log: str = "data/logs/scores"
     retrain_on: tuple[str, ...] = ("feature", "target")
     seed: int = 42

@@ -54,6 +54,13 @@ import pandas as pd
 
 from components.core.config import stage_context, stage_parser
 from components.core.paths import DataPaths
+from components.core.schema import (
+    CONSUMPTION_TYPES,
+    CONTENT_NEGATIVE_TYPES,
+    LIGHT_POSITIVE_TYPES,
+    POSITIVE_TYPES,
+    STRONG_POSITIVE_TYPES,
+)
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -63,19 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENGAGED_TYPES: tuple[str, ...] = (
-    "like",
-    "share",
-    "comment",
-    "save",
-    "follow",
-    "complete_view",
-    "replay",
-)
-NEGATIVE_TYPES: tuple[str, ...] = ("skip", "hide", "report")
-VIEW_TYPES: tuple[str, ...] = ("view", "complete_view", "replay")
-GRADE3_TYPES: tuple[str, ...] = ("share", "comment", "save", "follow")
-GRADE2_TYPES: tuple[str, ...] = ("complete_view", "like", "replay")
 LABEL_COLUMNS: tuple[str, ...] = (
     "label_engaged",
     "label_like",
@@ -220,15 +214,15 @@ def outcome_labels(
     flags = pd.DataFrame(
         {
             "_row": m["_row"].to_numpy(),
-            "label_engaged": typ.isin(ENGAGED_TYPES).to_numpy(),
+            "label_engaged": typ.isin(POSITIVE_TYPES).to_numpy(),
             "label_like": (typ == "like").to_numpy(),
             "label_share": (typ == "share").to_numpy(),
             "label_complete_view": (typ == "complete_view").to_numpy(),
-            "label_negative": typ.isin(NEGATIVE_TYPES).to_numpy(),
-            "_viewed": typ.isin(VIEW_TYPES).to_numpy(),
-            "_g3": typ.isin(GRADE3_TYPES).to_numpy(),
-            "_g2": typ.isin(GRADE2_TYPES).to_numpy(),
-            "label_watch_ratio": m["watch_ratio"].where(typ.isin(VIEW_TYPES)).to_numpy(),
+            "label_negative": typ.isin(CONTENT_NEGATIVE_TYPES).to_numpy(),
+            "_viewed": typ.isin(CONSUMPTION_TYPES).to_numpy(),
+            "_g3": typ.isin(STRONG_POSITIVE_TYPES).to_numpy(),
+            "_g2": typ.isin(LIGHT_POSITIVE_TYPES).to_numpy(),
+            "label_watch_ratio": m["watch_ratio"].where(typ.isin(CONSUMPTION_TYPES)).to_numpy(),
         }
     )
     agg = (

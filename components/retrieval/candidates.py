@@ -86,7 +86,12 @@ from scipy.linalg import lapack
 
 from components.core.config import deep_merge, load_params
 from components.core.paths import PROJECT_ROOT, DataPaths
-from components.core.schema import ENGAGEMENT_TYPES
+from components.core.schema import (
+    CONSUMPTION_TYPES,
+    CREATOR_TYPES,
+    ENGAGEMENT_TYPES,
+    POSITIVE_TYPES,
+)
 from components.retrieval.embeddings import (
     UNKNOWN,
     EmbeddingModel,
@@ -113,7 +118,6 @@ KNN_SCORING: tuple[str, ...] = ("global", "normalised", "aggregate")
 INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivf", "ivfpq")
 ADD_BATCH = 100_000
 DATASETS: tuple[str, ...] = ("synthetic", "kuairand", "movielens")
-DEFAULT_POSITIVE_TYPES: tuple[str, ...] = ("like", "share", "comment", "save", "follow", "complete_view", "replay")
 DEFAULT_MIX: dict[str, float] = {
     "hybrid": 0.25, "item_knn": 0.15, "content": 0.1, "mf": 0.1, "user_knn": 0.1, "graph": 0.1,
     "followed": 0.06, "fresh": 0.07, "trending": 0.07,
@@ -235,7 +239,7 @@ class CandidateParams:
 class EvalParams:
     cut_quantile: float = 0.8
     ks: tuple[int, ...] = (100, 500, 1000)
-    positive_types: tuple[str, ...] = DEFAULT_POSITIVE_TYPES
+    positive_types: tuple[str, ...] = POSITIVE_TYPES
     max_users: int = 0  # 0: every test user
 
     @classmethod
@@ -540,7 +544,7 @@ def item_activity(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp,
     out["eng_total"] = np.bincount(pos[engaged], minlength=n).astype(np.float32)
     out["interactions"] = np.bincount(pos, minlength=n).astype(np.float32)
     likes = np.bincount(pos[typ == "like"], minlength=n)
-    views = np.bincount(pos[np.isin(typ, ["view", "complete_view", "replay"])], minlength=n)
+    views = np.bincount(pos[np.isin(typ, CONSUMPTION_TYPES)], minlength=n)
     out["like_rate"] = ((likes + 1.0) / (np.maximum(views, likes) + 2.0)).astype(np.float32)
     first = np.full(n, np.nan)
     last = np.full(n, np.nan)
@@ -702,7 +706,7 @@ def followed_creators(users: pd.DataFrame, events: pd.DataFrame) -> dict[str, se
         for u, cl in zip(users["user_id"].astype(str), users["creators_followed"], strict=True):
             if isinstance(cl, list | tuple | np.ndarray) and len(cl):
                 out[u] = {str(c) for c in cl}
-    ev = events[events["event_type"].isin(["follow", "unfollow"]) & events["creator_id"].notna()]
+    ev = events[events["event_type"].isin(CREATOR_TYPES) & events["creator_id"].notna()]
     ev = ev.sort_values("timestamp", kind="stable")
     for u, c, t in zip(ev["user_id"].astype(str), ev["creator_id"].astype(str), ev["event_type"].astype(str), strict=True):
         if t == "follow":
@@ -1188,7 +1192,7 @@ def recent_scores(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp,
     return Candidates(order.astype(np.int64), cnt[order].astype(np.float32))
 
 
-def popularity_scores(events: pd.DataFrame, item_ids: np.ndarray, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES) -> Candidates:
+def popularity_scores(events: pd.DataFrame, item_ids: np.ndarray, positive_types: Sequence[str] = POSITIVE_TYPES) -> Candidates:
     """The baseline: contents ranked by positive events in the training period."""
     ev = interaction_events(events)
     ev = ev[ev["event_type"].isin(list(positive_types))]

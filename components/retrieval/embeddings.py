@@ -75,6 +75,7 @@ import scipy.sparse as sp
 from components.core.config import stage_context, stage_parser
 from components.core.frames import arrow_string_mapper
 from components.core.paths import DataPaths
+from components.core.schema import BLOCKING_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,6 @@ DEFAULT_BLOCK_WEIGHTS: dict[str, float] = {
 BLOCKS: tuple[str, ...] = ("collaborative", "text", "category", "visual", "audio")
 #: Largest NetMF matrix (entries) built dense; bigger graphs use sparse row blocks.
 DENSE_NETMF_MAX_ENTRIES = 120_000_000
-#: Event types that block a content for the user (never recommended again).
-BLOCKING_TYPES: tuple[str, ...] = ("hide", "report")
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_type", "user_id", "content_id", "creator_id", "timestamp", "watch_ratio", "category",

@@ -80,6 +80,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.core.paths import DataPaths
+from components.core.schema import POSITIVE_TYPES
 from components.deploy.promote import in_canary
 from components.retrieval.exploration import ExplorationParams, dpp_rerank, explore_slate
 from components.serving.bundle import ServingBundle, bundle_dir, reporters_by_content, seen_by_user
@@ -94,10 +95,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRODUCTION, CANARY, FALLBACK = "production", "canary", "fallback"
-
-
-#: engagements that pull the real-time interest towards a content
-FRESH_POSITIVE: tuple[str, ...] = ("like", "share", "comment", "save", "follow", "complete_view", "replay")
 
 
 def impressions_dir(paths: DataPaths) -> Path:
@@ -592,7 +589,7 @@ class Recommender:
             self.note_seen(str(user), group.astype(str).tolist())
         if "event_type" in ev:
             kind = ev["event_type"].astype(str)
-            self._update_interest(ev[kind.isin(FRESH_POSITIVE)])
+            self._update_interest(ev[kind.isin(POSITIVE_TYPES)])
             self._count_reports(ev[kind == "report"])
 
     def _count_reports(self, reports: pd.DataFrame) -> None:

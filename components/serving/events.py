@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 
 from components.core.paths import DataPaths
+from components.core.schema import ENGAGEMENT_TYPES, USER_EVENT_TYPES
 
 if TYPE_CHECKING:
     from components.data.ingest import Limits
@@ -79,11 +80,9 @@ class RealtimeFeatures:
     """The ``rt_*`` user features from the events of the last hour, per user (in memory)."""
 
     def __init__(self, last_n_viewed: int = 20) -> None:
-        from components.features.compute import ENGAGEMENT, USER_EVENT_TYPES
-
         self.last_n = last_n_viewed
         self.user_types = frozenset(USER_EVENT_TYPES)
-        self.engagement = frozenset(ENGAGEMENT)
+        self.engagement = frozenset(ENGAGEMENT_TYPES)
         self._users: dict[str, _UserWindow] = {}
 
     def add(self, user_id: str, ts_s: int, event_type: str, content_id: str | None) -> None:
