@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.core import schema
+from components.core.io import write_metrics
 from components.core.config import stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, first_occurrence_arrow
 from components.data.ingest import read_event_table
@@ -323,9 +324,8 @@ def run(params: dict[str, Any], paths: DataPaths) -> PreprocessResult:
     )
     metrics = asdict(result)
     timing = {"seconds": metrics.pop("seconds"), "events_per_second": metrics.pop("events_per_second")}
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "preprocess.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    (paths.metrics / "preprocess_throughput.json").write_text(json.dumps(timing, indent=2) + "\n")
+    write_metrics(paths.metrics / "preprocess.json", metrics)
+    write_metrics(paths.metrics / "preprocess_throughput.json", timing, sort_keys=False)
     log.info("preprocessed %d events into %d sessions (%.1f s)", len(events), len(sessions), seconds)
     return result
 

@@ -46,7 +46,6 @@ SVD are scikit-learn's; no library computes point-in-time snapshot aggregates, h
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 import time
@@ -62,6 +61,7 @@ import pyarrow.parquet as pq
 
 from components.core.config import stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, codes_of
+from components.core.io import atomic_write_json, write_metrics
 from components.core.paths import DataPaths
 from components.core.schema import (
     CONSUMPTION_TYPES,
@@ -1035,7 +1035,7 @@ def write_tables(tables: FeatureTables, p: FeatureParams, out_dir: Path) -> None
         "windows": [w for w, _ in WINDOWS],
         "files": FILES,
     }
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(out_dir / META_FILE, meta, sort_keys=False)
 
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> FeaturesResult:
@@ -1072,15 +1072,12 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> FeaturesResult:
     )
     metrics = {k: v for k, v in result.__dict__.items() if k != "seconds"}
     metrics["events"] = len(events)
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "features.json").write_text(
-        json.dumps(metrics, indent=2, sort_keys=True) + "\n"
-    )
+    write_metrics(paths.metrics / "features.json", metrics)
     timing = {
         "seconds": result.seconds,
         "events_per_second": round(len(events) / result.seconds, 1) if result.seconds else 0.0,
     }
-    (paths.metrics / "features_throughput.json").write_text(json.dumps(timing, indent=2) + "\n")
+    write_metrics(paths.metrics / "features_throughput.json", timing, sort_keys=False)
     log.info("features: %s rows in %.1f s", result.rows, result.seconds)
     return result
 

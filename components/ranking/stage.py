@@ -42,7 +42,6 @@ boosting are :mod:`components.retrieval.candidates`, Feast and :mod:`components.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.config import stage_context, stage_parser
+from components.core.io import atomic_write_parquet, atomic_write_text, write_metrics
 from components.core.paths import DataPaths
 from components.core.schema import (
     CONSUMPTION_TYPES,
@@ -493,10 +493,7 @@ def write_holdout(frame: pd.DataFrame, model: RankerModel, path: Path) -> Path:
     keep += [c for c in LABEL_COLUMNS if c in rows]
     keep += [c for c in feature_columns(rows) if c not in keep]
     out = rows[keep].sort_values(["group_id", "content_id"], kind="mergesort").reset_index(drop=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    out.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    atomic_write_parquet(path, out, index=False)
     log.info("holdout: %d rows in %d groups -> %s", len(out), out["group_id"].nunique(), path)
     return path
 
@@ -511,7 +508,7 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     frame = pipeline_training_set(params, paths, store)
     model = train(frame, params, settings.feature_service, created_from="pipeline")
     out = save(model, ranking_dir(paths))
-    (ranking_dir(paths) / "LATEST").write_text(model.version + "\n")
+    atomic_write_text(ranking_dir(paths) / "LATEST", model.version + "\n")
     write_holdout(frame, model, holdout_path(paths))
     groups = int(frame["group_id"].nunique())
     metrics: dict[str, Any] = {
@@ -527,10 +524,7 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
         "added_positives": int((frame["in_candidates"] == 0).sum()),
         "training": model.training_metrics,
     }
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "ranking.json").write_text(
-        json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n"
-    )
+    write_metrics(paths.metrics / "ranking.json", metrics)
     return RankingResult(out, model.version, len(frame), groups, metrics)
 
 

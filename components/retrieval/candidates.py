@@ -85,6 +85,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from components.core.config import deep_merge, load_params
+from components.core.io import atomic_write_text, write_metrics
 from components.core.paths import PROJECT_ROOT, DataPaths
 from components.core.schema import (
     CONSUMPTION_TYPES,
@@ -436,7 +437,7 @@ class ContentIndex:
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
-        (root / "LATEST").write_text(version + "\n")
+        atomic_write_text(root / "LATEST", version + "\n")
         self.parent = version
         return out
 
@@ -1447,8 +1448,7 @@ def run(params: Mapping[str, Any], paths: DataPaths, dataset: str | None = None)
         "candidates_per_source": {str(k): int(v) for k, v in table["source"].value_counts().sort_index().items()},
         "evaluation": evaluate(events, content, users, emb_p, p, ev_p),
     }
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "candidates.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_metrics(paths.metrics / "candidates.json", metrics)
     seconds = round(time.perf_counter() - t0, 3)
     log.info("candidates: %d rows for %d users, index %s, in %.1f s", len(table), len(model.user_ids), out_index.name, seconds)
     return CandidatesResult(metrics, out_index.name, len(model.user_ids), len(table), seconds)
@@ -1517,8 +1517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = {}
         for d in args.datasets:
             res = evaluate_dataset(params, d)
-            paths.metrics.mkdir(parents=True, exist_ok=True)
-            (paths.metrics / f"candidates_{d}.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
+            write_metrics(paths.metrics / f"candidates_{d}.json", res)
             results[d] = res
         print(recall_table(results))
         return 0

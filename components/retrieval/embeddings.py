@@ -74,6 +74,7 @@ import scipy.sparse as sp
 
 from components.core.config import stage_context, stage_parser
 from components.core.frames import arrow_string_mapper
+from components.core.io import atomic_write_json, write_metrics
 from components.core.paths import DataPaths
 from components.core.schema import BLOCKING_TYPES
 
@@ -786,7 +787,7 @@ def save_model(model: EmbeddingModel, out_dir: Path) -> None:
         "ridge_holdout_cosine": model.ridge_holdout_cosine,
         "version": model_version(model),
     }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(out_dir / "meta.json", meta, sort_keys=False)
 
 
 def load_model(in_dir: Path) -> EmbeddingModel:
@@ -847,8 +848,7 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> EmbeddingsResult:
     cat = catalogue(content, events)
     metrics = embedding_metrics(model, inter, cat, p)
     metrics["version"] = model_version(model)
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "embeddings.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_metrics(paths.metrics / "embeddings.json", metrics)
     seconds = round(time.perf_counter() - t0, 3)
     log.info("embeddings: %d users, %d contents (%d cold) in %.1f s", inter.n_users, inter.n_items, metrics["cold_contents"], seconds)
     return EmbeddingsResult(metrics=metrics, version=metrics["version"], seconds=seconds)

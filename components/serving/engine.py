@@ -77,8 +77,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from components.core.io import atomic_write_parquet
 from components.core.paths import DataPaths
 from components.core.schema import POSITIVE_TYPES
 from components.deploy.promote import in_canary
@@ -339,12 +339,9 @@ class ImpressionLog:
 
     def _write(self, rows: Sequence[Mapping[str, Any]]) -> Path:
         table = self._table(rows)
-        self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.directory / f"impressions-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = path.with_name("." + path.name + ".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
+        atomic_write_parquet(path, table)
         self.files.append(path)
         log.debug("impression log: %d rows -> %s", len(rows), path)
         return path

@@ -34,6 +34,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from components.core.io import fsync_dir, fsync_file
 from components.core.paths import DataPaths
 from components.core.schema import ENGAGEMENT_TYPES, USER_EVENT_TYPES
 
@@ -201,12 +202,12 @@ class EventSink:
                 (staging / "quarantine").mkdir()
                 quarantine.astype({"record_no": "int64"}).to_parquet(staging / "quarantine" / f"{name}.parquet", index=False)
             for path in sorted(p for p in staging.rglob("*.parquet")):
-                with path.open("rb") as fh:
-                    os.fsync(fh.fileno())
+                fsync_file(path)
                 final = base / path.relative_to(staging)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 self.written.add(final.name)
                 os.replace(path, final)
+                fsync_dir(final.parent)
         finally:
             for p in sorted(staging.rglob("*"), reverse=True):
                 p.rmdir() if p.is_dir() else p.unlink()
