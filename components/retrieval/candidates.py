@@ -93,6 +93,7 @@ from components.core.schema import (
     ENGAGEMENT_TYPES,
     POSITIVE_TYPES,
 )
+from components.core.splits import before, quantile_cut
 from components.retrieval.embeddings import (
     UNKNOWN,
     EmbeddingModel,
@@ -1270,10 +1271,10 @@ class HoldOut:
 def hold_out(events: pd.DataFrame, content: pd.DataFrame, ev_p: EvalParams) -> HoldOut:
     """Split at the ``cut_quantile`` of interaction times; test = later positives on new contents."""
     inter = interaction_events(events)
-    cut = pd.Timestamp(inter["timestamp"].quantile(ev_p.cut_quantile))  # type: ignore[arg-type]
-    train = events[events["timestamp"] < cut]
+    cut = quantile_cut(inter["timestamp"], ev_p.cut_quantile, interpolation="linear")
+    train = events[before(events["timestamp"], cut)]
     tr = interaction_events(train)
-    test = inter[(inter["timestamp"] >= cut) & inter["event_type"].isin(list(ev_p.positive_types))]
+    test = inter[~before(inter["timestamp"], cut) & inter["event_type"].isin(list(ev_p.positive_types))]
     test = test[test["user_id"].isin(set(tr["user_id"].astype(str)))]
     pairs = test[["user_id", "content_id"]].astype(str).drop_duplicates()
     seen = set(zip(tr["user_id"].astype(str), tr["content_id"].astype(str), strict=True))
