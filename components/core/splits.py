@@ -8,7 +8,7 @@ train) is written once. It lives in ``core`` because retrieval sits below evalua
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,8 @@ def quantile_cut(times: pd.Series, quantile: float, *, interpolation: Interpolat
         raise ValueError(f"cut quantile must be in (0, 1), got {quantile}")
     if times.empty:
         raise ValueError("cannot cut an empty series of times")
-    return pd.Timestamp(times.quantile(quantile, interpolation=interpolation))
+    cut: Any = times.quantile(quantile, interpolation=interpolation)  # a Timestamp for datetimes
+    return pd.Timestamp(cut)
 
 
 def before(times: pd.Series, cut: pd.Timestamp) -> np.ndarray:
