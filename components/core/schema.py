@@ -36,9 +36,49 @@ class EventType(StrEnum):
 
 
 EVENT_TYPES: tuple[str, ...] = tuple(e.value for e in EventType)
-ENGAGEMENT_TYPES = frozenset({"like", "comment", "share", "follow", "save"})
-CONSUMPTION_TYPES = frozenset({"view", "complete_view", "replay"})
-NEGATIVE_TYPES = frozenset({"skip", "hide", "report", "unfollow"})
+
+# Named event-type sets: the one vocabulary every stage reads (never redefine one elsewhere).
+# Tuples in ``EventType`` order, so that anything iterating them (feature columns) is stable.
+
+
+def _of(*types: str) -> tuple[str, ...]:
+    """``types`` in ``EventType`` order (every name must be an event type)."""
+    unknown = set(types) - set(EVENT_TYPES)
+    if unknown:
+        raise ValueError(f"not event types: {sorted(unknown)}")
+    return tuple(t for t in EVENT_TYPES if t in types)
+
+
+#: Explicit engagement with a content or its creator.
+ENGAGEMENT_TYPES: tuple[str, ...] = _of("like", "comment", "share", "follow", "save")
+#: Watching a content.
+CONSUMPTION_TYPES: tuple[str, ...] = _of("view", "complete_view", "replay")
+#: Negative feedback, on a content (skip, hide, report) or on its creator (unfollow).
+NEGATIVE_TYPES: tuple[str, ...] = _of("skip", "hide", "report", "unfollow")
+#: Supply side: not behaviour of a viewer.
+SUPPLY_TYPES: tuple[str, ...] = _of("content_upload")
+#: Everything a viewer does (user features count these).
+USER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t not in SUPPLY_TYPES)
+#: Events about a creator rather than one content (they require ``creator_id``, not ``content_id``).
+CREATOR_TYPES: tuple[str, ...] = _of("follow", "unfollow")
+#: A viewer's events about one content: user events that are not about a creator.
+CONTENT_EVENT_TYPES: tuple[str, ...] = tuple(t for t in USER_EVENT_TYPES if t not in CREATOR_TYPES)
+#: Engagement with the content itself (a follow is about the creator).
+CONTENT_ENGAGEMENT_TYPES: tuple[str, ...] = tuple(t for t in ENGAGEMENT_TYPES if t in CONTENT_EVENT_TYPES)
+#: Negative feedback on the content itself: the ranking's negative label and the canary's
+#: negative-feedback rate. ``unfollow`` is left out on purpose: it is about the creator.
+CONTENT_NEGATIVE_TYPES: tuple[str, ...] = tuple(t for t in NEGATIVE_TYPES if t in CONTENT_EVENT_TYPES)
+#: Feedback that removes a content from the user's feed for good.
+BLOCKING_TYPES: tuple[str, ...] = _of("hide", "report")
+#: The user saw the content (an exposure, whether or not it pleased them).
+EXPOSURE_TYPES: tuple[str, ...] = _of("view", "skip")
+#: Effortful positive actions (relevance grade 3 in ranking).
+STRONG_POSITIVE_TYPES: tuple[str, ...] = _of("comment", "share", "follow", "save")
+#: Light positive signals (relevance grade 2 in ranking).
+LIGHT_POSITIVE_TYPES: tuple[str, ...] = _of("like", "complete_view", "replay")
+#: Positive feedback: engagement plus watching to the end (ranking's engaged label, popularity,
+#: exploration rewards, the real-time interest update in serving).
+POSITIVE_TYPES: tuple[str, ...] = _of(*STRONG_POSITIVE_TYPES, *LIGHT_POSITIVE_TYPES)
 
 #: Fields every event must carry.
 BASE_REQUIRED: tuple[str, ...] = ("event_id", "event_type", "user_id", "timestamp")

@@ -61,6 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.core.config import load_params
+from components.core.io import atomic_write_parquet
 from components.core.paths import PROJECT_ROOT, DataPaths
 from components.core.schema import (
     CONTENT_SCHEMA,
@@ -1122,11 +1123,8 @@ def iter_event_parts(world: World) -> Iterator[EventPart]:
 
 
 def _write(table: pa.Table, path: Path) -> Path:
-    """Write Parquet atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path
+    """Write Parquet (zstd) atomically."""
+    return atomic_write_parquet(path, table, compression="zstd")
 
 
 def write_drop(params: GenParams | Mapping[str, Any], out_dir: Path) -> GenSummary:

@@ -41,6 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from components.core import schema
+from components.core.io import atomic_write_json, write_metrics
 from components.core.config import demo_mode, stage_context, stage_parser
 from components.core.frames import (
     arrow_string_mapper,
@@ -883,17 +884,14 @@ def run(
             f"counts do not reconcile: in={result.n_in} != stored={result.stored} + "
             f"quarantined={result.quarantined} + duplicates={result.duplicates}"
         )
-    paths.metrics.mkdir(parents=True, exist_ok=True)
     metrics = asdict(result)
     metrics.pop("files")
     timing = {"seconds": metrics.pop("seconds"), "events_per_second": metrics.pop("events_per_second")}
     metrics["reconciled"] = True
     # Counts are deterministic (compared across runs); timings are not, so they live apart.
-    (paths.metrics / "ingest.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    (paths.metrics / "ingest_throughput.json").write_text(json.dumps(timing, indent=2) + "\n")
-    (paths.raw / "ingest_report.json").write_text(
-        json.dumps([asdict(f) for f in result.files], indent=2) + "\n"
-    )
+    write_metrics(paths.metrics / "ingest.json", metrics)
+    write_metrics(paths.metrics / "ingest_throughput.json", timing, sort_keys=False)
+    atomic_write_json(paths.raw / "ingest_report.json", [asdict(f) for f in result.files], sort_keys=False)
     log.info(
         "ingested %d records: %d stored, %d quarantined, %d duplicates, %d unknown-content (%.1f s)",
         result.n_in, result.stored, result.quarantined, result.duplicates, result.unknown_content, seconds,

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.core import schema
+from components.core.io import write_metrics
 from components.core.config import stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, first_occurrence_arrow
 from components.data.ingest import read_event_table
@@ -43,8 +44,6 @@ CLEAN_EVENT_SCHEMA = pa.schema(
     + list(schema.CLEAN_EVENT_EXTRA)
 )
 CLEAN_CONTENT_SCHEMA = schema.CONTENT_SCHEMA.append(pa.field("duration_imputed", pa.bool_()))
-
-CONSUMPTION = ("view", "complete_view", "replay")
 
 #: Spellings seen in the wild, mapped to the project's vocabulary.
 DEVICE_ALIASES: dict[str, str] = {
@@ -174,7 +173,7 @@ def sessions_from_arrays(
     ts_sorted = ts_ms[order]
     et = _text(event_types)
     is_view = np.asarray(pc.fill_null(pc.equal(et, "view"), False).to_numpy(zero_copy_only=False))
-    consumption = np.asarray(pc.fill_null(pc.is_in(et, value_set=pa.array(CONSUMPTION)), False).to_numpy(zero_copy_only=False))
+    consumption = np.asarray(pc.fill_null(pc.is_in(et, value_set=pa.array(schema.CONSUMPTION_TYPES)), False).to_numpy(zero_copy_only=False))
     watch = np.where(is_view, np.nan_to_num(watch_s, nan=0.0), 0.0)[order]
     cenc = pc.dictionary_encode(_text(content_ids))
     ccodes = np.asarray(pc.fill_null(cenc.indices, -1).to_numpy(zero_copy_only=False), dtype="int64")
@@ -325,9 +324,8 @@ def run(params: dict[str, Any], paths: DataPaths) -> PreprocessResult:
     )
     metrics = asdict(result)
     timing = {"seconds": metrics.pop("seconds"), "events_per_second": metrics.pop("events_per_second")}
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "preprocess.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    (paths.metrics / "preprocess_throughput.json").write_text(json.dumps(timing, indent=2) + "\n")
+    write_metrics(paths.metrics / "preprocess.json", metrics)
+    write_metrics(paths.metrics / "preprocess_throughput.json", timing, sort_keys=False)
     log.info("preprocessed %d events into %d sessions (%.1f s)", len(events), len(sessions), seconds)
     return result
 

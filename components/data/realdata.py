@@ -65,6 +65,7 @@ import pandera.pandas as pdv
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.core.io import atomic_write_json, atomic_write_parquet
 from components.core.paths import PROJECT_ROOT, DataPaths
 from components.core.schema import (
     CONTENT_SCHEMA,
@@ -568,17 +569,6 @@ def read_movielens(src: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     return ratings, movies, tags
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a hidden temporary file in the same folder, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_drop(drop: Drop, out_dir: Path) -> DropFiles:
     """Write a drop folder: events/part-00000.parquet, users/content Parquet, reconciliation.json.
 
@@ -610,10 +600,8 @@ def write_drop(drop: Drop, out_dir: Path) -> DropFiles:
     )
     for path, table in tables:
         # Compliant nested types would read back as list<element: …>, not the schema's list<item>.
-        write = functools.partial(pq.write_table, table, use_compliant_nested_type=False)
-        _atomic_write(path, write)
-    text = json.dumps(drop.reconciliation, indent=2) + "\n"
-    _atomic_write(files.reconciliation, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write_parquet(path, table, use_compliant_nested_type=False)
+    atomic_write_json(files.reconciliation, drop.reconciliation, sort_keys=False)
     logger.info("wrote drop to %s: %d events", out_dir, len(drop.events))
     return files
 

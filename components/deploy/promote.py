@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.config import load_params
+from components.core.io import atomic_write_parquet, atomic_write_text
 from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
@@ -537,28 +538,15 @@ def ingestion_quality(paths: DataPaths) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_verdict(paths: DataPaths, verdict: GateVerdict) -> Path:
     path = paths.metrics / f"gate_{verdict.gate}.json"
-    _write_atomic(path, verdict.to_json())
+    atomic_write_text(path, verdict.to_json())
     return path
 
 
 def append_score_log(paths: DataPaths, frame: pd.DataFrame, name: str) -> Path:
     """One parquet file per (gate run, model): rewriting the same name replaces it (idempotent)."""
-    folder = paths.data / "logs" / "scores"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.parquet"
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return atomic_write_parquet(paths.data / "logs" / "scores" / f"{name}.parquet", frame, index=False)
 
 
 def _load(registry: ModelRegistry, version: str) -> RankerModel:

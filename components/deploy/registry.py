@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from components.core.io import fsync_dir, fsync_file
 from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
@@ -292,25 +293,11 @@ def _dumps(obj: Any) -> str:
 # --------------------------------------------------------------------------- file helpers
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot fsync a directory
-        pass
-    finally:
-        os.close(fd)
-
-
 def _copy_file(src: Path, dst: Path) -> None:
     """Copy one file and fsync it (a step of the artefact copy)."""
     with src.open("rb") as fi, dst.open("wb") as fo:
         shutil.copyfileobj(fi, fo, 1 << 20)
-        fo.flush()
-        os.fsync(fo.fileno())
+    fsync_file(dst)
 
 
 def _manifest_version(directory: Path) -> str:
@@ -587,7 +574,7 @@ class ModelRegistry:
                     _copy_file(f, tmp / f.name)
                 else:
                     logger.warning("artefact %s: %s is not a file, not copied", src, f.name)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             try:
                 model = ranker.load(tmp)
             except Exception as exc:
@@ -598,7 +585,7 @@ class ModelRegistry:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(self.models_dir)
+        fsync_dir(self.models_dir)
         return model
 
     # ---- state changes

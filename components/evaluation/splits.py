@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.core.splits import before, quantile_cut
+
 SPLIT_COLUMNS = ("user", "item", "rating", "timestamp")
 
 
@@ -70,10 +72,10 @@ def kfold_per_user(frame: pd.DataFrame, k: int, *, user_col: str = "user", seed:
 
 
 def global_time(frame: pd.DataFrame, *, time_col: str = "timestamp", quantile: float = 0.8) -> Split:
-    """Everything strictly before the ``quantile`` of event times is train, the rest test."""
-    cut = frame[time_col].quantile(quantile, interpolation="lower")
-    before = (frame[time_col] < cut).to_numpy()
-    return Split(train=frame[before], test=frame[~before])
+    """Everything strictly before the ``quantile`` (an observed time) of event times is train,
+    the rest test (:func:`components.core.splits.quantile_cut`)."""
+    train = before(frame[time_col], quantile_cut(frame[time_col], quantile, interpolation="lower"))
+    return Split(train=frame[train], test=frame[~train])
 
 
 def read_split(path: Path) -> pd.DataFrame:

@@ -41,7 +41,6 @@ to ``curve_max_k`` go to a CSV for ``dvc plots``; the side-by-side table to ``re
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import tempfile
@@ -57,6 +56,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.core.config import deep_merge, load_params
+from components.core.io import write_metrics
 from components.core.paths import DataPaths
 from components.evaluation.metrics import (
     catalogue_coverage,
@@ -594,7 +594,7 @@ def write_outputs(result: EvalResult, paths: DataPaths, suffix: str = "") -> dic
         "curves": curves_dir,
         "report": paths.reports / f"evaluation{suffix}.md",
     }
-    out["metrics"].write_text(json.dumps(result.summary, indent=2, sort_keys=True, default=str) + "\n")
+    write_metrics(out["metrics"], result.summary)
     for model, frame in result.curves.groupby("model", sort=False):
         frame.drop(columns="model").to_csv(curves_dir / f"{model}.csv", index=False)
     out["report"].write_text(result.report)
@@ -786,8 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = prepare_dataset(params, dataset, Path(tmp) / "data-root") if args.dataset else paths
             events, content, users = read_tables(source)
             cv = cross_validate(params, dataset, events, content, users, args.cv, Path(tmp))
-        paths.metrics.mkdir(parents=True, exist_ok=True)
-        (paths.metrics / f"evaluate_cv_{dataset}.json").write_text(json.dumps(cv, indent=2, sort_keys=True) + "\n")
+        write_metrics(paths.metrics / f"evaluate_cv_{dataset}.json", cv)
         for name, m in cv["models"].items():
             print(f"{name:12s} ndcg@10 {m['ndcg@10']['mean']:.4f} ± {m['ndcg@10']['std']:.4f}")
         return 0

@@ -46,7 +46,6 @@ SVD are scikit-learn's; no library computes point-in-time snapshot aggregates, h
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 import time
@@ -62,8 +61,17 @@ import pyarrow.parquet as pq
 
 from components.core.config import stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, codes_of
+from components.core.io import atomic_write_json, write_metrics
 from components.core.paths import DataPaths
-from components.core.schema import ENGAGEMENT_TYPES, EVENT_TYPES
+from components.core.schema import (
+    CONSUMPTION_TYPES,
+    CONTENT_ENGAGEMENT_TYPES,
+    CONTENT_EVENT_TYPES,
+    CREATOR_TYPES,
+    ENGAGEMENT_TYPES,
+    EVENT_TYPES,
+    USER_EVENT_TYPES,
+)
 from components.data.preprocess import DEVICE_ALIASES, NETWORK_ALIASES
 
 log = logging.getLogger(__name__)
@@ -74,23 +82,8 @@ MS_PER_DAY = 86_400_000
 #: Sentinel the real-data adapters use for an id the data set does not have (no such creator).
 UNKNOWN = "unknown"
 
-#: Event types that describe a user's behaviour (uploads are supply, not consumption).
-USER_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t != "content_upload")
-ENGAGEMENT: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t in ENGAGEMENT_TYPES)
-#: Engagement counted for a creator's content (a follow is counted as a follower instead).
-CREATOR_ENGAGEMENT: tuple[str, ...] = ("like", "comment", "share", "save")
-CONTENT_COUNTED: tuple[str, ...] = (
-    "view",
-    "like",
-    "comment",
-    "share",
-    "save",
-    "complete_view",
-    "replay",
-    "skip",
-    "hide",
-    "report",
-)
+#: Event types counted per content, views first: the order of the ``c_n_*`` feature columns.
+CONTENT_COUNTED: tuple[str, ...] = ("view", *(t for t in CONTENT_EVENT_TYPES if t != "view"))
 #: Sliding windows (label, length in ms). Part of the Feast schema, so fixed here, not in params.
 WINDOWS: tuple[tuple[str, int], ...] = (
     ("1h", MS_PER_HOUR),
@@ -515,7 +508,7 @@ def user_features(
             out[f"u_{typ}_{label}"] = window_sums[(typ, label)]
     exposures = totals["view"] + totals["skip"]
     out["u_n_events"] = sum(totals.values())
-    out["u_n_engagements"] = sum(totals[t] for t in ENGAGEMENT)
+    out["u_n_engagements"] = sum(totals[t] for t in ENGAGEMENT_TYPES)
     out["u_n_views"] = totals["view"]
     weights = np.array([p.engagement_weights.get(t, 0.0) for t in EVENT_TYPES] + [0.0])
     out["u_engagement_decayed"] = _decayed(snap, ts, weights[etype], p.lambda_decay / MS_PER_DAY)
@@ -537,7 +530,7 @@ def user_features(
     starts = np.flatnonzero(new)
     ends = np.r_[starts[1:], len(s_ts)] - 1
     consumed = np.isin(
-        etype[o], [EVENT_TYPES.index(t) for t in ("view", "complete_view", "replay")]
+        etype[o], [EVENT_TYPES.index(t) for t in CONSUMPTION_TYPES]
     )
     s_content = e.content[keep][o]
     pair = np.where(consumed & (s_content >= 0), g * (len(e.content_ids) + 1) + s_content, -1)
@@ -573,7 +566,7 @@ def user_features(
     other = categories.index("other") if "other" in categories else None
     unknown = categories.index(UNKNOWN) if UNKNOWN in categories else -1
     cat = _codes_in(events["category"], categories, other=other, null=unknown)[keep]
-    eng_mask = np.isin(etype, [EVENT_TYPES.index(t) for t in ENGAGEMENT]) & (e.content[keep] >= 0)
+    eng_mask = np.isin(etype, [EVENT_TYPES.index(t) for t in ENGAGEMENT_TYPES]) & (e.content[keep] >= 0)
     width = len(categories)
     shares = np.zeros((len(st), width), dtype="float64")
     for k in range(width):
@@ -606,7 +599,7 @@ def user_features(
     # real-time view (the push source overwrites these online)
     out["rt_last_event_ts_s"] = np.floor_divide(s_ts[last], 1000).astype("int64")
     out["rt_events_1h"] = sum(window_sums[(t, "1h")] for t in USER_EVENT_TYPES)
-    out["rt_engagements_1h"] = sum(window_sums[(t, "1h")] for t in ENGAGEMENT)
+    out["rt_engagements_1h"] = sum(window_sums[(t, "1h")] for t in ENGAGEMENT_TYPES)
     out["rt_views_1h"] = window_sums[("view", "1h")]
     out["rt_skips_1h"] = window_sums[("skip", "1h")]
     views = (etype == EVENT_TYPES.index("view")) & (e.content[keep] >= 0)
@@ -679,7 +672,7 @@ def content_features(events: pd.DataFrame, content: pd.DataFrame, p: FeaturePara
         tl = view_tl if typ == "view" else timeline(etype == EVENT_TYPES.index(typ))
         totals[typ] = tl.count(sc, st)
         out[f"c_n_{typ}"] = totals[typ]
-    eng_tl = timeline(np.isin(etype, [EVENT_TYPES.index(t) for t in ENGAGEMENT]))
+    eng_tl = timeline(np.isin(etype, [EVENT_TYPES.index(t) for t in ENGAGEMENT_TYPES]))
     out["c_n_engagements"] = eng_tl.count(sc, st)
     views = totals["view"]
     for name, typ in (
@@ -831,7 +824,7 @@ def creator_features(events: pd.DataFrame, content: pd.DataFrame, p: FeaturePara
         [index.get(str(owner_of_id.get(str(u))), -1) for u in e.content_ids] + [-1]
     )
     own_code = np.array([index.get(str(u), -1) for u in ev_creator_ids] + [-1])
-    follows = e.type_in(("follow", "unfollow"))
+    follows = e.type_in(CREATOR_TYPES)
     creator = np.where(follows, own_code[ev_creator], owner_code[e.content])
     avail_creator = np.array([index.get(str(o), -1) for o in owners], dtype="int64")
     avail_ts = _availability(e, c)
@@ -862,7 +855,7 @@ def creator_features(events: pd.DataFrame, content: pd.DataFrame, p: FeaturePara
     out["cr_unfollow_ratio"] = _ratio(n_unf, n_fol)
     n_content = timeline(kind == AVAILABLE).count(sc, st)
     n_views = timeline(kind == EVENT_TYPES.index("view")).count(sc, st)
-    n_eng = timeline(np.isin(kind, [EVENT_TYPES.index(t) for t in CREATOR_ENGAGEMENT])).count(
+    n_eng = timeline(np.isin(kind, [EVENT_TYPES.index(t) for t in CONTENT_ENGAGEMENT_TYPES])).count(
         sc, st
     )
     out["cr_content_count"] = n_content
@@ -1042,7 +1035,7 @@ def write_tables(tables: FeatureTables, p: FeatureParams, out_dir: Path) -> None
         "windows": [w for w, _ in WINDOWS],
         "files": FILES,
     }
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(out_dir / META_FILE, meta, sort_keys=False)
 
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> FeaturesResult:
@@ -1079,15 +1072,12 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> FeaturesResult:
     )
     metrics = {k: v for k, v in result.__dict__.items() if k != "seconds"}
     metrics["events"] = len(events)
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "features.json").write_text(
-        json.dumps(metrics, indent=2, sort_keys=True) + "\n"
-    )
+    write_metrics(paths.metrics / "features.json", metrics)
     timing = {
         "seconds": result.seconds,
         "events_per_second": round(len(events) / result.seconds, 1) if result.seconds else 0.0,
     }
-    (paths.metrics / "features_throughput.json").write_text(json.dumps(timing, indent=2) + "\n")
+    write_metrics(paths.metrics / "features_throughput.json", timing, sort_keys=False)
     log.info("features: %s rows in %.1f s", result.rows, result.seconds)
     return result
 

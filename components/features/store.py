@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from components.core.config import load_params
+from components.core.io import write_metrics
 from components.core.paths import PROJECT_ROOT, DataPaths
 from components.features.compute import context_arrays, recency_hours
 
@@ -924,18 +925,13 @@ class ServingFeatureFetcher:
 # CLI (DVC stages feast_apply and materialize)
 
 
-def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-
-
 def run_apply(
     params: Mapping[str, Any], paths: DataPaths, config_file: Path | None = None
 ) -> ApplyResult:
     settings = StoreSettings.from_params(params)
     store = open_store(paths, settings, config_file)
     result = apply(store)
-    _write_json(paths.metrics / "feast_apply.json", asdict(result))
+    write_metrics(paths.metrics / "feast_apply.json", asdict(result))
     log.info(
         "applied %d feature views, %d services to %s",
         len(result.feature_views),
@@ -960,8 +956,8 @@ def run_materialize(
     record = asdict(result)
     seconds = record.pop("seconds")
     record["rows"] = result.rows
-    _write_json(paths.metrics / "materialize.json", record)
-    _write_json(
+    write_metrics(paths.metrics / "materialize.json", record)
+    write_metrics(
         paths.metrics / "materialize_throughput.json",
         {
             "seconds": seconds,

@@ -59,7 +59,6 @@ import fnmatch
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -73,7 +72,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.core.config import stage_context, stage_parser
+from components.core.io import atomic_write_text
 from components.core.paths import DataPaths
+from components.core.schema import POSITIVE_TYPES, SUPPLY_TYPES
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -141,16 +142,8 @@ class DriftConfig:
     max_columns: int = 100
     feature_tables: tuple[str, ...] = ("user_features", "content_features")
     exclude_columns: tuple[str, ...] = ("*_id", "*_idx", "*_ts_s", "*timestamp*")
-    engagement_types: tuple[str, ...] = (
-        "like",
-        "comment",
-        "share",
-        "save",
-        "follow",
-        "complete_view",
-        "replay",
-    )
-    ignore_event_types: tuple[str, ...] = ("content_upload",)
+    engagement_types: tuple[str, ...] = POSITIVE_TYPES
+    ignore_event_types: tuple[str, ...] = SUPPLY_TYPES
     score_log: str = "data/logs/scores"
     retrain_on: tuple[str, ...] = ("feature", "target")
     seed: int = 42
@@ -892,17 +885,6 @@ def render_html(result: DriftResult) -> str:
 # --------------------------------------------------------------------------- I/O
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write through a hidden temporary file in the same folder, then rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _read_between(
     path: Path,
     ts_column: str,
@@ -1020,8 +1002,8 @@ def run(
     result = detect_drift(features, events, scores, windows, cfg, score_log_note=note)
     metrics_path = paths.metrics / METRICS_FILE
     report_path = paths.reports / REPORT_FILE
-    _atomic_write_text(report_path, render_html(result))
-    _atomic_write_text(metrics_path, result.verdict.to_json())
+    atomic_write_text(report_path, render_html(result))
+    atomic_write_text(metrics_path, result.verdict.to_json())
     seconds = time.perf_counter() - t0
     log.info("drift verdict: %s (%.1f s)", result.verdict.reason, seconds)
     return DriftOutputs(result.verdict, metrics_path, report_path, seconds)

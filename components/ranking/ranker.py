@@ -71,6 +71,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from components.core.io import atomic_write_bytes, fsync_dir, fsync_file
 from components.evaluation.metrics import rank_by_score, ranking_metrics
 
 logger = logging.getLogger(__name__)
@@ -721,9 +722,7 @@ class RankerModel:
                 with open(folder / ".lock", "w") as lock:
                     fcntl.flock(lock, fcntl.LOCK_EX)
                     if not model_file.exists():
-                        tmp = model_file.with_suffix(".tmp")
-                        tmp.write_bytes(self._files[f"{name}.txt"])
-                        tmp.replace(model_file)
+                        atomic_write_bytes(model_file, self._files[f"{name}.txt"])
                     fast = lleaves.Model(model_file=str(model_file))
                     fast.compile(cache=str(folder / f"{name}.so"), raw_score=True)
                 want = self._impl.margin(booster, probe, 1)
@@ -1190,10 +1189,9 @@ def _time_repr(col: pd.Series, value: float) -> str:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    with path.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Write one file of an artefact folder being built, durably (the folder is renamed later)."""
+    path.write_bytes(data)
+    fsync_file(path)
 
 
 def save(model: RankerModel, directory: Path) -> Path:
@@ -1226,14 +1224,7 @@ def save(model: RankerModel, directory: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some filesystems cannot fsync a directory
-        pass
+    fsync_dir(directory)
     logger.info("saved ranker artefact %s", final)
     return final
 

@@ -42,7 +42,6 @@ boosting are :mod:`components.retrieval.candidates`, Feast and :mod:`components.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +52,15 @@ import numpy as np
 import pandas as pd
 
 from components.core.config import stage_context, stage_parser
+from components.core.io import atomic_write_parquet, atomic_write_text, write_metrics
 from components.core.paths import DataPaths
+from components.core.schema import (
+    CONSUMPTION_TYPES,
+    CONTENT_NEGATIVE_TYPES,
+    LIGHT_POSITIVE_TYPES,
+    POSITIVE_TYPES,
+    STRONG_POSITIVE_TYPES,
+)
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -63,19 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENGAGED_TYPES: tuple[str, ...] = (
-    "like",
-    "share",
-    "comment",
-    "save",
-    "follow",
-    "complete_view",
-    "replay",
-)
-NEGATIVE_TYPES: tuple[str, ...] = ("skip", "hide", "report")
-VIEW_TYPES: tuple[str, ...] = ("view", "complete_view", "replay")
-GRADE3_TYPES: tuple[str, ...] = ("share", "comment", "save", "follow")
-GRADE2_TYPES: tuple[str, ...] = ("complete_view", "like", "replay")
 LABEL_COLUMNS: tuple[str, ...] = (
     "label_engaged",
     "label_like",
@@ -220,15 +214,15 @@ def outcome_labels(
     flags = pd.DataFrame(
         {
             "_row": m["_row"].to_numpy(),
-            "label_engaged": typ.isin(ENGAGED_TYPES).to_numpy(),
+            "label_engaged": typ.isin(POSITIVE_TYPES).to_numpy(),
             "label_like": (typ == "like").to_numpy(),
             "label_share": (typ == "share").to_numpy(),
             "label_complete_view": (typ == "complete_view").to_numpy(),
-            "label_negative": typ.isin(NEGATIVE_TYPES).to_numpy(),
-            "_viewed": typ.isin(VIEW_TYPES).to_numpy(),
-            "_g3": typ.isin(GRADE3_TYPES).to_numpy(),
-            "_g2": typ.isin(GRADE2_TYPES).to_numpy(),
-            "label_watch_ratio": m["watch_ratio"].where(typ.isin(VIEW_TYPES)).to_numpy(),
+            "label_negative": typ.isin(CONTENT_NEGATIVE_TYPES).to_numpy(),
+            "_viewed": typ.isin(CONSUMPTION_TYPES).to_numpy(),
+            "_g3": typ.isin(STRONG_POSITIVE_TYPES).to_numpy(),
+            "_g2": typ.isin(LIGHT_POSITIVE_TYPES).to_numpy(),
+            "label_watch_ratio": m["watch_ratio"].where(typ.isin(CONSUMPTION_TYPES)).to_numpy(),
         }
     )
     agg = (
@@ -499,10 +493,7 @@ def write_holdout(frame: pd.DataFrame, model: RankerModel, path: Path) -> Path:
     keep += [c for c in LABEL_COLUMNS if c in rows]
     keep += [c for c in feature_columns(rows) if c not in keep]
     out = rows[keep].sort_values(["group_id", "content_id"], kind="mergesort").reset_index(drop=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    out.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    atomic_write_parquet(path, out, index=False)
     log.info("holdout: %d rows in %d groups -> %s", len(out), out["group_id"].nunique(), path)
     return path
 
@@ -517,7 +508,7 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     frame = pipeline_training_set(params, paths, store)
     model = train(frame, params, settings.feature_service, created_from="pipeline")
     out = save(model, ranking_dir(paths))
-    (ranking_dir(paths) / "LATEST").write_text(model.version + "\n")
+    atomic_write_text(ranking_dir(paths) / "LATEST", model.version + "\n")
     write_holdout(frame, model, holdout_path(paths))
     groups = int(frame["group_id"].nunique())
     metrics: dict[str, Any] = {
@@ -533,10 +524,7 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
         "added_positives": int((frame["in_candidates"] == 0).sum()),
         "training": model.training_metrics,
     }
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "ranking.json").write_text(
-        json.dumps(metrics, indent=2, sort_keys=True, default=str) + "\n"
-    )
+    write_metrics(paths.metrics / "ranking.json", metrics)
     return RankingResult(out, model.version, len(frame), groups, metrics)
 
 

@@ -85,8 +85,15 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from components.core.config import deep_merge, load_params
+from components.core.io import atomic_write_text, write_metrics
 from components.core.paths import PROJECT_ROOT, DataPaths
-from components.core.schema import ENGAGEMENT_TYPES
+from components.core.schema import (
+    CONSUMPTION_TYPES,
+    CREATOR_TYPES,
+    ENGAGEMENT_TYPES,
+    POSITIVE_TYPES,
+)
+from components.core.splits import before, quantile_cut
 from components.retrieval.embeddings import (
     UNKNOWN,
     EmbeddingModel,
@@ -113,7 +120,6 @@ KNN_SCORING: tuple[str, ...] = ("global", "normalised", "aggregate")
 INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivf", "ivfpq")
 ADD_BATCH = 100_000
 DATASETS: tuple[str, ...] = ("synthetic", "kuairand", "movielens")
-DEFAULT_POSITIVE_TYPES: tuple[str, ...] = ("like", "share", "comment", "save", "follow", "complete_view", "replay")
 DEFAULT_MIX: dict[str, float] = {
     "hybrid": 0.25, "item_knn": 0.15, "content": 0.1, "mf": 0.1, "user_knn": 0.1, "graph": 0.1,
     "followed": 0.06, "fresh": 0.07, "trending": 0.07,
@@ -235,7 +241,7 @@ class CandidateParams:
 class EvalParams:
     cut_quantile: float = 0.8
     ks: tuple[int, ...] = (100, 500, 1000)
-    positive_types: tuple[str, ...] = DEFAULT_POSITIVE_TYPES
+    positive_types: tuple[str, ...] = POSITIVE_TYPES
     max_users: int = 0  # 0: every test user
 
     @classmethod
@@ -432,7 +438,7 @@ class ContentIndex:
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
-        (root / "LATEST").write_text(version + "\n")
+        atomic_write_text(root / "LATEST", version + "\n")
         self.parent = version
         return out
 
@@ -540,7 +546,7 @@ def item_activity(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp,
     out["eng_total"] = np.bincount(pos[engaged], minlength=n).astype(np.float32)
     out["interactions"] = np.bincount(pos, minlength=n).astype(np.float32)
     likes = np.bincount(pos[typ == "like"], minlength=n)
-    views = np.bincount(pos[np.isin(typ, ["view", "complete_view", "replay"])], minlength=n)
+    views = np.bincount(pos[np.isin(typ, CONSUMPTION_TYPES)], minlength=n)
     out["like_rate"] = ((likes + 1.0) / (np.maximum(views, likes) + 2.0)).astype(np.float32)
     first = np.full(n, np.nan)
     last = np.full(n, np.nan)
@@ -702,7 +708,7 @@ def followed_creators(users: pd.DataFrame, events: pd.DataFrame) -> dict[str, se
         for u, cl in zip(users["user_id"].astype(str), users["creators_followed"], strict=True):
             if isinstance(cl, list | tuple | np.ndarray) and len(cl):
                 out[u] = {str(c) for c in cl}
-    ev = events[events["event_type"].isin(["follow", "unfollow"]) & events["creator_id"].notna()]
+    ev = events[events["event_type"].isin(CREATOR_TYPES) & events["creator_id"].notna()]
     ev = ev.sort_values("timestamp", kind="stable")
     for u, c, t in zip(ev["user_id"].astype(str), ev["creator_id"].astype(str), ev["event_type"].astype(str), strict=True):
         if t == "follow":
@@ -1188,7 +1194,7 @@ def recent_scores(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp,
     return Candidates(order.astype(np.int64), cnt[order].astype(np.float32))
 
 
-def popularity_scores(events: pd.DataFrame, item_ids: np.ndarray, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES) -> Candidates:
+def popularity_scores(events: pd.DataFrame, item_ids: np.ndarray, positive_types: Sequence[str] = POSITIVE_TYPES) -> Candidates:
     """The baseline: contents ranked by positive events in the training period."""
     ev = interaction_events(events)
     ev = ev[ev["event_type"].isin(list(positive_types))]
@@ -1265,10 +1271,10 @@ class HoldOut:
 def hold_out(events: pd.DataFrame, content: pd.DataFrame, ev_p: EvalParams) -> HoldOut:
     """Split at the ``cut_quantile`` of interaction times; test = later positives on new contents."""
     inter = interaction_events(events)
-    cut = pd.Timestamp(inter["timestamp"].quantile(ev_p.cut_quantile))  # type: ignore[arg-type]
-    train = events[events["timestamp"] < cut]
+    cut = quantile_cut(inter["timestamp"], ev_p.cut_quantile, interpolation="linear")
+    train = events[before(events["timestamp"], cut)]
     tr = interaction_events(train)
-    test = inter[(inter["timestamp"] >= cut) & inter["event_type"].isin(list(ev_p.positive_types))]
+    test = inter[~before(inter["timestamp"], cut) & inter["event_type"].isin(list(ev_p.positive_types))]
     test = test[test["user_id"].isin(set(tr["user_id"].astype(str)))]
     pairs = test[["user_id", "content_id"]].astype(str).drop_duplicates()
     seen = set(zip(tr["user_id"].astype(str), tr["content_id"].astype(str), strict=True))
@@ -1443,8 +1449,7 @@ def run(params: Mapping[str, Any], paths: DataPaths, dataset: str | None = None)
         "candidates_per_source": {str(k): int(v) for k, v in table["source"].value_counts().sort_index().items()},
         "evaluation": evaluate(events, content, users, emb_p, p, ev_p),
     }
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "candidates.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_metrics(paths.metrics / "candidates.json", metrics)
     seconds = round(time.perf_counter() - t0, 3)
     log.info("candidates: %d rows for %d users, index %s, in %.1f s", len(table), len(model.user_ids), out_index.name, seconds)
     return CandidatesResult(metrics, out_index.name, len(model.user_ids), len(table), seconds)
@@ -1513,8 +1518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = {}
         for d in args.datasets:
             res = evaluate_dataset(params, d)
-            paths.metrics.mkdir(parents=True, exist_ok=True)
-            (paths.metrics / f"candidates_{d}.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
+            write_metrics(paths.metrics / f"candidates_{d}.json", res)
             results[d] = res
         print(recall_table(results))
         return 0

@@ -74,7 +74,9 @@ import scipy.sparse as sp
 
 from components.core.config import stage_context, stage_parser
 from components.core.frames import arrow_string_mapper
+from components.core.io import atomic_write_json, write_metrics
 from components.core.paths import DataPaths
+from components.core.schema import BLOCKING_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,6 @@ DEFAULT_BLOCK_WEIGHTS: dict[str, float] = {
 BLOCKS: tuple[str, ...] = ("collaborative", "text", "category", "visual", "audio")
 #: Largest NetMF matrix (entries) built dense; bigger graphs use sparse row blocks.
 DENSE_NETMF_MAX_ENTRIES = 120_000_000
-#: Event types that block a content for the user (never recommended again).
-BLOCKING_TYPES: tuple[str, ...] = ("hide", "report")
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_type", "user_id", "content_id", "creator_id", "timestamp", "watch_ratio", "category",
@@ -787,7 +787,7 @@ def save_model(model: EmbeddingModel, out_dir: Path) -> None:
         "ridge_holdout_cosine": model.ridge_holdout_cosine,
         "version": model_version(model),
     }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(out_dir / "meta.json", meta, sort_keys=False)
 
 
 def load_model(in_dir: Path) -> EmbeddingModel:
@@ -848,8 +848,7 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> EmbeddingsResult:
     cat = catalogue(content, events)
     metrics = embedding_metrics(model, inter, cat, p)
     metrics["version"] = model_version(model)
-    paths.metrics.mkdir(parents=True, exist_ok=True)
-    (paths.metrics / "embeddings.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_metrics(paths.metrics / "embeddings.json", metrics)
     seconds = round(time.perf_counter() - t0, 3)
     log.info("embeddings: %d users, %d contents (%d cold) in %.1f s", inter.n_users, inter.n_items, metrics["cold_contents"], seconds)
     return EmbeddingsResult(metrics=metrics, version=metrics["version"], seconds=seconds)

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from components.core.schema import EXPOSURE_TYPES, POSITIVE_TYPES
+
 STRATEGIES: tuple[str, ...] = ("uniform", "ucb")
-EXPOSURE_TYPES: tuple[str, ...] = ("view", "skip")
-REWARD_TYPES: tuple[str, ...] = ("like", "share", "comment", "save", "follow", "complete_view", "replay")
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def ucb_index(impressions: np.ndarray, rewards: np.ndarray, c: float, total: flo
 def bandit_stats(
     events: pd.DataFrame,
     exposure_types: Sequence[str] = EXPOSURE_TYPES,
-    reward_types: Sequence[str] = REWARD_TYPES,
+    reward_types: Sequence[str] = POSITIVE_TYPES,
 ) -> pd.DataFrame:
     """Per content: impressions (views and skips) and rewards (distinct positive users per view)."""
     ev = events[events["content_id"].notna()]

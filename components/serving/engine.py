@@ -77,9 +77,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from components.core.io import atomic_write_parquet
 from components.core.paths import DataPaths
+from components.core.schema import POSITIVE_TYPES
 from components.deploy.promote import in_canary
 from components.retrieval.exploration import ExplorationParams, dpp_rerank, explore_slate
 from components.serving.bundle import ServingBundle, bundle_dir, reporters_by_content, seen_by_user
@@ -94,10 +95,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRODUCTION, CANARY, FALLBACK = "production", "canary", "fallback"
-
-
-#: engagements that pull the real-time interest towards a content
-FRESH_POSITIVE: tuple[str, ...] = ("like", "share", "comment", "save", "follow", "complete_view", "replay")
 
 
 def impressions_dir(paths: DataPaths) -> Path:
@@ -342,12 +339,9 @@ class ImpressionLog:
 
     def _write(self, rows: Sequence[Mapping[str, Any]]) -> Path:
         table = self._table(rows)
-        self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = self.directory / f"impressions-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = path.with_name("." + path.name + ".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
+        atomic_write_parquet(path, table)
         self.files.append(path)
         log.debug("impression log: %d rows -> %s", len(rows), path)
         return path
@@ -592,7 +586,7 @@ class Recommender:
             self.note_seen(str(user), group.astype(str).tolist())
         if "event_type" in ev:
             kind = ev["event_type"].astype(str)
-            self._update_interest(ev[kind.isin(FRESH_POSITIVE)])
+            self._update_interest(ev[kind.isin(POSITIVE_TYPES)])
             self._count_reports(ev[kind == "report"])
 
     def _count_reports(self, reports: pd.DataFrame) -> None:

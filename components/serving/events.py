@@ -34,7 +34,9 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from components.core.io import fsync_dir, fsync_file
 from components.core.paths import DataPaths
+from components.core.schema import ENGAGEMENT_TYPES, USER_EVENT_TYPES
 
 if TYPE_CHECKING:
     from components.data.ingest import Limits
@@ -79,11 +81,9 @@ class RealtimeFeatures:
     """The ``rt_*`` user features from the events of the last hour, per user (in memory)."""
 
     def __init__(self, last_n_viewed: int = 20) -> None:
-        from components.features.compute import ENGAGEMENT, USER_EVENT_TYPES
-
         self.last_n = last_n_viewed
         self.user_types = frozenset(USER_EVENT_TYPES)
-        self.engagement = frozenset(ENGAGEMENT)
+        self.engagement = frozenset(ENGAGEMENT_TYPES)
         self._users: dict[str, _UserWindow] = {}
 
     def add(self, user_id: str, ts_s: int, event_type: str, content_id: str | None) -> None:
@@ -202,12 +202,12 @@ class EventSink:
                 (staging / "quarantine").mkdir()
                 quarantine.astype({"record_no": "int64"}).to_parquet(staging / "quarantine" / f"{name}.parquet", index=False)
             for path in sorted(p for p in staging.rglob("*.parquet")):
-                with path.open("rb") as fh:
-                    os.fsync(fh.fileno())
+                fsync_file(path)
                 final = base / path.relative_to(staging)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 self.written.add(final.name)
                 os.replace(path, final)
+                fsync_dir(final.parent)
         finally:
             for p in sorted(staging.rglob("*"), reverse=True):
                 p.rmdir() if p.is_dir() else p.unlink()

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.core.paths import DataPaths
+from components.core.schema import ENGAGEMENT_TYPES
 from components.data.preprocess import session_table, sessionise
 from components.features import compute as F
 
@@ -467,7 +468,7 @@ def test_vectorised_features_match_brute_force() -> None:
         assert r["u_engagement_decayed"] == pytest.approx(
             float((value * np.exp(-0.1 * age)).sum()), rel=1e-9
         )
-        eng = mine[mine["event_type"].isin(list(F.ENGAGEMENT))]
+        eng = mine[mine["event_type"].isin(list(ENGAGEMENT_TYPES))]
         share = eng["category"].value_counts(normalize=True).reindex(cats, fill_value=0.0)
         assert list(r["u_category_share"]) == pytest.approx(list(share), abs=1e-6)
         assert r["u_n_sessions"] == mine["session_id"].nunique()
@@ -476,7 +477,7 @@ def test_vectorised_features_match_brute_force() -> None:
     for _, r in cf.sample(10, random_state=2).iterrows():
         T = r["event_timestamp"]
         mine = ev[(ev["content_id"] == r["content_id"]) & (ev["timestamp"] < T)]
-        eng = mine["event_type"].isin(list(F.ENGAGEMENT))
+        eng = mine["event_type"].isin(list(ENGAGEMENT_TYPES))
         recent = (eng & (mine["timestamp"] >= T - DAY)).sum()
         before = (eng & (mine["timestamp"] < T - DAY) & (mine["timestamp"] >= T - 2 * DAY)).sum()
         assert (r["c_engagements_24h"], r["c_engagements_prev_24h"]) == (recent, before)

@@ -185,3 +185,11 @@ def test_features_come_from_the_point_in_time_join(tmp_path: Path) -> None:
     )
     assert set(R.feature_columns(feats)) & set(user_cols)
     assert not set(R.feature_columns(feats)) & set(R.LABEL_COLUMNS)
+
+
+def test_negative_label_is_content_negative_feedback_not_an_unfollow() -> None:
+    """The negative label is ``schema.CONTENT_NEGATIVE_TYPES``: an unfollow is about the creator
+    (even when the log ties it to the content that prompted it), so it labels nothing negative."""
+    events = ev([(25, "unfollow", "u1", "c1"), (26, "report", "u1", "c2"), (27, "skip", "u1", "c3")])
+    out = R.build_training_set(events, cands("u1", ["c1", "c2", "c3"]), CUT, W, negatives_per_group=5)
+    assert [int(row(out, c)["label_negative"]) for c in ("c1", "c2", "c3")] == [0, 1, 1]
