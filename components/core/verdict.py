@@ -45,7 +45,7 @@ def missing(name: str, what: str, fix: str) -> Check:
 
 def finite(x: Any) -> float | None:
     """``x`` as a float when it is a finite number, else None (NaN, inf, None, not a number)."""
-    if x is None or isinstance(x, bool):
+    if x is None or isinstance(x, bool | str | bytes):
         return None
     try:
         v = float(x)
@@ -71,6 +71,12 @@ def at_most(name: str, value: Any, ceiling: float, label: str) -> Check:
     ok = v <= ceiling
     return Check(name, ok, f"{label} {v:.4g} {'<=' if ok else '>'} {ceiling:.4g}")
 
+
+#: The drift verdict's check names, shared by its writer (``components.monitoring``) and its
+#: reader (the offline gate): per family, f"{family}{TESTED}" is the evidence (the family could
+#: be tested) and f"{family}{NO_DRIFT}" the finding.
+TESTED = "_tested"
+NO_DRIFT = "_no_drift"
 
 _OWN_FIELDS = ("gate", "passed", "decision", "reason", "checks", "metrics", "thresholds")
 

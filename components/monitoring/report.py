@@ -9,15 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from components.core.verdict import Check, Verdict
+from components.core.verdict import NO_DRIFT, TESTED, Check, Verdict
 from components.monitoring.windows import Windows
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
 
-#: the names of a family's checks: f"{family}{TESTED}" (evidence) and f"{family}{NO_DRIFT}"
-TESTED = "_tested"
-NO_DRIFT = "_no_drift"
 _HINTS = {
     "feature": "run `dvc repro features`, or check drift.min_rows and the windows",
     "target": "run `dvc repro preprocess`, or check drift.min_rows and the windows",

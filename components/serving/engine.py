@@ -22,7 +22,7 @@
    model's ``feature_cols`` (a column no source produces is NaN and is logged once per model
    version).
 3. **Scoring** – the production model, or the canary model for users that
-   :func:`components.deploy.promote.in_canary` puts in ``promote.canary.share``. A shadow model scores the
+   :func:`components.deploy.gates.canary.in_canary` puts in ``promote.canary.share``. A shadow model scores the
    same rows; its scores go to the impression log only. With ``serving.compile_ranker`` the
    LightGBM heads run as native code (:meth:`components.ranking.ranker.RankerModel.compile`).
 4. **Re-ranking** – trend boost ``s + beta * trend * |s|`` (``= s (1 + beta trend)`` for a
@@ -80,7 +80,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.core.paths import DataPaths
-from components.deploy.promote import in_canary
+from components.deploy.gates.canary import in_canary
 from components.retrieval.exploration import ExplorationParams, dpp_rerank, explore_slate
 from components.serving.bundle import ServingBundle, bundle_dir, reporters_by_content, seen_by_user
 from components.serving.snapshot import CandidateSnapshot

@@ -313,6 +313,40 @@ def test_too_few_rows_are_skipped_with_a_reason() -> None:
     assert v.inconclusive and not v.drift_detected and v.reason.startswith("Inconclusive")
 
 
+def test_verdict_fails_closed_on_untested_families(calm: DriftResult) -> None:
+    verdict = calm.report.verdict
+    assert verdict.gate == "drift" and verdict.passed
+    assert [c.name for c in verdict.checks] == [
+        f"{f}{s}" for f in FAMILIES for s in ("_tested", "_no_drift")
+    ]
+    # prediction is not in drift.retrain_on: untested, it is named but does not fail the verdict
+    no_scores = detect_drift(features(), events(), None, WINDOWS, CFG).report
+    assert no_scores.verdict.passed and "prediction skipped (no score log)" in no_scores.reason
+    # target is: without events the verdict fails, saying what is missing and what to run
+    no_events = detect_drift(
+        features(), None, None, WINDOWS, CFG, events_note="data/interim/events.parquet not found"
+    ).report
+    v = no_events.verdict
+    assert not v.passed and not no_events.drift_detected and not no_events.inconclusive
+    assert [c.name for c in v.failed_checks] == ["target_tested"]
+    assert "data/interim/events.parquet not found" in v.failed_checks[0].reason
+    assert "dvc repro preprocess" in v.failed_checks[0].reason
+    assert no_events.reason.startswith("Incomplete, no drift found but target could not be tested")
+
+
+def test_inconclusive_is_not_a_pass() -> None:
+    thin = {"user_features": snapshots("u", "user_id", 1, current_seed=2, current_n=40)}
+    report = detect_drift(thin, None, scores(per_day=30), WINDOWS, CFG).report
+    assert report.inconclusive and not report.passed
+    d = json.loads(report.to_json())
+    assert d["passed"] is False and d["decision"] == "fail"
+    assert {c["name"] for c in d["checks"] if not c["passed"]} == {
+        "feature_tested",
+        "target_tested",
+        "any_family_tested",
+    }
+
+
 def test_empty_current_window_is_an_error() -> None:
     late = Windows.ending_at(END + 30 * DAY, 1, 7)
     with pytest.raises(EmptyWindowError, match="current window"):
@@ -324,6 +358,10 @@ def test_verdict_json_is_deterministic(calm: DriftResult) -> None:
     assert again.report.to_json() == calm.report.to_json()
     d = json.loads(calm.report.to_json())
     assert set(d) >= {
+        "gate",
+        "checks",
+        "metrics",
+        "thresholds",
         "passed",
         "drift_detected",
         "retrain_requested",
