@@ -157,7 +157,9 @@ class Verdict:
     def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
         """Read a verdict back from its JSON form; a malformed record raises ``ValueError``."""
         try:
-            checks = tuple(Check(str(c["name"]), bool(c["passed"]), str(c["reason"])) for c in d["checks"])
+            checks = tuple(
+                Check(str(c["name"]), bool(c["passed"]), str(c["reason"])) for c in d["checks"]
+            )
             own = {f.name for f in fields(cls)}
             return cls(
                 gate=str(d["gate"]),

@@ -113,21 +113,32 @@ def _target(registry: ModelRegistry, gate: str, version: str | None) -> str | No
     return rec.version if rec is not None else None
 
 
-def stage_verdict(gate: str, target: str | None, stage: str | None, production: str | None) -> Verdict | None:
+def stage_verdict(
+    gate: str, target: str | None, stage: str | None, production: str | None
+) -> Verdict | None:
     """The verdict of a gate that has no model to judge: none in its stage (fails: nothing to
     check), or ``target`` not in the gate's stage (passes only when it is already past the gate,
     as the registry's history records). None when ``target`` is in the gate's stage."""
     expected = GATE_STAGE[gate]
     if target is None:
-        check = missing("model", f"no model in stage {expected!r}: nothing to check",
-                        "register one (`python -m components.deploy.registry register`) or give --version")
+        check = missing(
+            "model",
+            f"no model in stage {expected!r}: nothing to check",
+            "register one (`python -m components.deploy.registry register`) or give --version",
+        )
     elif stage == expected:
         return None
     else:
         done = stage in STAGE_ORDER and STAGE_ORDER.index(stage) > STAGE_ORDER.index(expected)
-        check = Check("stage", done, f"{target} is in stage {stage!r}, "
-                      + ("already past this gate" if done else f"not {expected!r}: not checked"))
-    return promotion_verdict(gate, target, production, [check], passed_reason=check.reason, decision="nothing")
+        check = Check(
+            "stage",
+            done,
+            f"{target} is in stage {stage!r}, "
+            + ("already past this gate" if done else f"not {expected!r}: not checked"),
+        )
+    return promotion_verdict(
+        gate, target, production, [check], passed_reason=check.reason, decision="nothing"
+    )
 
 
 def judge(
@@ -141,8 +152,15 @@ def judge(
 ) -> Verdict:
     """Run one gate on the replayed rows (the shadow gate also writes its score log)."""
     if gate == "offline":
-        return offline_gate(rows, candidate, production, p, quality=ingestion_quality(paths),
-                            drift=drift_record(paths), trained_until=trained_until)
+        return offline_gate(
+            rows,
+            candidate,
+            production,
+            p,
+            quality=ingestion_quality(paths),
+            drift=drift_record(paths),
+            trained_until=trained_until,
+        )
     if gate == "shadow":
         verdict, scores = shadow_gate(rows, candidate, production, p)
         append_score_log(paths, scores, f"shadow-{candidate.version}")
@@ -179,11 +197,24 @@ def run_gate(
         assert target is not None and record is not None
         holdout = holdout_path(paths)
         if holdout.exists():
-            production = _load(registry, prod_version) if prod_version and prod_version != target else None
-            verdict = judge(gate, p, paths, pd.read_parquet(holdout), _load(registry, target), production,
-                            str((record.metrics or {}).get("trained_until", "")))
+            production = (
+                _load(registry, prod_version) if prod_version and prod_version != target else None
+            )
+            verdict = judge(
+                gate,
+                p,
+                paths,
+                pd.read_parquet(holdout),
+                _load(registry, target),
+                production,
+                str((record.metrics or {}).get("trained_until", "")),
+            )
         else:
-            check = missing("held_out_rows", f"no replayed requests ({holdout} not found)", "run `dvc repro ranking`")
+            check = missing(
+                "held_out_rows",
+                f"no replayed requests ({holdout} not found)",
+                "run `dvc repro ranking`",
+            )
             verdict = promotion_verdict(gate, target, prod_version, [check], passed_reason="")
         note = f"{gate} gate: {verdict.reason}"
         if verdict.decision in ("pass", "promote"):
@@ -223,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", default=None)
     parser.add_argument("--root", default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     params = load_params(args.params)
     paths = DataPaths(Path(args.root)) if args.root else DataPaths()
     now = datetime.now(UTC)

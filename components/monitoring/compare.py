@@ -47,6 +47,7 @@ DISTANCE_STATTESTS = frozenset(
     }
 )
 
+
 def _cap_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     if len(frame) <= max_rows:
         return frame.reset_index(drop=True)
@@ -102,7 +103,13 @@ def _testable(
             ref_cols[col], cur_cols[col] = r, c
             (numerical if is_num else categorical).append(col)
     cols = numerical + categorical
-    return pd.DataFrame(ref_cols)[cols], pd.DataFrame(cur_cols)[cols], numerical, categorical, skipped
+    return (
+        pd.DataFrame(ref_cols)[cols],
+        pd.DataFrame(cur_cols)[cols],
+        numerical,
+        categorical,
+        skipped,
+    )
 
 
 def _run_preset(

@@ -165,7 +165,9 @@ def detect_drift(
 
     if windows.overlap():
         log.warning("reference window overlaps the current window: %s", windows.to_dict())
-    tables, absent, score_info = _tables(dict(features or {}), events, scores, windows, cfg, feature_note)
+    tables, absent, score_info = _tables(
+        dict(features or {}), events, scores, windows, cfg, feature_note
+    )
     if sum(len(t.current) for ts in tables.values() for t in ts) == 0:
         raise EmptyWindowError(
             f"no feature row, event or score in the current window "
@@ -174,7 +176,11 @@ def detect_drift(
     snapshots: list[tuple[str, str, Snapshot]] = []
     stamp = windows.current_end
     families = [
-        family_drift("feature", _compare_all("feature", tables["feature"], cfg, stamp, snapshots) + absent, cfg),
+        family_drift(
+            "feature",
+            _compare_all("feature", tables["feature"], cfg, stamp, snapshots) + absent,
+            cfg,
+        ),
         family_drift(
             "target",
             _compare_all("target", tables["target"], cfg, stamp, snapshots),

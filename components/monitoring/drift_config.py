@@ -83,5 +83,3 @@ class DriftConfig:
     def settings(self) -> dict[str, Any]:
         """The configuration as a JSON-friendly mapping (recorded in the verdict)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-

@@ -64,5 +64,3 @@ def render_html(result: DriftResult) -> str:
         widgets.append(group_widget(title=title, widgets=list(model.widgets)))
         widgets.extend(model.tests_widgets)
     return str(render_widgets(widgets, as_iframe=False))
-
-

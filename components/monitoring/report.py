@@ -21,6 +21,7 @@ _HINTS = {
     "prediction": "run the shadow gate (`python -m components.deploy.promote shadow`) to log scores",
 }
 
+
 @dataclass(frozen=True)
 class ColumnDrift:
     """Evidently's test of one column: its stattest, score and whether it flagged drift."""
@@ -136,12 +137,26 @@ class DriftReport:
         for f in self.families:
             if f.skipped:
                 if f.family in self.required:
-                    out.append(Check(f"{f.family}{TESTED}", False, f"{f.family} drift not tested ({f.reason}): {_HINTS[f.family]}"))
+                    out.append(
+                        Check(
+                            f"{f.family}{TESTED}",
+                            False,
+                            f"{f.family} drift not tested ({f.reason}): {_HINTS[f.family]}",
+                        )
+                    )
                 continue
-            out.append(Check(f"{f.family}{TESTED}", True, f"{len(f.columns_tested)} columns tested"))
+            out.append(
+                Check(f"{f.family}{TESTED}", True, f"{len(f.columns_tested)} columns tested")
+            )
             out.append(Check(f"{f.family}{NO_DRIFT}", not f.drifted, f"{f.family}: {f.reason}"))
         if self.inconclusive:
-            out.append(Check("any_family_tested", False, "no drift family could be tested: see reports/drift.html"))
+            out.append(
+                Check(
+                    "any_family_tested",
+                    False,
+                    "no drift family could be tested: see reports/drift.html",
+                )
+            )
         return tuple(out)
 
     @property
@@ -206,5 +221,3 @@ class DriftTable:
     numerical: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     skipped_columns: Mapping[str, str] = field(default_factory=dict)
-
-

@@ -122,5 +122,3 @@ def score_table(scores: pd.DataFrame, windows: Windows) -> tuple[DriftTable, dic
         numerical=("score",),
     )
     return table, info
-
-

@@ -93,5 +93,3 @@ def split_windows(
     ref = frame.loc[inside(windows.reference_start, windows.reference_end)]
     cur = frame.loc[inside(windows.current_start, windows.current_end)]
     return ref.reset_index(drop=True), cur.reset_index(drop=True)
-
-

@@ -71,8 +71,12 @@ def arm_outcomes(
         arm = bool(canary_user[idx[0]])
         shown = top_k(cand if arm else prod, idx, p.k, tiebreak)
         recs.append((users[idx[0]], arm, len(shown), engaged[shown].sum(), negative[shown].sum()))
-    per_request = pd.DataFrame(recs, columns=["user_id", "canary", "impressions", "engaged", "negative"])
-    per_user = per_request.groupby(["user_id", "canary"], as_index=False)[["impressions", "engaged", "negative"]].sum()
+    per_request = pd.DataFrame(
+        recs, columns=["user_id", "canary", "impressions", "engaged", "negative"]
+    )
+    per_user = per_request.groupby(["user_id", "canary"], as_index=False)[
+        ["impressions", "engaged", "negative"]
+    ].sum()
     per_user["engagement_rate"] = per_user["engaged"] / per_user["impressions"]
     per_user["negative_rate"] = per_user["negative"] / per_user["impressions"]
     return per_user
@@ -89,9 +93,15 @@ def welch(a: np.ndarray, b: np.ndarray, alpha: float) -> dict[str, float]:
     diff = float(np.mean(a) - np.mean(b))
     t = None if np.ptp(a) == 0 and np.ptp(b) == 0 else stats.ttest_ind(a, b, equal_var=False)
     if t is None or not np.isfinite(t.statistic):
-        return {"diff": diff, "t": 0.0, "p_two_sided": 0.0 if diff else 1.0,
-                "p_greater": 0.0 if diff > 0 else 1.0, "p_less": 0.0 if diff < 0 else 1.0,
-                "ci_low": diff, "ci_high": diff}
+        return {
+            "diff": diff,
+            "t": 0.0,
+            "p_two_sided": 0.0 if diff else 1.0,
+            "p_greater": 0.0 if diff > 0 else 1.0,
+            "p_less": 0.0 if diff < 0 else 1.0,
+            "ci_low": diff,
+            "ci_high": diff,
+        }
     ci = t.confidence_interval(confidence_level=1 - alpha)
     return {
         "diff": diff,
@@ -120,44 +130,74 @@ def _arm_metrics(c: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _test_checks(m: dict[str, Any], eng: dict[str, float], neg: dict[str, float], p: PromoteParams) -> list[Check]:
+def _test_checks(
+    m: dict[str, Any], eng: dict[str, float], neg: dict[str, float], p: PromoteParams
+) -> list[Check]:
     guard_ok = not (neg["p_greater"] < p.alpha and neg["diff"] > p.guardrail_margin)
     worse = eng["p_less"] < p.alpha
     noninf = eng["ci_low"] > -p.noninferiority_margin
     ce, be = m["canary_engagement_rate"], m["control_engagement_rate"]
     return [
-        Check("guardrail", guard_ok, (
-            f"guardrail: negative-feedback rate {m['canary_negative_rate']:.4f} vs "
-            f"{m['control_negative_rate']:.4f} ({neg['diff']:+.4f}, margin {p.guardrail_margin}, "
-            f"p = {neg['p_greater']:.2g})"
-        )),
-        Check("engagement_not_worse", not worse, (
-            f"engagement rate {ce:.4f} vs {be:.4f}: "
-            + (f"significantly worse (p = {eng['p_less']:.2g})" if worse else f"not significantly worse (p = {eng['p_less']:.2g})")
-        )),
-        Check("noninferiority", noninf, (
-            f"engagement {ce:.4f} vs {be:.4f} (Δ {eng['diff']:+.4f}, {100 * (1 - p.alpha):.0f} % CI "
-            f"[{eng['ci_low']:+.4f}, {eng['ci_high']:+.4f}] above -{p.noninferiority_margin}); guardrail held"
-            if noninf
-            else f"inconclusive: engagement Δ {eng['diff']:+.4f}, CI low {eng['ci_low']:+.4f} ≤ "
-            f"-{p.noninferiority_margin}; waiting for more outcomes"
-        )),
+        Check(
+            "guardrail",
+            guard_ok,
+            (
+                f"guardrail: negative-feedback rate {m['canary_negative_rate']:.4f} vs "
+                f"{m['control_negative_rate']:.4f} ({neg['diff']:+.4f}, margin {p.guardrail_margin}, "
+                f"p = {neg['p_greater']:.2g})"
+            ),
+        ),
+        Check(
+            "engagement_not_worse",
+            not worse,
+            (
+                f"engagement rate {ce:.4f} vs {be:.4f}: "
+                + (
+                    f"significantly worse (p = {eng['p_less']:.2g})"
+                    if worse
+                    else f"not significantly worse (p = {eng['p_less']:.2g})"
+                )
+            ),
+        ),
+        Check(
+            "noninferiority",
+            noninf,
+            (
+                f"engagement {ce:.4f} vs {be:.4f} (Δ {eng['diff']:+.4f}, {100 * (1 - p.alpha):.0f} % CI "
+                f"[{eng['ci_low']:+.4f}, {eng['ci_high']:+.4f}] above -{p.noninferiority_margin}); guardrail held"
+                if noninf
+                else f"inconclusive: engagement Δ {eng['diff']:+.4f}, CI low {eng['ci_low']:+.4f} ≤ "
+                f"-{p.noninferiority_margin}; waiting for more outcomes"
+            ),
+        ),
     ]
 
 
-def canary_decision(per_user: pd.DataFrame, p: PromoteParams) -> tuple[str, list[Check], dict[str, Any]]:
+def canary_decision(
+    per_user: pd.DataFrame, p: PromoteParams
+) -> tuple[str, list[Check], dict[str, Any]]:
     """promote / hold / rollback from per-user outcomes of the two arms (module docstring),
     with the checks it was decided on and the arms' metrics."""
     c = per_user[per_user["canary"]]
     b = per_user[~per_user["canary"]]
     metrics = _arm_metrics(c, b)
     if min(len(c), len(b)) < p.min_users:
-        few = Check("sample_size", False, f"not enough outcomes yet: {len(c)} canary / {len(b)} control users (< {p.min_users} per arm)")
+        few = Check(
+            "sample_size",
+            False,
+            f"not enough outcomes yet: {len(c)} canary / {len(b)} control users (< {p.min_users} per arm)",
+        )
         return "hold", [few], metrics
     checks = [Check("sample_size", True, f"{len(c)} canary / {len(b)} control users")]
     rates = per_user[["engagement_rate", "negative_rate"]].to_numpy(dtype=np.float64)
     if not np.isfinite(rates).all():
-        checks.append(Check("outcome_rates", False, "non-finite per-user outcome rates: the arms cannot be compared"))
+        checks.append(
+            Check(
+                "outcome_rates",
+                False,
+                "non-finite per-user outcome rates: the arms cannot be compared",
+            )
+        )
         return "hold", checks, metrics
     eng = welch(c["engagement_rate"].to_numpy(), b["engagement_rate"].to_numpy(), p.alpha)
     neg = welch(c["negative_rate"].to_numpy(), b["negative_rate"].to_numpy(), p.alpha)
@@ -165,7 +205,11 @@ def canary_decision(per_user: pd.DataFrame, p: PromoteParams) -> tuple[str, list
     metrics["guardrail_test"] = neg
     checks += _test_checks(metrics, eng, neg, p)
     failed = {ch.name for ch in checks if not ch.passed}
-    return ("rollback" if failed & set(ROLLBACK_CHECKS) else "hold" if failed else "promote"), checks, metrics
+    return (
+        ("rollback" if failed & set(ROLLBACK_CHECKS) else "hold" if failed else "promote"),
+        checks,
+        metrics,
+    )
 
 
 def canary_gate(
@@ -182,17 +226,41 @@ def canary_gate(
     }
     if production is None:
         first = Check("first_model", True, "first model: no production model to compare with")
-        return promotion_verdict("canary", candidate.version, None, [first], passed_reason=first.reason,
-                                 thresholds=thresholds, evidence=REPLAY_EVIDENCE, decision="promote")
+        return promotion_verdict(
+            "canary",
+            candidate.version,
+            None,
+            [first],
+            passed_reason=first.reason,
+            thresholds=thresholds,
+            evidence=REPLAY_EVIDENCE,
+            decision="promote",
+        )
     cand = scores_of(candidate, rows)[0]
     prod = scores_of(production, rows)[0]
     decision, checks, metrics = canary_decision(arm_outcomes(rows, cand, prod, p), p)
     if "label_negative" not in rows:
-        checks.insert(1, Check("guardrail_evidence", False, "the replayed rows have no label_negative: the guardrail cannot be checked; run `dvc repro ranking`"))
+        checks.insert(
+            1,
+            Check(
+                "guardrail_evidence",
+                False,
+                "the replayed rows have no label_negative: the guardrail cannot be checked; run `dvc repro ranking`",
+            ),
+        )
         decision = "rollback" if decision == "rollback" else "hold"
     passed_reason = next((c.reason for c in checks if c.name == "noninferiority"), "")
-    verdict = promotion_verdict("canary", candidate.version, production.version, checks, passed_reason=passed_reason,
-                                metrics=metrics, thresholds=thresholds, evidence=REPLAY_EVIDENCE, decision=decision)
+    verdict = promotion_verdict(
+        "canary",
+        candidate.version,
+        production.version,
+        checks,
+        passed_reason=passed_reason,
+        metrics=metrics,
+        thresholds=thresholds,
+        evidence=REPLAY_EVIDENCE,
+        decision=decision,
+    )
     if verdict.passed != (decision == "promote"):
         raise RuntimeError(f"canary decision {decision} disagrees with its checks")
     return verdict

@@ -58,7 +58,11 @@ class PromoteParams:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PromoteParams:
         p = params.get("promote", {}) or {}
-        off, sh, ca = p.get("offline", {}) or {}, p.get("shadow", {}) or {}, p.get("canary", {}) or {}
+        off, sh, ca = (
+            p.get("offline", {}) or {},
+            p.get("shadow", {}) or {},
+            p.get("canary", {}) or {},
+        )
         d = cls()
         return cls(
             k=int(p.get("k", d.k)),

@@ -72,7 +72,9 @@ def _versus(name: str, label: str, cand: Any, prod: Any, margin: float) -> Check
     d = c - p
     ok = d >= margin
     sign = ">=" if ok else "<"
-    return Check(name, ok, f"{label} {c:.4f} vs production {p:.4f} (Δ {d:+.4f} {sign} {margin:+.4f})")
+    return Check(
+        name, ok, f"{label} {c:.4f} vs production {p:.4f} (Δ {d:+.4f} {sign} {margin:+.4f})"
+    )
 
 
 def quality_checks(quality: Mapping[str, Any], p: PromoteParams) -> list[Check]:
@@ -95,11 +97,18 @@ def quality_checks(quality: Mapping[str, Any], p: PromoteParams) -> list[Check]:
             if reconciled
             else "ingestion counts do not reconcile (metrics/ingest.json)",
         ),
-        at_most("quarantine_rate", quality.get("quarantine_rate"), p.max_quarantine_rate, "quarantine rate"),
+        at_most(
+            "quarantine_rate",
+            quality.get("quarantine_rate"),
+            p.max_quarantine_rate,
+            "quarantine rate",
+        ),
     ]
 
 
-def drift_check(drift: Mapping[str, Any] | None, trained_until: str) -> tuple[Check, dict[str, Any]]:
+def drift_check(
+    drift: Mapping[str, Any] | None, trained_until: str
+) -> tuple[Check, dict[str, Any]]:
     """The drift verdict holds all its evidence and finds no drift in data newer than the
     candidate's training data (module docstring); the metrics it was judged on."""
     if drift is None:
@@ -107,7 +116,9 @@ def drift_check(drift: Mapping[str, Any] | None, trained_until: str) -> tuple[Ch
     try:
         v = Verdict.from_dict(drift)
     except ValueError as exc:
-        return Check("drift", False, f"metrics/drift.json is not a drift verdict ({exc}): {DRIFT_FIX}"), {}
+        return Check(
+            "drift", False, f"metrics/drift.json is not a drift verdict ({exc}): {DRIFT_FIX}"
+        ), {}
     end = str(((v.details.get("windows") or {}).get("current") or {}).get("end") or "")
     metrics = {
         "passed": v.passed,
@@ -116,7 +127,9 @@ def drift_check(drift: Mapping[str, Any] | None, trained_until: str) -> tuple[Ch
         "trained_until": trained_until,
     }
     if v.gate != "drift":
-        return Check("drift", False, f"metrics/drift.json holds a {v.gate!r} verdict: {DRIFT_FIX}"), metrics
+        return Check(
+            "drift", False, f"metrics/drift.json holds a {v.gate!r} verdict: {DRIFT_FIX}"
+        ), metrics
     gaps = [c.reason for c in v.failed_checks if not c.name.endswith(NO_DRIFT)]
     if gaps:
         return Check("drift", False, "drift verdict incomplete: " + "; ".join(gaps)), metrics
@@ -124,12 +137,24 @@ def drift_check(drift: Mapping[str, Any] | None, trained_until: str) -> tuple[Ch
     if not found:
         return Check("drift", True, f"no drift in the window ending {end}"), metrics
     if not trained_until or not end:
-        what = "the candidate's record has no trained_until" if not trained_until else "the drift verdict has no window end"
-        return Check("drift", False, f"drift detected in {', '.join(found)} and {what}: cannot tell it from the training data"), metrics
+        what = (
+            "the candidate's record has no trained_until"
+            if not trained_until
+            else "the drift verdict has no window end"
+        )
+        return Check(
+            "drift",
+            False,
+            f"drift detected in {', '.join(found)} and {what}: cannot tell it from the training data",
+        ), metrics
     try:
         newer = pd.Timestamp(end) > pd.Timestamp(trained_until)
     except ValueError as exc:
-        return Check("drift", False, f"cannot compare drift window end {end!r} with trained_until {trained_until!r}: {exc}"), metrics
+        return Check(
+            "drift",
+            False,
+            f"cannot compare drift window end {end!r} with trained_until {trained_until!r}: {exc}",
+        ), metrics
     if newer:
         return Check(
             "drift",
@@ -137,7 +162,9 @@ def drift_check(drift: Mapping[str, Any] | None, trained_until: str) -> tuple[Ch
             f"drift detected in data up to {end}, newer than the candidate's training data "
             f"({trained_until})",
         ), metrics
-    return Check("drift", True, f"drift only in data up to {end}, which the candidate was trained on"), metrics
+    return Check(
+        "drift", True, f"drift only in data up to {end}, which the candidate was trained on"
+    ), metrics
 
 
 def offline_gate(
@@ -167,7 +194,11 @@ def offline_gate(
     }
     enough = groups >= p.min_groups
     checks = [
-        Check("held_out_groups", enough, f"{groups} held-out groups ({'>=' if enough else '<'} {p.min_groups})"),
+        Check(
+            "held_out_groups",
+            enough,
+            f"{groups} held-out groups ({'>=' if enough else '<'} {p.min_groups})",
+        ),
         finite_scores("candidate_scores", cand_scores, "candidate"),
     ]
     if production is not None:
@@ -178,7 +209,13 @@ def offline_gate(
             metrics["production_missing_features"] = prod_missing
         metrics["delta"] = {key: _delta(cm[key], pm[key]) for key in (f"ndcg@{k}", "auc")}
         checks += [
-            _versus("ndcg_vs_production", f"NDCG@{k}", cm[f"ndcg@{k}"], pm[f"ndcg@{k}"], p.min_delta_ndcg),
+            _versus(
+                "ndcg_vs_production",
+                f"NDCG@{k}",
+                cm[f"ndcg@{k}"],
+                pm[f"ndcg@{k}"],
+                p.min_delta_ndcg,
+            ),
             _versus("auc_vs_production", "AUC", cm["auc"], pm["auc"], p.min_delta_auc),
         ]
         passed_reason = (
@@ -189,7 +226,9 @@ def offline_gate(
         thresholds["min_auc"] = p.min_auc
         floor = at_least("auc_floor", cm["auc"], p.min_auc, "first model: AUC")
         if not floor.passed:
-            floor = Check("auc_floor", False, f"first model: AUC {cm['auc']} below the floor {p.min_auc}")
+            floor = Check(
+                "auc_floor", False, f"first model: AUC {cm['auc']} below the floor {p.min_auc}"
+            )
         checks.append(floor)
         passed_reason = f"first model: AUC {_fmt(cm['auc'])} ≥ {p.min_auc}"
     metrics["quality"] = dict(quality)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from components.core.verdict import Check, Verdict, at_least, at_most, finite
+from components.core.verdict import Check, Verdict, at_least, at_most, finite, missing
 from components.deploy.gates.common import (
     REPLAY_EVIDENCE,
     PromoteParams,
@@ -82,6 +82,29 @@ def agreement(
     }
 
 
+def candidate_checks(
+    cand: np.ndarray, missing: list[str], p99_ms: float, p: PromoteParams
+) -> list[Check]:
+    """The candidate on its own: finite, varying scores, every feature served, latency budget."""
+    std = finite(np.std(cand))
+    return [
+        finite_scores("candidate_scores", cand, "candidate"),
+        Check(
+            "candidate_scores_vary",
+            std is not None and std > 0,
+            "candidate scores vary" if std else "candidate scores are constant (or not finite)",
+        ),
+        Check(
+            "served_features",
+            not missing,
+            f"{len(missing)} feature(s) the candidate reads are not served: {missing[:5]}"
+            if missing
+            else "every feature the candidate reads is served",
+        ),
+        at_most("latency_p99", p99_ms, p.max_p99_ms, "p99 scoring latency (ms)"),
+    ]
+
+
 def shadow_gate(
     rows: pd.DataFrame, candidate: RankerModel, production: RankerModel | None, p: PromoteParams
 ) -> tuple[Verdict, pd.DataFrame]:
@@ -89,12 +112,18 @@ def shadow_gate(
     prod_version = production.version if production is not None else None
     thresholds = {"min_rank_corr": p.min_rank_corr, "max_p99_ms": p.max_p99_ms}
     if rows.empty:
-        none = Check("requests", False, "no replayed request (data/ranking/holdout.parquet is empty): run `dvc repro ranking`")
-        verdict = promotion_verdict("shadow", candidate.version, prod_version, [none], passed_reason="",
-                                    thresholds=thresholds, evidence=EVIDENCE)
+        none = missing(
+            "requests",
+            "no replayed request (data/ranking/holdout.parquet is empty)",
+            "run `dvc repro ranking`",
+        )
+        verdict = promotion_verdict(
+            "shadow", candidate.version, prod_version, [none], passed_reason="",
+            thresholds=thresholds, evidence=EVIDENCE,
+        )  # fmt: skip
         return verdict, score_log(rows, np.empty(0), candidate.version, "shadow")
     groups = request_groups(rows)
-    cand, latencies, missing = _score_one_request_at_a_time(candidate, rows, groups)
+    cand, latencies, unserved = _score_one_request_at_a_time(candidate, rows, groups)
     metrics: dict[str, Any] = {
         "requests": len(groups),
         "rows": len(rows),
@@ -103,36 +132,26 @@ def shadow_gate(
         "candidate_score_mean": finite(np.mean(cand)),
         "candidate_score_std": finite(np.std(cand)),
     }
-    std = finite(np.std(cand))
-    checks = [
-        finite_scores("candidate_scores", cand, "candidate"),
-        Check("candidate_scores_vary", std is not None and std > 0,
-              "candidate scores vary" if std else "candidate scores are constant (or not finite)"),
-        Check("served_features", not missing,
-              f"{len(missing)} feature(s) the candidate reads are not served: {missing[:5]}"
-              if missing else "every feature the candidate reads is served"),
-        at_most("latency_p99", metrics["candidate_p99_ms"], p.max_p99_ms, "p99 scoring latency (ms)"),
-    ]
-    if missing:
-        metrics["missing_features"] = missing
+    if unserved:
+        metrics["missing_features"] = unserved
+    checks = candidate_checks(cand, unserved, metrics["candidate_p99_ms"], p)
     log_parts = [score_log(rows, cand, candidate.version, "shadow")]
+    p99 = f"p99 {metrics['candidate_p99_ms']:.1f} ms"
+    passed_reason = f"first model: finite, non-constant scores, {p99}"
     if production is not None:
         prod = scores_of(production, rows)[0]
         metrics.update(agreement(rows, groups, cand, prod, p.k))
-        checks.append(at_least("rank_corr", metrics["mean_rank_corr"], p.min_rank_corr,
-                               "mean rank correlation with production"))
+        corr, overlap = metrics["mean_rank_corr"], metrics[f"mean_top{p.k}_jaccard"]
+        label = "mean rank correlation with production"
+        checks.append(at_least("rank_corr", corr, p.min_rank_corr, label))
         log_parts.append(score_log(rows, prod, production.version, "production"))
         passed_reason = (
-            f"agrees with production (rank corr {metrics['mean_rank_corr']:.3f}, "
-            f"top-{p.k} overlap {metrics[f'mean_top{p.k}_jaccard']:.3f}), "
-            f"p99 {metrics['candidate_p99_ms']:.1f} ms"
-            if finite(metrics["mean_rank_corr"]) is not None and finite(metrics[f"mean_top{p.k}_jaccard"]) is not None
+            f"agrees with production (rank corr {corr:.3f}, top-{p.k} overlap {overlap:.3f}), {p99}"
+            if finite(corr) is not None and finite(overlap) is not None
             else ""
         )
-    else:
-        passed_reason = f"first model: finite, non-constant scores, p99 {metrics['candidate_p99_ms']:.1f} ms"
     verdict = promotion_verdict(
         "shadow", candidate.version, prod_version, checks, passed_reason=passed_reason,
         metrics=metrics, thresholds=thresholds, evidence=EVIDENCE,
-    )
+    )  # fmt: skip
     return verdict, pd.concat(log_parts, ignore_index=True)

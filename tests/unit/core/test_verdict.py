@@ -52,7 +52,9 @@ def test_json_has_no_nan_and_reads_back(tmp_path: Path) -> None:
     path = write_verdict(tmp_path / "m" / "gate_offline.json", v)
     record = json.loads(path.read_text())
     assert record["metrics"] == {"auc": None, "n": 3, "list": [1.0, None]}
-    assert record["candidate"] == "v1" and record["checks"] == [{"name": "a", "passed": True, "reason": "a ok"}]
+    assert record["candidate"] == "v1" and record["checks"] == [
+        {"name": "a", "passed": True, "reason": "a ok"}
+    ]
     back = read_verdict(path)
     assert back.passed and back.details == {"candidate": "v1"} and back.checks == v.checks
     tampered = {**record, "checks": [{"name": "a", "passed": False, "reason": "no"}]}
