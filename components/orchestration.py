@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ TRAIN_STAGES: tuple[str, ...] = (
     "candidates",
     "ranking",
     "evaluate",
+    "drift",  # the drift verdict: evidence the offline gate requires
 )
 
 
@@ -210,13 +211,14 @@ def drift_report(end: datetime, root: Path | None = None) -> dict[str, Any]:
 
 
 def run_gate(gate: str, version: str | None, root: Path | None = None) -> dict[str, Any]:
-    """Run one promotion gate for ``version`` (default: the model the gate applies to)."""
+    """Run one promotion gate for ``version`` (default: the model the gate applies to); the
+    verdict's JSON record (what ``metrics/gate_<gate>.json`` holds)."""
     from components.deploy.promote import run_gate as _run_gate
 
     root = root or project_root()
     params = load_params(root / "params.yaml")
     verdict = _run_gate(gate, params, DataPaths(root), version=version, now=datetime.now(UTC))
-    record = asdict(verdict)
-    log.info("%s gate for %s: %s (%s)", gate, verdict.candidate, verdict.decision, verdict.reason)
+    record = verdict.to_dict()
+    log.info("%s gate for %s: %s (%s)", gate, record.get("candidate"), verdict.decision, verdict.reason)
     log.info("verdict: %s", json.dumps(record, default=str, sort_keys=True))
     return record

@@ -14,6 +14,9 @@ verdict written to `metrics/gate_<gate>.json` and logged here:
    (negative-feedback rate); promote → *production*, rollback → *archived*, hold → stays canary.
 
 A failed gate stops the run (the later gates are skipped) and leaves production untouched.
+Gates fail closed: missing evidence (no drift verdict, no ingestion record, no held-out rows)
+fails with a reason naming what to run; a gate with no model to check does not pass, but on
+the daily run (no version pinned) the later gates still look at the models of their stages.
 """
 
 from __future__ import annotations
@@ -40,9 +43,12 @@ def pick_version(*, triggering_asset_events=None) -> str | None:  # type: ignore
 
 
 def _gate(gate: str, version: str | None) -> bool:
+    """Run the gate; go on when it passed, or when it had no model and none is pinned."""
+    from components.deploy.promote import proceeds
     from components.orchestration import run_gate
 
-    return bool(run_gate(gate, version)["passed"])
+    record = run_gate(gate, version)
+    return proceeds(bool(record["passed"]), str(record["decision"]), version)
 
 
 @task.short_circuit

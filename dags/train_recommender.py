@@ -4,7 +4,8 @@
 The batch pipeline as Airflow tasks: one task per DVC stage, in `dvc.yaml`'s order, each
 running `dvc repro --single-item <stage>` in the project (so a DAG run and `dvc repro` produce
 the same artefacts, and an unchanged stage is skipped by DVC: re-running a data interval is a
-no-op). The last task registers the trained ranker in the model registry as a *candidate* and
+no-op). The drift stage's verdict (`metrics/drift.json`) is evidence the offline gate requires.
+The last task registers the trained ranker in the model registry as a *candidate* and
 updates the `reco_ranker_candidate` asset, which schedules **promote_model**.
 
 Runs daily, and whenever **monitor_drift** requests a retrain (`reco_retrain_request` asset).

@@ -22,7 +22,7 @@
    model's ``feature_cols`` (a column no source produces is NaN and is logged once per model
    version).
 3. **Scoring** – the production model, or the canary model for users that
-   :func:`components.deploy.promote.in_canary` puts in ``promote.canary.share``. A shadow model scores the
+   :func:`components.deploy.gates.canary.in_canary` puts in ``promote.canary.share``. A shadow model scores the
    same rows; its scores go to the impression log only. With ``serving.compile_ranker`` the
    LightGBM heads run as native code (:meth:`components.ranking.ranker.RankerModel.compile`).
 4. **Re-ranking** – trend boost ``s + beta * trend * |s|`` (``= s (1 + beta trend)`` for a
@@ -81,7 +81,7 @@ import pyarrow as pa
 from components.core.io import atomic_write_parquet
 from components.core.paths import DataPaths
 from components.core.schema import POSITIVE_TYPES
-from components.deploy.promote import in_canary
+from components.deploy.gates.canary import in_canary
 from components.retrieval.exploration import ExplorationParams, dpp_rerank, explore_slate
 from components.serving.bundle import ServingBundle, bundle_dir, reporters_by_content, seen_by_user
 from components.serving.snapshot import CandidateSnapshot

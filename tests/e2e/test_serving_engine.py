@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from components.core.paths import DataPaths
-from components.deploy.promote import in_canary
+from components.deploy.gates.canary import in_canary
 from components.deploy.registry import ModelRegistry, resolve_model_dir
 from components.deploy.registry import run as register_latest
 from components.features.store import RequestContext

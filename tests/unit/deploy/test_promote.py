@@ -21,24 +21,20 @@ import pandas as pd
 import pytest
 
 from components.core.paths import DataPaths
-from components.deploy.promote import (
-    GateVerdict,
-    PromoteParams,
-    arm_outcomes,
-    canary_decision,
-    canary_gate,
-    in_canary,
-    offline_gate,
-    run_all,
-    run_gate,
-    shadow_gate,
-)
+from components.core.verdict import Verdict
+from components.deploy.gates.canary import arm_outcomes, canary_decision, canary_gate, in_canary
+from components.deploy.gates.common import PromoteParams
+from components.deploy.gates.offline import offline_gate
+from components.deploy.gates.shadow import shadow_gate
+from components.deploy.promote import run_all, run_gate
 from components.deploy.registry import ModelCache, ModelRegistry
 from components.ranking.ranker import RankerModel, RankerParams, save, train_ranker
 from components.ranking.stage import holdout_path
+from tests.fixtures.drift_verdicts import drift_record, write_drift_record
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 GOOD_QUALITY = {"reconciled": True, "quarantine_rate": 0.001}
+NO_DRIFT = drift_record()
 P = PromoteParams(min_users=40, share=0.3, min_groups=20)
 
 
@@ -101,21 +97,21 @@ def rows() -> pd.DataFrame:
 
 
 def test_offline_gate_passes_a_better_candidate_and_stops_a_worse_one(models, rows) -> None:
-    better = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=None)
+    better = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=NO_DRIFT)
     assert better.passed and better.decision == "pass"
     assert better.metrics["delta"]["auc"] > 0.2 and better.metrics["delta"]["ndcg@10"] > 0.1
-    worse = offline_gate(rows, models["inverted"], models["good"], P, quality=GOOD_QUALITY, drift=None)
+    worse = offline_gate(rows, models["inverted"], models["good"], P, quality=GOOD_QUALITY, drift=NO_DRIFT)
     assert not worse.passed and worse.decision == "fail"
     assert "NDCG@10" in worse.reason and "AUC" in worse.reason
 
 
 def test_offline_gate_checks_data_quality_and_drift(models, rows) -> None:
     bad = offline_gate(rows, models["good"], models["weak"], P,
-                       quality={"reconciled": True, "quarantine_rate": 0.2}, drift=None)
+                       quality={"reconciled": True, "quarantine_rate": 0.2}, drift=NO_DRIFT)
     assert not bad.passed and "quarantine rate 0.2" in bad.reason
-    missing = offline_gate(rows, models["good"], models["weak"], P, quality={}, drift=None)
-    assert not missing.passed and "reconcile" in missing.reason
-    drift = {"drift_detected": True, "windows": {"current": {"start": "2026-03-04T00:00:00+00:00", "end": "2026-03-05T00:00:00+00:00"}}}
+    missing = offline_gate(rows, models["good"], models["weak"], P, quality={}, drift=NO_DRIFT)
+    assert not missing.passed and "reconcile" in missing.reason and "dvc repro ingest" in missing.reason
+    drift = drift_record(drifted=("feature",), end="2026-03-05T00:00:00+00:00")
     stale = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
                          drift=drift, trained_until="2026-03-01T00:00:00+00:00")
     assert not stale.passed and "newer than the candidate's training data" in stale.reason
@@ -125,8 +121,8 @@ def test_offline_gate_checks_data_quality_and_drift(models, rows) -> None:
 
 
 def test_first_model_needs_an_absolute_floor(models, rows) -> None:
-    assert offline_gate(rows, models["good"], None, P, quality=GOOD_QUALITY, drift=None).passed
-    weak = offline_gate(rows, models["weak"], None, P, quality=GOOD_QUALITY, drift=None)
+    assert offline_gate(rows, models["good"], None, P, quality=GOOD_QUALITY, drift=NO_DRIFT).passed
+    weak = offline_gate(rows, models["weak"], None, P, quality=GOOD_QUALITY, drift=NO_DRIFT)
     assert not weak.passed and "below the floor" in weak.reason
 
 
@@ -157,7 +153,7 @@ def test_canary_promotes_a_better_model(models, rows) -> None:
     assert v.decision == "promote" and v.passed, v.reason
     assert v.metrics["canary_users"] >= P.min_users and v.metrics["control_users"] >= P.min_users
     assert v.metrics["canary_engagement_rate"] > v.metrics["control_engagement_rate"]
-    assert "replay of held-out events" in v.evidence
+    assert "replay of held-out events" in v.details["evidence"]
 
 
 def test_canary_rolls_back_a_worse_model_and_a_guardrail_regression(models, rows) -> None:
@@ -214,6 +210,7 @@ def project(tmp_path: Path, rows: pd.DataFrame, models) -> DataPaths:
     rows.to_parquet(holdout_path(paths), index=False)
     paths.metrics.mkdir()
     (paths.metrics / "ingest.json").write_text(json.dumps({"reconciled": True, "n_in": 1000, "quarantined": 1}))
+    write_drift_record(paths.metrics)
     return paths
 
 
@@ -303,9 +300,94 @@ def test_rollback_restores_the_previous_production_and_serving_picks_it_up(proje
     reg.close()
 
 
-def test_nothing_to_check_is_not_a_failure(project: DataPaths) -> None:
+def test_nothing_to_check_fails_and_says_what_to_run(project: DataPaths) -> None:
     v = run_gate("canary", _params(), project, version=None, now=T0)
-    assert isinstance(v, GateVerdict) and v.decision == "nothing" and v.passed
+    assert isinstance(v, Verdict) and v.decision == "nothing" and not v.passed
+    assert "no model in stage 'canary'" in v.reason and "components.deploy.registry register" in v.reason
+    on_disk = json.loads((project.metrics / "gate_canary.json").read_text())
+    assert on_disk["passed"] is False and on_disk["checks"][0]["name"] == "model"
+    # with nothing pinned, each gate still judges the model of its own stage: none here
+    assert [(v.gate, v.decision, v.passed) for v in run_all(_params(), project, version=None, now=T0)] == [
+        ("offline", "nothing", False), ("shadow", "nothing", False), ("canary", "nothing", False)]
+
+
+def test_missing_drift_verdict_fails_the_offline_gate(project: DataPaths, models, rows) -> None:
+    unit = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=None)
+    assert not unit.passed and unit.decision == "fail"
+    assert unit.reason == "no drift verdict (metrics/drift.json not found): run `dvc repro drift` (or the monitor_drift DAG)"
+    assert [c.name for c in unit.failed_checks] == ["drift"]
+    # through the registry: the file is gone, the candidate does not reach shadow
+    (project.metrics / "drift.json").unlink()
+    cand = _register(project, models["good"], 0)
+    verdicts = run_all(_params(), project, version=cand, now=T0 + timedelta(days=1))
+    assert [(v.gate, v.decision) for v in verdicts] == [("offline", "fail")]
+    assert "metrics/drift.json not found" in verdicts[0].reason
+    with ModelRegistry(project) as reg:
+        assert reg.get(cand).stage == "archived"
+
+
+def test_incomplete_or_unreadable_drift_evidence_fails(models, rows) -> None:
+    def gate(drift: dict) -> Verdict:
+        return offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=drift)
+
+    untested = gate(drift_record(skipped=("target", "prediction")))
+    assert not untested.passed and "drift verdict incomplete: target drift not tested" in untested.reason
+    nothing = gate(drift_record(skipped=("feature", "target", "prediction")))
+    assert not nothing.passed and "no drift family could be tested" in nothing.reason
+    old_format = gate({"drift_detected": False, "reason": "No drift"})  # no checks: not a verdict
+    assert not old_format.passed and "not a drift verdict" in old_format.reason
+    assert gate(drift_record(skipped=())).passed  # prediction tested too: fine
+    # drift found, but the candidate's record cannot say what it was trained on
+    unknown = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
+                           drift=drift_record(drifted=("target",)), trained_until="")
+    assert not unknown.passed and "no trained_until" in unknown.reason
+
+
+class NaNEveryTenth:
+    """A real model whose every tenth score is NaN (as a broken feature transform would give):
+    a ranker refuses NaN head weights, so the NaN is put into its output here."""
+
+    def __init__(self, model: RankerModel) -> None:
+        self.model, self.version, self.feature_cols = model, f"{model.version}-nan", model.feature_cols
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        scores = np.array(self.model.predict(rows), dtype=np.float64)
+        scores[::10] = np.nan
+        return scores
+
+
+def test_nan_fails_every_gate_instead_of_passing_silently(models, rows) -> None:
+    nan = NaNEveryTenth(models["good"])
+    assert np.isnan(nan.predict(rows.head(50))).sum() == 5
+    offline = offline_gate(rows, nan, models["weak"], P, quality=GOOD_QUALITY, drift=NO_DRIFT)
+    assert not offline.passed and "candidate produced non-finite scores" in offline.reason
+    assert "NDCG@10 cannot be compared" in offline.reason and offline.metrics["delta"]["auc"] is None
+    assert json.loads(offline.to_json())["metrics"]["candidate"]["auc"] is None  # JSON has no NaN
+    first = offline_gate(rows, nan, None, P, quality=GOOD_QUALITY, drift=NO_DRIFT)
+    assert not first.passed and "below the floor" in first.reason
+    nan_quality = offline_gate(rows, models["good"], models["weak"], P,
+                               quality={"reconciled": True, "quarantine_rate": float("nan")}, drift=NO_DRIFT)
+    assert not nan_quality.passed and "quarantine rate is nan: not a finite number" in nan_quality.reason
+    shadow, _ = shadow_gate(rows, nan, models["good"], P)
+    assert not shadow.passed and "candidate produced non-finite scores (1200 of 12000)" in shadow.reason
+
+
+def test_canary_holds_without_the_guardrail_label(models, rows) -> None:
+    v = canary_gate(rows.drop(columns=["label_negative"]), models["good"], models["weak"], P)
+    assert v.decision == "hold" and not v.passed and "no label_negative" in v.reason
+
+
+def test_canary_with_no_variance_in_either_arm_is_exact_not_nan() -> None:
+    def arm(canary: bool, eng: float) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": [f"{canary}-{i}" for i in range(100)], "canary": canary,
+                             "impressions": 10, "engaged": 0, "negative": 0,
+                             "engagement_rate": eng, "negative_rate": 0.0})
+
+    # exactly representable rates: no variance at all, so Welch's t is undefined (NaN)
+    worse, checks, metrics = canary_decision(pd.concat([arm(True, 0.25), arm(False, 0.5)]), P)
+    assert metrics["engagement_test"]["t"] == 0.0 and metrics["engagement_test"]["p_less"] == 0.0
+    assert worse == "rollback" and "significantly worse" in " ".join(c.reason for c in checks if not c.passed)
+    assert canary_decision(pd.concat([arm(True, 0.5), arm(False, 0.5)]), P)[0] == "promote"
 
 
 def test_drift_reference_is_the_production_models_training_window(project: DataPaths, models) -> None:

@@ -15,11 +15,16 @@ import yaml
 from components.core.config import load_params
 from components.core.paths import DataPaths
 from components.monitoring import drift as D
+from components.monitoring.detect import detect_drift
+from components.monitoring.drift_config import FAMILIES, FEATURE_TS, DriftConfig, EmptyWindowError
+from components.monitoring.report import DriftReport, DriftResult
+from components.monitoring.tables import numeric_feature_columns
+from components.monitoring.windows import Windows, default_end, split_windows
 
 END = pd.Timestamp("2026-01-15T00:00:00Z")
 DAY = pd.Timedelta(days=1)
-CFG = D.DriftConfig(min_rows=100, max_rows=5000, seed=7)
-WINDOWS = D.Windows.ending_at(END, CFG.current_days, CFG.reference_days)
+CFG = DriftConfig(min_rows=100, max_rows=5000, seed=7)
+WINDOWS = Windows.ending_at(END, CFG.current_days, CFG.reference_days)
 
 BASE_MIX = {
     "view": 0.55,
@@ -68,7 +73,7 @@ def snapshots(
         f = pd.DataFrame(
             {
                 key: [f"{prefix}{j:04d}" for j in range(m)],
-                D.FEATURE_TS: ts,
+                FEATURE_TS: ts,
                 f"{prefix}_a": rng.normal(10.0, 2.0, m),
                 f"{prefix}_b": rng.poisson(6.0, m).astype("int64"),
                 f"{prefix}_c": rng.beta(2.0, 5.0, m),
@@ -82,7 +87,7 @@ def snapshots(
                 f[col] = f[col] * k
         frames.append(f)
     out = pd.concat(frames, ignore_index=True)
-    out[D.FEATURE_TS] = pd.to_datetime(out[D.FEATURE_TS], utc=True).astype("datetime64[ms, UTC]")
+    out[FEATURE_TS] = pd.to_datetime(out[FEATURE_TS], utc=True).astype("datetime64[ms, UTC]")
     return out
 
 
@@ -142,74 +147,74 @@ def scores(seed: int = 4, current_shift: float = 0.0, per_day: int = 400) -> pd.
     return pd.concat(frames, ignore_index=True)
 
 
-def drifted(v: D.DriftVerdict, family: str) -> list[str]:
+def drifted(v: DriftReport, family: str) -> list[str]:
     return [f"{c.table}.{c.column}" for c in v.family(family).drifted_columns]
 
 
 @pytest.fixture(scope="module")
-def calm() -> D.DriftResult:
+def calm() -> DriftResult:
     """Same generating distributions in both windows (the current window drawn with other seeds)."""
-    return D.detect_drift(features(), events(), scores(), WINDOWS, CFG)
+    return detect_drift(features(), events(), scores(), WINDOWS, CFG)
 
 
 # --------------------------------------------------------------------------- windows and columns
 
 
 def test_windows_and_boundaries() -> None:
-    w = D.Windows.ending_at("2026-01-15T00:00:00", 1, 7)
+    w = Windows.ending_at("2026-01-15T00:00:00", 1, 7)
     assert (w.current_start, w.current_end) == (END - DAY, END)
     assert (w.reference_start, w.reference_end) == (END - 8 * DAY, END - DAY)
-    given = D.Windows.ending_at(END, 1, 7, "2026-01-01", "2026-01-05T12:00:00+01:00")
+    given = Windows.ending_at(END, 1, 7, "2026-01-01", "2026-01-05T12:00:00+01:00")
     assert given.reference_given and given.reference_end == pd.Timestamp("2026-01-05T11:00:00Z")
     with pytest.raises(ValueError, match="both"):
-        D.Windows.ending_at(END, 1, 7, "2026-01-01", None)
+        Windows.ending_at(END, 1, 7, "2026-01-01", None)
     with pytest.raises(ValueError, match="empty reference"):
-        D.Windows.ending_at(END, 1, 7, "2026-01-05", "2026-01-01")
+        Windows.ending_at(END, 1, 7, "2026-01-05", "2026-01-01")
     # events: [start, end); snapshots: (start, end] (a snapshot stamped T describes the time before T)
     f = pd.DataFrame({"ts": [END - DAY, END - DAY + pd.Timedelta(milliseconds=1), END]})
-    ref, cur = D.split_windows(f, "ts", w)
+    ref, cur = split_windows(f, "ts", w)
     assert list(ref["ts"]) == [] and list(cur["ts"]) == [
         END - DAY,
         END - DAY + pd.Timedelta(milliseconds=1),
     ]
-    ref, cur = D.split_windows(f, "ts", w, snapshot=True)
+    ref, cur = split_windows(f, "ts", w, snapshot=True)
     assert list(ref["ts"]) == [END - DAY] and list(cur["ts"]) == [
         END - DAY + pd.Timedelta(milliseconds=1),
         END,
     ]
-    assert D.default_end(pd.Timestamp("2026-01-14T23:59:54Z")) == END
-    assert D.default_end(pd.Timestamp("2026-01-15T00:00:00Z")) == END + DAY
+    assert default_end(pd.Timestamp("2026-01-14T23:59:54Z")) == END
+    assert default_end(pd.Timestamp("2026-01-15T00:00:00Z")) == END + DAY
 
 
 def test_feature_columns_skip_ids_clocks_lists_and_cap_with_seed() -> None:
     f = features()["user_features"]
-    cols, skipped = D.numeric_feature_columns(f, CFG.exclude_columns, 0, seed=7)
+    cols, skipped = numeric_feature_columns(f, CFG.exclude_columns, 0, seed=7)
     assert cols == ["u_a", "u_b", "u_c"]
     assert set(skipped) == {"u_top_category_idx", "u_last_event_ts_s"}
-    two, skipped2 = D.numeric_feature_columns(f, CFG.exclude_columns, 2, seed=7)
+    two, skipped2 = numeric_feature_columns(f, CFG.exclude_columns, 2, seed=7)
     assert len(two) == 2 and set(two) < {"u_a", "u_b", "u_c"}
-    assert two == D.numeric_feature_columns(f, CFG.exclude_columns, 2, seed=7)[0]
+    assert two == numeric_feature_columns(f, CFG.exclude_columns, 2, seed=7)[0]
     assert "not sampled" in next(v for k, v in skipped2.items() if k not in skipped)
 
 
 def test_config_from_params_validates() -> None:
     params = load_params(None)
-    cfg = D.DriftConfig.from_params(params)
+    cfg = DriftConfig.from_params(params)
     assert cfg.seed == params["base"]["seed"] and cfg.retrain_on == ("feature", "target")
     with pytest.raises(ValueError, match="unknown keys"):
-        D.DriftConfig.from_params({"base": {"seed": 1}, "drift": {"drift_shar": 0.2}})
+        DriftConfig.from_params({"base": {"seed": 1}, "drift": {"drift_shar": 0.2}})
     with pytest.raises(ValueError, match="retrain_on"):
-        D.DriftConfig.from_params({"base": {"seed": 1}, "drift": {"retrain_on": ["features"]}})
+        DriftConfig.from_params({"base": {"seed": 1}, "drift": {"retrain_on": ["features"]}})
 
 
 # --------------------------------------------------------------------------- verdicts
 
 
-def test_unshifted_windows_do_not_drift(calm: D.DriftResult) -> None:
-    v = calm.verdict
+def test_unshifted_windows_do_not_drift(calm: DriftResult) -> None:
+    v = calm.report
     assert v.passed and not v.drift_detected and not v.retrain_requested and not v.inconclusive
     assert v.reason.startswith("No drift")
-    for family in D.FAMILIES:
+    for family in FAMILIES:
         fam = v.family(family)
         assert not fam.skipped and not fam.drifted and fam.share_drifted == 0.0, fam.reason
     feat = v.family("feature")
@@ -242,15 +247,15 @@ def test_unshifted_windows_do_not_drift(calm: D.DriftResult) -> None:
 def test_feature_shift_is_detected_and_requests_retraining() -> None:
     shifted = features(current_scale={"u_a": 3.0})
     # one drifted column of six (0.17) is below the default share 0.3: the column drifts, the family not
-    v = D.detect_drift(shifted, events(), None, WINDOWS, CFG).verdict
+    v = detect_drift(shifted, events(), None, WINDOWS, CFG).report
     assert drifted(v, "feature") == ["user_features.u_a"]
     col = v.family("feature").drifted_columns[0]
     assert col.score is not None and col.score > 1.0  # mean 10 -> 30 with sd 2: far beyond 0.1
     assert not v.family("feature").drifted and not v.retrain_requested
     assert v.family("feature").share_drifted == pytest.approx(1 / 6)
     # with a share threshold of 0.15 the same shift flags the family and asks for retraining
-    cfg = D.DriftConfig(min_rows=100, max_rows=5000, seed=7, drift_share=0.15)
-    v = D.detect_drift(shifted, events(), None, WINDOWS, cfg).verdict
+    cfg = DriftConfig(min_rows=100, max_rows=5000, seed=7, drift_share=0.15)
+    v = detect_drift(shifted, events(), None, WINDOWS, cfg).report
     assert v.family("feature").drifted and v.drift_detected and v.retrain_requested and not v.passed
     assert v.reason.startswith("Drift detected in feature; retraining requested")
     assert "user_features.u_a" in v.reason
@@ -258,7 +263,7 @@ def test_feature_shift_is_detected_and_requests_retraining() -> None:
 
 
 def test_engagement_shift_to_skips_is_detected() -> None:
-    v = D.detect_drift(features(), events(current_mix=SKIPPY_MIX), None, WINDOWS, CFG).verdict
+    v = detect_drift(features(), events(current_mix=SKIPPY_MIX), None, WINDOWS, CFG).report
     target = v.family("target")
     assert target.drifted and v.retrain_requested and not v.family("feature").drifted
     assert drifted(v, "target") == ["event_types.event_type", "users.engagement_rate"]
@@ -269,7 +274,7 @@ def test_engagement_shift_to_skips_is_detected() -> None:
 
 
 def test_score_shift_flags_prediction_drift_without_retraining() -> None:
-    v = D.detect_drift(features(), events(), scores(current_shift=2.0), WINDOWS, CFG).verdict
+    v = detect_drift(features(), events(), scores(current_shift=2.0), WINDOWS, CFG).report
     pred = v.family("prediction")
     assert pred.drifted and drifted(v, "prediction") == ["scores.score"]
     assert v.drift_detected and not v.passed
@@ -278,10 +283,10 @@ def test_score_shift_flags_prediction_drift_without_retraining() -> None:
 
 
 def test_custom_stattest_from_params() -> None:
-    cfg = D.DriftConfig(
+    cfg = DriftConfig(
         min_rows=100, max_rows=5000, seed=7, num_stattest="ks", stattest_threshold=0.01
     )
-    v = D.detect_drift(features(current_scale={"u_a": 3.0}), None, None, WINDOWS, cfg).verdict
+    v = detect_drift(features(current_scale={"u_a": 3.0}), None, None, WINDOWS, cfg).report
     a = v.family("feature").drifted_columns[0]
     assert (a.column, a.stattest, a.score_kind, a.threshold) == (
         "u_a",
@@ -295,7 +300,7 @@ def test_custom_stattest_from_params() -> None:
 
 def test_too_few_rows_are_skipped_with_a_reason() -> None:
     thin = {"user_features": snapshots("u", "user_id", 1, current_seed=2, current_n=40)}
-    v = D.detect_drift(thin, None, scores(per_day=30), WINDOWS, CFG).verdict
+    v = detect_drift(thin, None, scores(per_day=30), WINDOWS, CFG).report
     feat = v.family("feature")
     assert feat.skipped and not feat.drifted and feat.share_drifted is None
     assert (
@@ -308,17 +313,55 @@ def test_too_few_rows_are_skipped_with_a_reason() -> None:
     assert v.inconclusive and not v.drift_detected and v.reason.startswith("Inconclusive")
 
 
+def test_verdict_fails_closed_on_untested_families(calm: DriftResult) -> None:
+    verdict = calm.report.verdict
+    assert verdict.gate == "drift" and verdict.passed
+    assert [c.name for c in verdict.checks] == [
+        f"{f}{s}" for f in FAMILIES for s in ("_tested", "_no_drift")
+    ]
+    # prediction is not in drift.retrain_on: untested, it is named but does not fail the verdict
+    no_scores = detect_drift(features(), events(), None, WINDOWS, CFG).report
+    assert no_scores.verdict.passed and "prediction skipped (no score log)" in no_scores.reason
+    # target is: without events the verdict fails, saying what is missing and what to run
+    no_events = detect_drift(
+        features(), None, None, WINDOWS, CFG, events_note="data/interim/events.parquet not found"
+    ).report
+    v = no_events.verdict
+    assert not v.passed and not no_events.drift_detected and not no_events.inconclusive
+    assert [c.name for c in v.failed_checks] == ["target_tested"]
+    assert "data/interim/events.parquet not found" in v.failed_checks[0].reason
+    assert "dvc repro preprocess" in v.failed_checks[0].reason
+    assert no_events.reason.startswith("Incomplete, no drift found but target could not be tested")
+
+
+def test_inconclusive_is_not_a_pass() -> None:
+    thin = {"user_features": snapshots("u", "user_id", 1, current_seed=2, current_n=40)}
+    report = detect_drift(thin, None, scores(per_day=30), WINDOWS, CFG).report
+    assert report.inconclusive and not report.passed
+    d = json.loads(report.to_json())
+    assert d["passed"] is False and d["decision"] == "fail"
+    assert {c["name"] for c in d["checks"] if not c["passed"]} == {
+        "feature_tested",
+        "target_tested",
+        "any_family_tested",
+    }
+
+
 def test_empty_current_window_is_an_error() -> None:
-    late = D.Windows.ending_at(END + 30 * DAY, 1, 7)
-    with pytest.raises(D.EmptyWindowError, match="current window"):
-        D.detect_drift(features(), events(), scores(), late, CFG)
+    late = Windows.ending_at(END + 30 * DAY, 1, 7)
+    with pytest.raises(EmptyWindowError, match="current window"):
+        detect_drift(features(), events(), scores(), late, CFG)
 
 
-def test_verdict_json_is_deterministic(calm: D.DriftResult) -> None:
-    again = D.detect_drift(features(), events(), scores(), WINDOWS, CFG)
-    assert again.verdict.to_json() == calm.verdict.to_json()
-    d = json.loads(calm.verdict.to_json())
+def test_verdict_json_is_deterministic(calm: DriftResult) -> None:
+    again = detect_drift(features(), events(), scores(), WINDOWS, CFG)
+    assert again.report.to_json() == calm.report.to_json()
+    d = json.loads(calm.report.to_json())
     assert set(d) >= {
+        "gate",
+        "checks",
+        "metrics",
+        "thresholds",
         "passed",
         "drift_detected",
         "retrain_requested",

@@ -34,6 +34,7 @@ from components.online_update.update import (
 from components.ranking.ranker import RankerParams, save, train_ranker
 from components.ranking.stage import holdout_path
 from components.serving.engine import LOG_SCHEMA, impressions_dir
+from tests.fixtures.drift_verdicts import write_drift_record
 from tests.fixtures.ranking_frames import FEATURES, make_frame
 
 T0 = pd.Timestamp("2026-06-01T12:00:00Z")
@@ -461,6 +462,7 @@ def test_offline_gate_option_moves_the_candidate_at_most_to_shadow(project) -> N
     (paths.metrics / "ingest.json").write_text(
         json.dumps({"reconciled": True, "n_in": 1000, "quarantined": 1})
     )
+    write_drift_record(paths.metrics)  # the gate fails without a drift verdict
     up = OnlineUpdater(
         {**params(run_offline_gate=True), "promote": {"offline": {"min_groups": 20}}},
         paths,

@@ -1,0 +1,159 @@
+"""What the promotion gates share: their parameters, scoring of the replayed requests, the
+request groups, top-k selection, the score log rows and the verdict of a promotion gate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from components.core.verdict import Check, Verdict
+
+if TYPE_CHECKING:
+    from components.ranking.ranker import RankerModel
+
+REPLAY_EVIDENCE = (
+    "replay of held-out events: the latest request groups of the training data, outcomes from "
+    "the users' recorded events in the following window (data/ranking/holdout.parquet); "
+    "not live traffic"
+)
+
+
+@dataclass(frozen=True)
+class PromoteParams:
+    """The ``promote`` section of params.yaml (plus ``base.seed``)."""
+
+    k: int = 10
+    # offline
+    min_delta_ndcg: float = -0.005
+    min_delta_auc: float = -0.005
+    min_auc: float = 0.55  # first model: no production to compare with
+    max_quarantine_rate: float = 0.02
+    min_groups: int = 20
+    # shadow
+    min_rank_corr: float = -0.2
+    max_p99_ms: float = 50.0
+    # canary
+    share: float = 0.2
+    salt: str = "canary"
+    min_users: int = 50
+    alpha: float = 0.05
+    noninferiority_margin: float = 0.01
+    guardrail_margin: float = 0.01
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for ok, msg in (
+            (self.k >= 1, "promote.k must be >= 1"),
+            (0 < self.share < 1, "promote.canary.share must be in (0, 1)"),
+            (0 < self.alpha < 1, "promote.canary.alpha must be in (0, 1)"),
+            (self.min_users >= 2, "promote.canary.min_users must be >= 2"),
+        ):
+            if not ok:
+                raise ValueError(msg)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> PromoteParams:
+        p = params.get("promote", {}) or {}
+        off, sh, ca = (
+            p.get("offline", {}) or {},
+            p.get("shadow", {}) or {},
+            p.get("canary", {}) or {},
+        )
+        d = cls()
+        return cls(
+            k=int(p.get("k", d.k)),
+            min_delta_ndcg=float(off.get("min_delta_ndcg", d.min_delta_ndcg)),
+            min_delta_auc=float(off.get("min_delta_auc", d.min_delta_auc)),
+            min_auc=float(off.get("min_auc", d.min_auc)),
+            max_quarantine_rate=float(off.get("max_quarantine_rate", d.max_quarantine_rate)),
+            min_groups=int(off.get("min_groups", d.min_groups)),
+            min_rank_corr=float(sh.get("min_rank_corr", d.min_rank_corr)),
+            max_p99_ms=float(sh.get("max_p99_ms", d.max_p99_ms)),
+            share=float(ca.get("share", d.share)),
+            salt=str(ca.get("salt", d.salt)),
+            min_users=int(ca.get("min_users", d.min_users)),
+            alpha=float(ca.get("alpha", d.alpha)),
+            noninferiority_margin=float(ca.get("noninferiority_margin", d.noninferiority_margin)),
+            guardrail_margin=float(ca.get("guardrail_margin", d.guardrail_margin)),
+            seed=int((params.get("base", {}) or {}).get("seed", d.seed)),
+        )
+
+
+def promotion_verdict(
+    gate: str,
+    candidate: str | None,
+    production: str | None,
+    checks: Iterable[Check],
+    *,
+    passed_reason: str,
+    metrics: Mapping[str, Any] | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+    evidence: str = "",
+    decision: str = "",
+) -> Verdict:
+    """A promotion gate's verdict: the model versions and the evidence go to ``details``
+    (``candidate``, ``production``, ``evidence`` in the JSON, as its readers expect)."""
+    verdict = Verdict.from_checks(
+        gate,
+        checks,
+        passed_reason=passed_reason,
+        metrics=metrics,
+        thresholds=thresholds,
+        details={"candidate": candidate, "production": production, "evidence": evidence},
+    )
+    return replace(verdict, decision=decision) if decision else verdict
+
+
+def scores_of(model: RankerModel, rows: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The model's final scores on ``rows``; feature columns the rows lack are NaN (returned)."""
+    missing = [c for c in model.feature_cols if c not in rows.columns]
+    if missing:
+        rows = rows.assign(**{c: np.nan for c in missing})
+    return np.asarray(model.predict(rows), dtype=np.float64), missing
+
+
+def finite_scores(name: str, scores: np.ndarray, who: str) -> Check:
+    """Every score finite (a NaN score would rank anywhere and compare as nothing)."""
+    bad = int((~np.isfinite(scores)).sum())
+    if bad:
+        return Check(name, False, f"{who} produced non-finite scores ({bad} of {len(scores)})")
+    return Check(name, True, f"{who} scores are finite")
+
+
+def request_groups(rows: pd.DataFrame) -> list[np.ndarray]:
+    """Row positions of each request group, groups in sorted order."""
+    codes, _ = pd.factorize(rows["group_id"], sort=True)
+    order = np.argsort(codes, kind="mergesort")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return np.split(order, bounds)
+
+
+def id_tiebreak(rows: pd.DataFrame) -> np.ndarray:
+    """A dense rank of the content ids: ties in score are broken by id, the same in every gate."""
+    return rows["content_id"].astype(str).rank(method="dense").to_numpy()
+
+
+def top_k(scores: np.ndarray, idx: np.ndarray, k: int, tiebreak: np.ndarray) -> np.ndarray:
+    """Positions (from ``idx``) of the k best scores, ties broken by ``tiebreak`` ascending."""
+    order = np.lexsort((tiebreak[idx], -scores[idx]))
+    return idx[order[:k]]
+
+
+def score_log(rows: pd.DataFrame, scores: np.ndarray, version: str, role: str) -> pd.DataFrame:
+    """Score log rows (read by drift monitoring's prediction family) for one model."""
+    ts = pd.to_datetime(rows["event_timestamp"], utc=True)
+    return pd.DataFrame(
+        {
+            "timestamp": ts.to_numpy(),
+            "request_id": rows["group_id"].astype(str).to_numpy(),
+            "user_id": rows["user_id"].astype(str).to_numpy(),
+            "content_id": rows["content_id"].astype(str).to_numpy(),
+            "model_version": version,
+            "role": role,
+            "score": scores,
+        }
+    )
