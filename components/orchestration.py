@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from components.core.config import load_params
+from components.core.config import Params, Settings, load_config, load_params
 from components.core.paths import PROJECT_ROOT, DataPaths
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,13 @@ TRAIN_STAGES: tuple[str, ...] = (
 
 def project_root() -> Path:
     """The project the DAGs operate on: ``RECO_PROJECT_ROOT`` or this checkout."""
-    value = os.environ.get("RECO_PROJECT_ROOT", "").strip()
-    return Path(value).resolve() if value else PROJECT_ROOT
+    value = Settings.from_env().project_root
+    return value.resolve() if value else PROJECT_ROOT
 
 
 def drop_stage(params: Mapping[str, Any]) -> str:
     """The DVC stage that lands the configured data source's drop."""
-    source = str((params.get("data", {}) or {}).get("source", "synthetic"))
+    source = Params.of(params).data.source
     return "generate" if source == "synthetic" else f"import_{source}"
 
 
@@ -177,7 +177,7 @@ def production_reference(root: Path, current_start: datetime) -> tuple[datetime,
     ref_end = ref_end if ref_end.tzinfo else ref_end.replace(tzinfo=UTC)
     if ref_end > current_start:
         return None
-    days = float((load_params(root / "params.yaml").get("drift", {}) or {}).get("reference_days", 7))
+    days = load_config(root / "params.yaml").drift.reference_days
     return ref_end - timedelta(days=days), ref_end
 
 
@@ -201,7 +201,7 @@ def drift_report(end: datetime, root: Path | None = None) -> dict[str, Any]:
         end = default_end(newest).to_pydatetime()
     cmd = [sys.executable, "-m", "components.monitoring.drift", "--params", str(root / "params.yaml"),
            "--root", str(root), "--end", end.isoformat()]
-    days = float((load_params(root / "params.yaml").get("drift", {}) or {}).get("current_days", 1))
+    days = load_config(root / "params.yaml").drift.current_days
     reference = production_reference(root, end - timedelta(days=days))
     if reference is not None:
         log.info("reference window: the production model's training data %s .. %s", *reference)

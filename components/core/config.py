@@ -1,43 +1,504 @@
-"""Typed loading of ``params.yaml``: one ``base`` section plus one section per stage."""
+"""Typed ``params.yaml`` and environment settings.
+
+``params.yaml`` is the one source of every tunable: each section has a Pydantic model here
+with no defaults, unknown keys are rejected (``extra="forbid"``) and a problem is reported
+with the key's dotted path and the file (``params.yaml: ranking.num_leavs: unknown key``).
+:meth:`Params.for_dataset` is the one place the per-data-set ``overrides`` subsections are
+applied. :class:`Settings` is the one reader of the ``RECO_*`` environment variables.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
 from components.core.paths import PROJECT_ROOT, DataPaths
 
 DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+#: Data sets a drop can come from (``data.source``).
+DATASETS: tuple[str, ...] = ("synthetic", "kuairand", "movielens")
+#: Sections with ``overrides.<dataset>`` subsections, merged by :meth:`Params.for_dataset`.
+OVERRIDABLE: tuple[str, ...] = ("ingest", "candidates", "evaluate")
 
 
-def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    """Read the params file (default: the project's ``params.yaml``)."""
-    p = Path(path) if path is not None else DEFAULT_PARAMS
-    with p.open(encoding="utf-8") as fh:
-        params = yaml.safe_load(fh) or {}
-    if not isinstance(params, dict) or "base" not in params:
-        raise ValueError(f"{p}: expected a mapping with a 'base' section")
-    return params
+class ConfigError(ValueError):
+    """``params.yaml`` (or the environment) does not match its model; the message names each key."""
+
+
+def _iso_date(value: Any) -> Any:
+    """YAML reads an unquoted date as a ``date``: keep it as the ISO string the file shows."""
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+IsoDate = Annotated[str, BeforeValidator(_iso_date)]
+#: Partial mappings laid over a section for one data set, checked against the section's model.
+Overrides = dict[str, dict[str, Any]]
+
+
+class Section(BaseModel):
+    """A params.yaml mapping: frozen, every key required, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Base(Section):
+    seed: int = Field(ge=0)
+
+
+class Data(Section):
+    source: Literal["synthetic", "kuairand", "movielens"]
+
+
+class Datagen(Section):
+    n_users: int
+    n_items: int
+    n_creators: int
+    n_categories: int
+    n_events: int
+    start: IsoDate
+    days: int
+    bad_event_rate: float
+    exploration_share: float
+    chunk_events: int
+
+
+class Ingest(Section):
+    max_watch_duration_s: float
+    max_text_chars: int
+    max_id_chars: int
+    future_tolerance_s: float
+    min_timestamp: str
+    min_rating: float
+    max_rating: float
+    overrides: Overrides
+
+
+class Preprocess(Section):
+    session_gap_minutes: float
+
+
+class Features(Section):
+    snapshot_hours: float
+    lambda_decay: float
+    decay_unit: str
+    growth_window_hours: float
+    creator_rate_window_days: float
+    last_n_viewed: int
+    max_categories: int
+    text_dim: int
+    tfidf_max_features: int
+    engagement_weights: dict[str, float]
+
+
+class Feast(Section):
+    project: str
+    online_store: Literal["sqlite", "redis"]
+    materialize_overlap_hours: float
+    registry_cache_ttl_s: int
+    feature_service: str
+
+
+class Embeddings(Section):
+    factors: int
+    regularization: float
+    alpha: float
+    negative_alpha: float
+    iterations: int
+    threads: int
+    event_weights: dict[str, float]
+    watch_ratio_weight: float
+    watch_ratio_cap: float
+    graph_dim: int
+    graph_window: int
+    graph_negative: float
+    graph_rank: int
+    graph_max_nodes: int
+    text_dim: int
+    tfidf_max_features: int
+    ridge_alpha: float
+    cold_blend: float
+    min_ridge_interactions: int
+    block_weights: dict[str, float]
+
+
+class Knn(Section):
+    k: int
+    shrinkage: float
+    bias_reg: float
+    scoring: str
+
+
+class Trending(Section):
+    window_hours: float
+    min_engagements: int
+
+
+class Recent(Section):
+    window_hours: float
+
+
+class Fresh(Section):
+    max_age_hours: float
+
+
+class Ease(Section):
+    lambda_: float = Field(alias="lambda")
+    max_items: int
+
+
+class Index(Section):
+    type: str
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+    nlist: int
+    nprobe: int
+    pq_m: int
+    pq_bits: int
+    refine_factor: int
+    build_threads: int
+    max_train_per_list: int
+    recall_k: tuple[int, ...]
+
+
+class CandidateEvaluation(Section):
+    cut_quantile: float
+    ks: tuple[int, ...]
+    positive_types: tuple[str, ...]
+    max_users: int
+
+
+class Candidates(Section):
+    similarity_threshold: float
+    alpha: float
+    per_source: int
+    per_user: int
+    knn: Knn
+    trending: Trending
+    recent: Recent
+    fresh: Fresh
+    ease: Ease
+    item_windows_hours: tuple[float, ...]
+    mix: dict[str, float]
+    index: Index
+    evaluation: CandidateEvaluation
+    overrides: Overrides
+
+
+class Exploration(Section):
+    epsilon: float
+    strategy: str
+    ucb_c: float
+    dpp_theta: float
+
+
+class Ranking(Section):
+    backend: str
+    objective: str
+    heads: dict[str, float]
+    l2_lambda: float
+    learning_rate: float
+    lr_decay: float
+    n_estimators: int
+    early_stopping_rounds: int
+    num_leaves: int
+    max_depth: int
+    min_child_samples: int
+    validation_fraction: float
+    eval_at: int
+    n_threads: int
+    base_feature: str
+    base_weight: float
+    training_cuts: int
+    label_window_hours: float
+    negatives_per_group: int
+
+
+#: ``ranking`` keys of the training set (the stage's); the model reads the others.
+TRAINING_SET_KEYS: set[str] = {"training_cuts", "label_window_hours", "negatives_per_group"}
+
+
+class Evaluate(Section):
+    protocol: str
+    cut_quantile: float
+    test_fraction: float
+    positive_types: tuple[str, ...]
+    ks: tuple[int, ...]
+    beyond_k: int
+    curve_max_k: int
+    inner_folds: int
+    negatives_per_group: int
+    feast_features: bool
+    max_test_users: int
+    #: ``ranking`` keys laid over the ``ranking`` section when evaluating (per data set in overrides)
+    ranking: dict[str, Any]
+    overrides: Overrides
+
+
+class Drift(Section):
+    current_days: float
+    reference_days: float
+    drift_share: float
+    num_stattest: str | None
+    cat_stattest: str | None
+    stattest_threshold: float | None
+    min_rows: int
+    max_rows: int
+    max_columns: int
+    feature_tables: tuple[str, ...]
+    exclude_columns: tuple[str, ...]
+    engagement_types: tuple[str, ...]
+    ignore_event_types: tuple[str, ...]
+    score_log: str
+    retrain_on: tuple[str, ...]
+
+
+class OfflineGate(Section):
+    min_delta_ndcg: float
+    min_delta_auc: float
+    min_auc: float
+    max_quarantine_rate: float
+    min_groups: int
+
+
+class ShadowGate(Section):
+    min_rank_corr: float
+    max_p99_ms: float
+
+
+class CanaryGate(Section):
+    share: float
+    salt: str
+    min_users: int
+    alpha: float
+    noninferiority_margin: float
+    guardrail_margin: float
+
+
+class Promote(Section):
+    k: int
+    offline: OfflineGate
+    shadow: ShadowGate
+    canary: CanaryGate
+
+
+class Serving(Section):
+    clock: Literal["data", "wall"]
+    timeout_ms: float
+    budget_ms: float
+    refresh_s: float
+    stream_poll_s: float
+    threads: int
+    moderation_report_threshold: int
+    trend_beta: float
+    rerank_pool: int
+    log_flush_records: int
+    faiss_threads: int
+    gc_freeze: bool
+    realtime_weight: float
+    realtime_candidates: int
+    store_retry_s: float
+    compile_ranker: bool
+    log_flush_s: float
+
+
+class OnlineUpdate(Section):
+    enabled: bool
+    buffer_size: int
+    update_interval_s: float
+    rounds: int
+    learning_rate: float | None
+    label_window_s: float
+    min_labelled_rows: int
+    max_impression_age_s: float
+    n_threads: int
+    archive_superseded: bool
+    run_offline_gate: bool
+
+
+def _messages(err: ValidationError, source: str, prefix: tuple[str | int, ...] = ()) -> list[str]:
+    """One ``file: dotted.key: problem`` line per Pydantic error."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in (*prefix, *e["loc"])) or "(top level)"
+        problem = {"extra_forbidden": "unknown key", "missing": "missing key"}.get(e["type"], e["msg"])
+        lines.append(f"{source}: {where}: {problem}")
+    return lines
+
+
+class Params(Section):
+    """The whole ``params.yaml``: build it with :meth:`of` or :func:`load_config`, which also
+    check every ``overrides`` subsection against its section's model."""
+
+    base: Base
+    data: Data
+    datagen: Datagen
+    ingest: Ingest
+    preprocess: Preprocess
+    features: Features
+    feast: Feast
+    embeddings: Embeddings
+    candidates: Candidates
+    exploration: Exploration
+    ranking: Ranking
+    evaluate: Evaluate
+    drift: Drift
+    promote: Promote
+    serving: Serving
+    online_update: OnlineUpdate
+
+    @classmethod
+    def of(cls, params: Params | Mapping[str, Any], source: str = "params") -> Params:
+        """Validate a params mapping (an already validated :class:`Params` is returned as is)."""
+        if isinstance(params, Params):
+            return params
+        try:
+            cfg = cls.model_validate(dict(params))
+        except ValidationError as err:
+            raise ConfigError("\n".join(_messages(err, source))) from None
+        problems = cfg._override_problems(source)
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return cfg
+
+    def _override_problems(self, source: str) -> list[str]:
+        raw = self.model_dump(by_alias=True)
+        models: dict[str, type[Section]] = {"ingest": Ingest, "candidates": Candidates, "evaluate": Evaluate}
+        problems: list[str] = []
+
+        def check(model: type[Section], merged: dict[str, Any], prefix: tuple[str, ...]) -> None:
+            try:
+                model.model_validate(merged)
+            except ValidationError as err:
+                problems.extend(_messages(err, source, prefix))
+
+        check(Ranking, deep_merge(raw["ranking"], raw["evaluate"]["ranking"]), ("evaluate", "ranking"))
+        for name in OVERRIDABLE:
+            for dataset, top in raw[name]["overrides"].items():
+                where = (name, "overrides", dataset)
+                if dataset not in DATASETS:
+                    problems.append(f"{source}: {'.'.join(where)}: unknown data set (one of {DATASETS})")
+                if "overrides" in top:
+                    problems.append(f"{source}: {'.'.join(where)}.overrides: unknown key")
+                    continue
+                check(models[name], deep_merge(raw[name], top), where)
+                if name == "evaluate" and "ranking" in top:
+                    check(Ranking, deep_merge(raw["ranking"], top["ranking"]), (*where, "ranking"))
+        return problems
+
+    def for_dataset(self, dataset: str | None = None, *, evaluation: bool = False) -> Params:
+        """These params for one data set (default ``data.source``): each section's
+        ``overrides.<dataset>`` merged over it; with ``evaluation``, ``evaluate.ranking`` (after
+        its own override) laid over ``ranking`` as the evaluation protocol trains it."""
+        name = dataset or self.data.source
+        raw = self.model_dump(by_alias=True)
+        for section in OVERRIDABLE:
+            raw[section] = deep_merge(raw[section], raw[section]["overrides"].get(name) or {})
+        if evaluation:
+            raw["ranking"] = deep_merge(raw["ranking"], raw["evaluate"]["ranking"])
+        return Params.of(raw, source=f"params for {name}")
 
 
 def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``top`` laid over it, nested mappings merged key by key (per-data-set
-    ``overrides`` sections of params.yaml)."""
+    """``base`` with ``top`` laid over it, nested mappings merged key by key."""
     out = dict(base)
     for k, v in top.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
 
 
-def demo_mode() -> bool:
-    """True when running the embedded demo (``RECO_DEMO=1``), which allows a built-in HMAC key."""
-    return os.environ.get("RECO_DEMO", "").strip().lower() in {"1", "true", "yes"}
+def _read(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    p = Path(path) if path is not None else DEFAULT_PARAMS
+    with p.open(encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections")
+    return raw, str(path) if path is not None else str(p)
+
+
+def load_config(path: str | Path | None = None) -> Params:
+    """The validated params file (default: the project's ``params.yaml``)."""
+    raw, source = _read(path)
+    return Params.of(raw, source)
+
+
+def load_params(path: str | Path | None = None) -> dict[str, Any]:
+    """The params file as a plain mapping, after validating it (see :func:`load_config`)."""
+    raw, source = _read(path)
+    Params.of(raw, source)
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes"}
+
+
+class Settings(BaseModel):
+    """The process environment (``RECO_*``, ``HOST`` / ``PORT``): secrets and deployment choices
+    that do not belong in params.yaml. ``None`` means "not set": the reader falls back to
+    params.yaml (or refuses, for secrets)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    demo: bool  # RECO_DEMO: the embedded demo, which allows a built-in HMAC key
+    hmac_key: SecretStr | None  # RECO_HMAC_KEY: pseudonymisation key
+    online_store: Literal["sqlite", "redis"] | None  # RECO_ONLINE_STORE over feast.online_store
+    redis_url: str | None  # RECO_REDIS_URL
+    project_root: Path | None  # RECO_PROJECT_ROOT
+    params_file: Path | None  # RECO_PARAMS
+    workers: int  # RECO_WORKERS: server processes (below 1 counts as 1)
+    online_update: bool  # RECO_ONLINE_UPDATE=0 turns the in-process online update off
+    api_keys: SecretStr  # RECO_API_KEYS: name:secret,...
+    rate_limit_per_s: float | None  # RECO_RATE_LIMIT_PER_S
+    rate_limit_burst: float | None  # RECO_RATE_LIMIT_BURST
+    host: str  # HOST
+    port: int  # PORT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the environment (``os.environ`` unless ``env`` is given)."""
+        e = os.environ if env is None else env
+
+        def get(name: str, strip: bool = True) -> str | None:
+            value = e.get(name, "")
+            return (value.strip() if strip else value) or None
+
+        store = get("RECO_ONLINE_STORE")
+        values: dict[str, Any] = {
+            "demo": _flag(get("RECO_DEMO")),
+            "hmac_key": get("RECO_HMAC_KEY", strip=False),
+            "online_store": store.lower() if store else None,
+            "redis_url": get("RECO_REDIS_URL"),
+            "project_root": get("RECO_PROJECT_ROOT"),
+            "params_file": get("RECO_PARAMS"),
+            "workers": get("RECO_WORKERS") or 1,
+            "online_update": get("RECO_ONLINE_UPDATE") != "0",
+            "api_keys": get("RECO_API_KEYS", strip=False) or "",
+            "rate_limit_per_s": get("RECO_RATE_LIMIT_PER_S"),
+            "rate_limit_burst": get("RECO_RATE_LIMIT_BURST"),
+            "host": get("HOST") or "127.0.0.1",
+            "port": get("PORT") or 8000,
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            raise ConfigError("\n".join(_messages(err, "environment"))) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage CLIs
 
 
 def stage_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -49,7 +510,13 @@ def stage_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def stage_context(args: argparse.Namespace) -> tuple[dict[str, Any], DataPaths]:
-    """Set up logging for a stage CLI and return its params and paths."""
+    """Set up logging for a stage CLI, validate its params file (a typo stops the stage with the
+    key's path) and return the params and the paths."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
-    return load_params(args.params), paths
+    root = getattr(args, "root", None)
+    paths = DataPaths(Path(root)) if root else DataPaths()
+    try:
+        params = load_params(getattr(args, "params", None))
+    except ConfigError as err:
+        raise SystemExit(f"invalid params: {err}") from None
+    return params, paths

@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.core.config import load_params
+from components.core.config import Params, stage_context, stage_parser
 from components.core.io import atomic_write_parquet
 from components.core.paths import PROJECT_ROOT, DataPaths
 from components.core.schema import (
@@ -199,17 +199,17 @@ _Events = dict[str, np.ndarray]  # numeric event columns, see _EVENT_FIELDS
 class GenParams:
     """Size, period and noise of the synthetic drop (``params.yaml``: ``base.seed`` + ``datagen``)."""
 
-    seed: int = 42
-    n_users: int = 2000
-    n_items: int = 5000
-    n_creators: int = 300
-    n_categories: int = 20
-    n_events: int = 200_000
-    start: str = "2026-01-05"
-    days: int = 14
-    bad_event_rate: float = 0.001
-    exploration_share: float = 0.1
-    chunk_events: int = 1_000_000
+    seed: int
+    n_users: int
+    n_items: int
+    n_creators: int
+    n_categories: int
+    n_events: int
+    start: str
+    days: int
+    bad_event_rate: float
+    exploration_share: float
+    chunk_events: int
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_creators", "n_categories", "n_events", "days", "chunk_events"):  # fmt: skip
@@ -232,26 +232,10 @@ class GenParams:
             raise ValueError(f"datagen.start must be an ISO date, got {self.start!r}") from exc
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> GenParams:
-        """Build from the params mapping: ``base.seed`` and the ``datagen`` section."""
-        base = params.get("base") or {}
-        if "seed" not in base:
-            raise ValueError("params: base.seed is required")
-        section = dict(params.get("datagen") or {})
-        if "seed" in section:
-            raise ValueError("params: datagen.seed is not allowed, seeds come from base.seed")
-        types = {f.name: f.type for f in fields(cls) if f.name != "seed"}
-        unknown = sorted(set(section) - set(types))
-        if unknown:
-            raise ValueError(f"params: unknown datagen keys {unknown}")
-        kwargs: dict[str, Any] = {}
-        for key, value in section.items():
-            if key == "start" and isinstance(value, dt.date):
-                value = value.isoformat()  # YAML reads an unquoted date as a date
-            elif types[key] == "float" and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            kwargs[key] = value
-        return cls(seed=base["seed"], **kwargs)
+    def from_params(cls, params: Params | Mapping[str, Any]) -> GenParams:
+        """Build from the validated params: ``base.seed`` and the ``datagen`` section."""
+        cfg = Params.of(params)
+        return cls(seed=cfg.base.seed, **cfg.datagen.model_dump())
 
     @property
     def start_ms(self) -> int:
@@ -1173,8 +1157,8 @@ def run(params: Mapping[str, Any], out_dir: Path, n_events: int | None = None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m components.data.datagen --params params.yaml --out data/drops/synthetic``."""
-    parser = argparse.ArgumentParser(prog="python -m components.data.datagen", description="Write a deterministic synthetic drop.")  # fmt: skip
-    parser.add_argument("--params", type=Path, default=None, help="params file (default: project params.yaml)")  # fmt: skip
+    parser = stage_parser("Write a deterministic synthetic drop.")
+    parser.prog = "python -m components.data.datagen"
     parser.add_argument(
         "--out",
         type=Path,
@@ -1183,12 +1167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--n-events", type=int, default=None, help="override datagen.n_events")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    params_path = args.params
-    if params_path is not None and not params_path.is_absolute():
-        params_path = PROJECT_ROOT / params_path
+    if args.params is not None and not Path(args.params).is_absolute():
+        args.params = PROJECT_ROOT / args.params
+    params, _paths = stage_context(args)
     out = args.out if args.out.is_absolute() else PROJECT_ROOT / args.out
-    s = run(load_params(params_path), out, n_events=args.n_events)
+    s = run(params, out, n_events=args.n_events)
     print(
         f"datagen: {s.n_events} events ({s.n_bad} bad), {s.n_users} users, {s.n_items} items, "
         f"{len(s.files)} files -> {out} in {s.seconds:.1f} s"

@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from components.core import schema
+from components.core.config import Params, Settings, stage_context, stage_parser
 from components.core.io import atomic_write_json, write_metrics
-from components.core.config import demo_mode, stage_context, stage_parser
 from components.core.frames import (
     arrow_string_mapper,
     arrow_text,
@@ -85,23 +85,20 @@ class IngestError(RuntimeError):
 class Limits:
     """Validation bounds, from ``params.yaml`` (``ingest`` section)."""
 
-    max_watch_duration_s: float = 3 * 3600.0
-    max_text_chars: int = 2000
-    max_id_chars: int = 128
-    future_tolerance_s: float = 300.0
-    min_timestamp: str = "2000-01-01T00:00:00Z"
-    min_rating: float = 0.0
-    max_rating: float = 5.0
+    max_watch_duration_s: float
+    max_text_chars: int
+    max_id_chars: int
+    future_tolerance_s: float
+    min_timestamp: str
+    min_rating: float
+    max_rating: float
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> Limits:
-        """Read ``ingest``; ``ingest.overrides.<data.source>`` adjusts bounds for one data set
-        (MovieLens ratings start in 1996, before the short-video bound of 2000)."""
-        section = dict(params.get("ingest", {}) or {})
-        source = (params.get("data", {}) or {}).get("source")
-        section.update((section.pop("overrides", None) or {}).get(source, {}) or {})
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in section.items() if k in known})
+    def from_params(cls, params: Params | Mapping[str, Any]) -> Limits:
+        """The ``ingest`` section for ``data.source`` (``ingest.overrides``: MovieLens ratings
+        start in 1996, before the short-video bound of 2000)."""
+        section = Params.of(params).for_dataset().ingest
+        return cls(**section.model_dump(exclude={"overrides"}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,14 +490,12 @@ def _typed_table(frame: pd.DataFrame, ok: np.ndarray) -> pa_arrow.Table:
 # --------------------------------------------------------------------------------------------
 
 
-def hmac_key_from_env(env: dict[str, str] | None = None) -> bytes:
+def hmac_key_from_env(env: Settings | Mapping[str, str] | None = None) -> bytes:
     """The pseudonymisation key from ``RECO_HMAC_KEY``; the demo key only when ``RECO_DEMO=1``."""
-    environ = os.environ if env is None else env
-    key = environ.get(HMAC_ENV, "")
-    if key:
-        return key.encode("utf-8")
-    demo = demo_mode() if env is None else env.get("RECO_DEMO", "").lower() in {"1", "true", "yes"}
-    if demo:
+    settings = env if isinstance(env, Settings) else Settings.from_env(env)
+    if settings.hmac_key is not None:
+        return settings.hmac_key.get_secret_value().encode("utf-8")
+    if settings.demo:
         log.warning("%s not set: using the built-in demo key (RECO_DEMO=1); not for real users", HMAC_ENV)
         return DEMO_HMAC_KEY
     raise IngestError(

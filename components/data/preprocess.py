@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,8 +28,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.core import schema
+from components.core.config import Params, stage_context, stage_parser
 from components.core.io import write_metrics
-from components.core.config import stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, first_occurrence_arrow
 from components.data.ingest import read_event_table
 from components.core.paths import DataPaths
@@ -69,12 +69,13 @@ NETWORK_ALIASES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class PreprocessParams:
-    session_gap_minutes: float = 30.0
+    """The ``preprocess`` section of params.yaml."""
+
+    session_gap_minutes: float
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PreprocessParams:
-        section = params.get("preprocess", {}) or {}
-        return cls(session_gap_minutes=float(section.get("session_gap_minutes", 30.0)))
+    def from_params(cls, params: Params | Mapping[str, Any]) -> PreprocessParams:
+        return cls(**Params.of(params).preprocess.model_dump())
 
 
 def _text(arr: pa.Array | pa.ChunkedArray) -> pa.Array:

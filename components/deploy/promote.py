@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from components.core.config import load_params
+from components.core.config import stage_context
 from components.core.io import atomic_write_parquet
 from components.core.paths import DataPaths
 from components.core.verdict import Check, Verdict, missing, write_verdict
@@ -249,11 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", default=None)
     parser.add_argument("--root", default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    params, paths = stage_context(args)
     now = datetime.now(UTC)
     verdicts = (
         run_all(params, paths, version=args.version, now=now)

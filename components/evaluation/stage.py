@@ -40,13 +40,12 @@ to ``curve_max_k`` go to a CSV for ``dvc plots``; the side-by-side table to ``re
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +54,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.core.config import deep_merge, load_params
+from components.core.config import Params, stage_context, stage_parser
 from components.core.io import write_metrics
 from components.core.paths import DataPaths
 from components.evaluation.metrics import (
@@ -67,7 +66,7 @@ from components.evaluation.metrics import (
 )
 
 if TYPE_CHECKING:
-    from components.ranking.ranker import RankerModel
+    from components.ranking.ranker import RankerModel, RankerParams
     from components.retrieval.candidates import Candidates, Retriever
 
 log = logging.getLogger(__name__)
@@ -81,21 +80,22 @@ UNIT_COLUMNS = ["user_id", "content_id", "timestamp"]
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The ``evaluate`` section for one data set (``overrides.<dataset>`` merged on top)."""
+    """The ``evaluate`` section for one data set (``overrides.<dataset>`` merged on top), with
+    the ranker those evaluation params train (``ranking`` under ``evaluate.ranking``)."""
 
-    protocol: str = "global_time"
-    cut_quantile: float = 0.8
-    test_fraction: float = 0.2
-    positive_types: tuple[str, ...] = ()  # empty: any interaction is relevant
-    ks: tuple[int, ...] = (10, 50)
-    beyond_k: int = 10
-    curve_max_k: int = 50
-    inner_folds: int = 2
-    negatives_per_group: int = 100
-    feast_features: bool = True
-    max_test_users: int = 0  # 0: all
-    seed: int = 42
-    ranking: Mapping[str, Any] = field(default_factory=dict)  # merged into the ranking section
+    protocol: str
+    cut_quantile: float
+    test_fraction: float
+    positive_types: tuple[str, ...]  # empty: any interaction is relevant
+    ks: tuple[int, ...]
+    beyond_k: int
+    curve_max_k: int
+    inner_folds: int
+    negatives_per_group: int
+    feast_features: bool
+    max_test_users: int  # 0: all
+    seed: int
+    ranker: RankerParams
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -106,30 +106,12 @@ class EvalSettings:
             raise ValueError("evaluate.inner_folds must be >= 1")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], dataset: str) -> EvalSettings:
-        s = dict(params.get("evaluate", {}) or {})
-        overrides = dict(s.pop("overrides", {}) or {})
-        s = deep_merge(s, overrides.get(dataset, {}) or {})
-        kw: dict[str, Any] = {}
-        for key, cast in (
-            ("protocol", str),
-            ("cut_quantile", float),
-            ("test_fraction", float),
-            ("beyond_k", int),
-            ("curve_max_k", int),
-            ("inner_folds", int),
-            ("negatives_per_group", int),
-            ("feast_features", bool),
-            ("max_test_users", int),
-        ):
-            if key in s:
-                kw[key] = cast(s[key])
-        if "positive_types" in s:
-            kw["positive_types"] = tuple(str(t) for t in (s["positive_types"] or []))
-        if "ks" in s:
-            kw["ks"] = tuple(int(k) for k in s["ks"])
-        kw["ranking"] = dict(s.get("ranking", {}) or {})
-        return cls(seed=int(params["base"]["seed"]), **kw)
+    def from_params(cls, params: Params | Mapping[str, Any], dataset: str) -> EvalSettings:
+        from components.ranking.ranker import RankerParams
+
+        cfg = Params.of(params).for_dataset(dataset, evaluation=True)
+        section = cfg.evaluate.model_dump(exclude={"overrides", "ranking"})
+        return cls(seed=cfg.base.seed, ranker=RankerParams.from_params(cfg), **section)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +238,7 @@ def add_row_features(params: Mapping[str, Any], fitted: Fitted, rows: pd.DataFra
         return out
     from components.features.store import training_frame
 
-    service = str((params.get("feast", {}) or {}).get("feature_service", "ranker_v2"))
+    service = Params.of(params).feast.feature_service
     return training_frame(fitted.store, out, service, timestamp_col="event_timestamp")
 
 
@@ -298,13 +280,6 @@ def _labelled_part(
     return add_row_features(params, fitted, rows)
 
 
-def ranker_params(params: Mapping[str, Any], s: EvalSettings) -> Any:
-    from components.ranking.ranker import RankerParams
-
-    merged = {**params, "ranking": deep_merge(params.get("ranking", {}) or {}, s.ranking)}
-    return RankerParams.from_params(merged)
-
-
 def train_on(
     params: Mapping[str, Any],
     dataset: str,
@@ -341,8 +316,8 @@ def train_on(
         log.info("fold %d: cut %s, %d groups, %d rows", fold, fitted.cut, part["group_id"].nunique(), len(part))
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
-    service = str((params.get("feast", {}) or {}).get("feature_service", "ranker_v2")) if s.feast_features else ""
-    model = train_ranker_on(frame, params, service, created_from=f"evaluate:{dataset}", ranker=ranker_params(params, s))
+    service = Params.of(params).feast.feature_service if s.feast_features else ""
+    model = train_ranker_on(frame, params, service, created_from=f"evaluate:{dataset}", ranker=s.ranker)
     return model, frame
 
 
@@ -629,8 +604,7 @@ def cross_validate(
     """k-fold cross-validation (per user, random): the protocol on each fold (the ranker's
     validation parts carved by ``random_per_user`` from each fold's train), then the mean and
     standard deviation of every model's metrics over the folds."""
-    s = EvalSettings.from_params(params, dataset)
-    s = EvalSettings(**{**s.__dict__, "protocol": "random_per_user", "test_fraction": 1.0 / k})
+    s = replace(EvalSettings.from_params(params, dataset), protocol="random_per_user", test_fraction=1.0 / k)
     folds = []
     for f, (train, test) in enumerate(kfold_events(events, k, s.seed)):
         log.info("cross-validation fold %d of %d", f + 1, k)
@@ -650,7 +624,7 @@ def cross_validate(
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
     """Stage: evaluate the pipeline's own data (``data.source``) from ``data/interim``."""
-    dataset = str((params.get("data", {}) or {}).get("source", "synthetic"))
+    dataset = Params.of(params).data.source
     events, content, users = read_tables(paths)
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         result = evaluate_events(params, dataset, events, content, users, Path(tmp))
@@ -694,9 +668,7 @@ def run_files(
     if content_file is not None:
         content = pd.read_parquet(content_file) if content_file.suffix == ".parquet" else pd.read_csv(content_file, dtype={"content_id": str})
     drop = table_to_drop({"train": read_split(train_file), "test": read_split(test_file)}, content)
-    base = dict(EvalSettings.from_params(params, name).__dict__)
-    base.update(protocol=inner_protocol, positive_types=tuple(positive_types))
-    s = EvalSettings(**base)
+    s = replace(EvalSettings.from_params(params, name), protocol=inner_protocol, positive_types=tuple(positive_types))
     with tempfile.TemporaryDirectory(prefix="evaluate-files-") as tmp:
         root = Path(tmp)
         write_drop(drop, root / "drop")
@@ -730,7 +702,7 @@ def batch_feed(
     from components.retrieval.candidates import CandidateParams, Retriever
     from components.retrieval.embeddings import EmbeddingParams, embeddings_dir, load_model
 
-    dataset = str((params.get("data", {}) or {}).get("source", "synthetic"))
+    dataset = Params.of(params).data.source
     events, content, users = read_tables(paths)
     model_dir = ranking_dir(paths)
     model = load(model_dir / (model_dir / "LATEST").read_text().strip())
@@ -750,9 +722,7 @@ def batch_feed(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
-    parser.add_argument("--root", default=None, help="project root for inputs/outputs")
+    parser = stage_parser(__doc__)
     parser.add_argument("--dataset", choices=DATASETS, default=None, help="evaluate this data set instead of the pipeline's data/interim")
     parser.add_argument("--train-file", type=Path, help="bring your own split: train table (user,item,rating,timestamp)")
     parser.add_argument("--test-file", type=Path, help="bring your own split: test table")
@@ -765,9 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10, help="feed length in batch mode")
     parser.add_argument("--out", type=Path, help="batch mode: output CSV (default reports/feed.csv)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    params, paths = stage_context(args)
     if args.feed_users:
         from components.data.ingest import hmac_key_from_env
 
@@ -781,7 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cv:
         from components.retrieval.candidates import prepare_dataset
 
-        dataset = args.dataset or str((params.get("data", {}) or {}).get("source", "synthetic"))
+        dataset = args.dataset or Params.of(params).data.source
         with tempfile.TemporaryDirectory(prefix="evaluate-cv-") as tmp:
             source = prepare_dataset(params, dataset, Path(tmp) / "data-root") if args.dataset else paths
             events, content, users = read_tables(source)

@@ -50,7 +50,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.core.config import stage_context, stage_parser
+from components.core.config import Params, stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, codes_of
 from components.core.io import atomic_write_json, write_metrics
 from components.core.paths import DataPaths
@@ -231,30 +231,22 @@ FILES: dict[str, str] = {
 }
 META_FILE = "feature_meta.json"
 
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "like": 1.0,
-    "comment": 2.0,
-    "share": 3.0,
-    "save": 2.0,
-    "follow": 3.0,
-}
-
 
 @dataclass(frozen=True)
 class FeatureParams:
     """The ``features`` section of params.yaml (plus ``base.seed``)."""
 
-    snapshot_hours: float = 24.0
-    lambda_decay: float = 0.1  # per day: weight = exp(-lambda_decay * age_days)
-    decay_unit: str = "days"
-    growth_window_hours: float = 24.0
-    creator_rate_window_days: float = 7.0
-    last_n_viewed: int = 20
-    max_categories: int = 32
-    text_dim: int = 16
-    tfidf_max_features: int = 20000
-    engagement_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    seed: int = 42
+    snapshot_hours: float
+    lambda_decay: float  # per day: weight = exp(-lambda_decay * age_days)
+    decay_unit: str
+    growth_window_hours: float
+    creator_rate_window_days: float
+    last_n_viewed: int
+    max_categories: int
+    text_dim: int
+    tfidf_max_features: int
+    engagement_weights: Mapping[str, float]
+    seed: int
 
     def __post_init__(self) -> None:
         if self.decay_unit != "days":
@@ -272,14 +264,9 @@ class FeatureParams:
         return round(self.snapshot_hours * MS_PER_HOUR)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> FeatureParams:
-        s = dict(params.get("features", {}) or {})
-        seed = int((params.get("base", {}) or {}).get("seed", 42))
-        weights = s.pop("engagement_weights", None)
-        kwargs: dict[str, Any] = {k: v for k, v in s.items() if k in cls.__dataclass_fields__}
-        if weights is not None:
-            kwargs["engagement_weights"] = {str(k): float(v) for k, v in weights.items()}
-        return cls(seed=seed, **kwargs)
+    def from_params(cls, params: Params | Mapping[str, Any]) -> FeatureParams:
+        cfg = Params.of(params)
+        return cls(seed=cfg.base.seed, **cfg.features.model_dump())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,7 +46,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -61,7 +60,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from components.core.config import load_params
+from components.core.config import Params, Settings, stage_context
 from components.core.io import write_metrics
 from components.core.paths import PROJECT_ROOT, DataPaths
 from components.features.compute import context_arrays, recency_hours
@@ -108,14 +107,15 @@ def feast_fields(columns: Sequence[tuple[str, str]]) -> list[Field]:
 
 @dataclass(frozen=True)
 class StoreSettings:
-    """Which project and online store; ``from_params`` applies the environment overrides."""
+    """Which project and online store: ``feast`` in params.yaml, the environment over it
+    (``RECO_ONLINE_STORE``, ``RECO_REDIS_URL``)."""
 
-    project: str = "reco"
-    online: str = "sqlite"  # sqlite | redis
-    redis_url: str = DEFAULT_REDIS_URL
-    registry_cache_ttl_s: int = 60
-    materialize_overlap_hours: float = 48.0
-    feature_service: str = "ranker_v2"
+    project: str
+    online: str  # sqlite | redis
+    redis_url: str
+    registry_cache_ttl_s: int
+    materialize_overlap_hours: float
+    feature_service: str
 
     def __post_init__(self) -> None:
         if self.online not in ("sqlite", "redis"):
@@ -123,17 +123,17 @@ class StoreSettings:
 
     @classmethod
     def from_params(
-        cls, params: Mapping[str, Any], env: Mapping[str, str] | None = None
+        cls, params: Params | Mapping[str, Any], env: Settings | Mapping[str, str] | None = None
     ) -> StoreSettings:
-        environ = os.environ if env is None else env
-        s = params.get("feast", {}) or {}
+        feast = Params.of(params).feast
+        settings = env if isinstance(env, Settings) else Settings.from_env(env)
         return cls(
-            project=str(s.get("project", "reco")),
-            online=str(environ.get(ONLINE_ENV) or s.get("online_store", "sqlite")).strip().lower(),
-            redis_url=str(environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL),
-            registry_cache_ttl_s=int(s.get("registry_cache_ttl_s", 60)),
-            materialize_overlap_hours=float(s.get("materialize_overlap_hours", 48.0)),
-            feature_service=str(s.get("feature_service", "ranker_v2")),
+            project=feast.project,
+            online=settings.online_store or feast.online_store,
+            redis_url=settings.redis_url or DEFAULT_REDIS_URL,
+            registry_cache_ttl_s=feast.registry_cache_ttl_s,
+            materialize_overlap_hours=feast.materialize_overlap_hours,
+            feature_service=feast.feature_service,
         )
 
 
@@ -194,12 +194,11 @@ def repo_config(
 
 
 def open_store(
-    paths: DataPaths, settings: StoreSettings | None = None, config_file: Path | None = None
+    paths: DataPaths, settings: StoreSettings, config_file: Path | None = None
 ) -> FeatureStore:
     """A FeatureStore for a root (creates the state folder)."""
     from feast import FeatureStore
 
-    settings = settings or StoreSettings()
     (repo_dir(paths) / "data").mkdir(parents=True, exist_ok=True)
     return FeatureStore(
         repo_path=str(repo_dir(paths)), config=repo_config(paths, settings, config_file)
@@ -986,12 +985,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--end", default=None, help="materialise up to this time (ISO-8601; default: newest row)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    params, paths = stage_context(args)
     logging.getLogger("feast").setLevel(logging.WARNING)  # per-call registry refresh notices
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
     config_file = Path(args.config) if args.config else None
     if args.command == "apply":
         a = run_apply(params, paths, config_file)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from components.core.schema import POSITIVE_TYPES, SUPPLY_TYPES
+from components.core.config import Params
 
 FAMILIES = ("feature", "target", "prediction")
 FEATURE_TS = "event_timestamp"
@@ -23,22 +23,22 @@ class EmptyWindowError(ValueError):
 class DriftConfig:
     """The ``drift`` section of params.yaml (plus ``base.seed``)."""
 
-    current_days: float = 1.0
-    reference_days: float = 7.0
-    drift_share: float = 0.3
-    num_stattest: str | None = None
-    cat_stattest: str | None = None
-    stattest_threshold: float | None = None
-    min_rows: int = 200
-    max_rows: int = 20000
-    max_columns: int = 100
-    feature_tables: tuple[str, ...] = ("user_features", "content_features")
-    exclude_columns: tuple[str, ...] = ("*_id", "*_idx", "*_ts_s", "*timestamp*")
-    engagement_types: tuple[str, ...] = POSITIVE_TYPES
-    ignore_event_types: tuple[str, ...] = SUPPLY_TYPES
-    score_log: str = "data/logs/scores"
-    retrain_on: tuple[str, ...] = ("feature", "target")
-    seed: int = 42
+    current_days: float
+    reference_days: float
+    drift_share: float
+    num_stattest: str | None
+    cat_stattest: str | None
+    stattest_threshold: float | None
+    min_rows: int
+    max_rows: int
+    max_columns: int
+    feature_tables: tuple[str, ...]
+    exclude_columns: tuple[str, ...]
+    engagement_types: tuple[str, ...]
+    ignore_event_types: tuple[str, ...]
+    score_log: str
+    retrain_on: tuple[str, ...]
+    seed: int
 
     def __post_init__(self) -> None:
         if self.current_days <= 0 or self.reference_days <= 0:
@@ -56,23 +56,10 @@ class DriftConfig:
             )
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> DriftConfig:
-        """Build from the whole params mapping (``drift`` section, ``base.seed``)."""
-        section = dict(params.get("drift") or {})
-        known = {f for f in cls.__dataclass_fields__ if f != "seed"}
-        unknown = set(section) - known
-        if unknown:
-            raise ValueError(f"drift: unknown keys {sorted(unknown)}")
-        for key in (
-            "feature_tables",
-            "exclude_columns",
-            "engagement_types",
-            "ignore_event_types",
-            "retrain_on",
-        ):
-            if key in section:
-                section[key] = tuple(section[key] or ())
-        return cls(seed=int(params["base"]["seed"]), **section)
+    def from_params(cls, params: Params | Mapping[str, Any]) -> DriftConfig:
+        """Build from the whole params (``drift`` section, ``base.seed``)."""
+        cfg = Params.of(params)
+        return cls(seed=cfg.base.seed, **cfg.drift.model_dump())
 
     def settings(self) -> dict[str, Any]:
         """The configuration as a JSON-friendly mapping (recorded in the verdict)."""

@@ -77,6 +77,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from components.core.config import Params
 from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
@@ -113,16 +114,16 @@ def online_models_dir(paths: DataPaths) -> Path:
 class OnlineUpdateSettings:
     """The ``online_update`` section of ``params.yaml``."""
 
-    buffer_size: int = 1000
-    update_interval_s: float = 300.0
-    rounds: int = 20
-    learning_rate: float | None = None  # None: continue the parent's learning-rate schedule
-    label_window_s: float = 600.0
-    min_labelled_rows: int = 500
-    max_impression_age_s: float = 3600.0
-    n_threads: int = 1
-    archive_superseded: bool = True
-    run_offline_gate: bool = False
+    buffer_size: int
+    update_interval_s: float
+    rounds: int
+    learning_rate: float | None  # None: continue the parent's learning-rate schedule
+    label_window_s: float
+    min_labelled_rows: int
+    max_impression_age_s: float
+    n_threads: int
+    archive_superseded: bool
+    run_offline_gate: bool
 
     def __post_init__(self) -> None:
         for ok, message in (
@@ -149,22 +150,9 @@ class OnlineUpdateSettings:
         return pd.Timedelta(seconds=self.label_window_s)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> OnlineUpdateSettings:
-        s = params.get("online_update", {}) or {}
-        d = cls()
-        lr = s.get("learning_rate", d.learning_rate)
-        return cls(
-            buffer_size=int(s.get("buffer_size", d.buffer_size)),
-            update_interval_s=float(s.get("update_interval_s", d.update_interval_s)),
-            rounds=int(s.get("rounds", d.rounds)),
-            learning_rate=None if lr is None else float(lr),
-            label_window_s=float(s.get("label_window_s", d.label_window_s)),
-            min_labelled_rows=int(s.get("min_labelled_rows", d.min_labelled_rows)),
-            max_impression_age_s=float(s.get("max_impression_age_s", d.max_impression_age_s)),
-            n_threads=int(s.get("n_threads", d.n_threads)),
-            archive_superseded=bool(s.get("archive_superseded", d.archive_superseded)),
-            run_offline_gate=bool(s.get("run_offline_gate", d.run_offline_gate)),
-        )
+    def from_params(cls, params: Params | Mapping[str, Any]) -> OnlineUpdateSettings:
+        """``online_update`` (``enabled`` is the serving process's choice, not the updater's)."""
+        return cls(**Params.of(params).online_update.model_dump(exclude={"enabled"}))
 
 
 # --------------------------------------------------------------------------------------- result

@@ -64,27 +64,20 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from components.core.config import TRAINING_SET_KEYS, Params
 from components.core.io import atomic_write_bytes, fsync_dir, fsync_file
 from components.evaluation.metrics import rank_by_score, ranking_metrics
 
 logger = logging.getLogger(__name__)
 
 HEADS: tuple[str, ...] = ("engaged", "like", "share", "complete_view", "watch_ratio", "negative")
-DEFAULT_HEAD_WEIGHTS: dict[str, float] = {
-    "engaged": 1.0,
-    "like": 0.5,
-    "share": 0.5,
-    "complete_view": 0.3,
-    "watch_ratio": 0.3,
-    "negative": -1.0,
-}
 BACKENDS = ("lightgbm", "xgboost")
 OBJECTIVES = ("lambdarank", "binary")
 MANIFEST = "manifest.json"
@@ -102,23 +95,23 @@ HeadOutput = Literal["natural", "margin", "standardised"]
 class RankerParams:
     """Tunables of the ranking model (``params.yaml``: ``ranking`` section, seed from ``base``)."""
 
-    backend: str = "lightgbm"
-    objective: str = "lambdarank"
-    heads: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_HEAD_WEIGHTS))
-    l2_lambda: float = 0.001
-    learning_rate: float = 0.05
-    lr_decay: float = 0.995
-    n_estimators: int = 300
-    early_stopping_rounds: int = 30  # 0 disables early stopping (validation is still scored)
-    num_leaves: int = 31
-    max_depth: int = 6
-    min_child_samples: int = 20
-    validation_fraction: float = 0.2
-    eval_at: int = 10
-    n_threads: int = 2
-    base_feature: str = ""  # main head boosts from this feature ("auto": best z_* on training groups)
-    base_weight: float = 1.0
-    seed: int = 42
+    backend: str
+    objective: str
+    heads: dict[str, float]
+    l2_lambda: float
+    learning_rate: float
+    lr_decay: float
+    n_estimators: int
+    early_stopping_rounds: int  # 0 disables early stopping (validation is still scored)
+    num_leaves: int
+    max_depth: int
+    min_child_samples: int
+    validation_fraction: float
+    eval_at: int
+    n_threads: int
+    base_feature: str  # main head boosts from this feature ("auto": best z_* on training groups; "": off)
+    base_weight: float
+    seed: int
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -150,32 +143,10 @@ class RankerParams:
                 raise ValueError(f"ranking.{message}")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> RankerParams:
-        """Read ``params["ranking"]`` (keys this model does not use are left to other code)."""
-        sec = dict(params.get("ranking") or {})
-        default = cls()
-        heads = sec.get("heads")
-        return cls(
-            backend=str(sec.get("backend", default.backend)),
-            objective=str(sec.get("objective", default.objective)),
-            heads={str(k): float(v) for k, v in heads.items()} if heads else dict(default.heads),
-            l2_lambda=float(sec.get("l2_lambda", default.l2_lambda)),
-            learning_rate=float(sec.get("learning_rate", default.learning_rate)),
-            lr_decay=float(sec.get("lr_decay", default.lr_decay)),
-            n_estimators=int(sec.get("n_estimators", default.n_estimators)),
-            early_stopping_rounds=int(
-                sec.get("early_stopping_rounds", default.early_stopping_rounds)
-            ),
-            num_leaves=int(sec.get("num_leaves", default.num_leaves)),
-            max_depth=int(sec.get("max_depth", default.max_depth)),
-            min_child_samples=int(sec.get("min_child_samples", default.min_child_samples)),
-            validation_fraction=float(sec.get("validation_fraction", default.validation_fraction)),
-            eval_at=int(sec.get("eval_at", default.eval_at)),
-            n_threads=int(sec.get("n_threads", default.n_threads)),
-            base_feature=str(sec.get("base_feature", default.base_feature) or ""),
-            base_weight=float(sec.get("base_weight", default.base_weight)),
-            seed=int(params["base"]["seed"]),
-        )
+    def from_params(cls, params: Params | Mapping[str, Any]) -> RankerParams:
+        """The model keys of ``ranking`` (the training-set keys are ``TrainingSetParams``')."""
+        cfg = Params.of(params)
+        return cls(seed=cfg.base.seed, **cfg.ranking.model_dump(exclude=TRAINING_SET_KEYS))
 
     def learning_rate_at(self, round_: int) -> float:
         """The scheduled learning rate of boosting round ``round_`` (0-based)."""

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from components.core.config import stage_context, stage_parser
+from components.core.config import TRAINING_SET_KEYS, Params, stage_context, stage_parser
 from components.core.io import atomic_write_parquet, atomic_write_text, write_metrics
 from components.core.paths import DataPaths
 from components.core.schema import (
@@ -119,10 +119,10 @@ def ranking_dir(paths: DataPaths) -> Path:
 class TrainingSetParams:
     """``ranking`` keys of the training set (the model keys are :class:`RankerParams`')."""
 
-    training_cuts: int = 3
-    label_window_hours: float = 24.0
-    negatives_per_group: int = 50
-    seed: int = 42
+    training_cuts: int
+    label_window_hours: float
+    negatives_per_group: int
+    seed: int
 
     def __post_init__(self) -> None:
         if self.training_cuts < 1:
@@ -137,15 +137,9 @@ class TrainingSetParams:
         return pd.Timedelta(hours=self.label_window_hours)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TrainingSetParams:
-        s = params.get("ranking", {}) or {}
-        d = cls()
-        return cls(
-            training_cuts=int(s.get("training_cuts", d.training_cuts)),
-            label_window_hours=float(s.get("label_window_hours", d.label_window_hours)),
-            negatives_per_group=int(s.get("negatives_per_group", d.negatives_per_group)),
-            seed=int(params["base"]["seed"]),
-        )
+    def from_params(cls, params: Params | Mapping[str, Any]) -> TrainingSetParams:
+        cfg = Params.of(params)
+        return cls(seed=cfg.base.seed, **cfg.ranking.model_dump(include=TRAINING_SET_KEYS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,7 +409,7 @@ def pipeline_training_set(
     )
 
     tp = TrainingSetParams.from_params(params)
-    dataset = str((params.get("data", {}) or {}).get("source", "synthetic"))
+    dataset = Params.of(params).data.source
     cp = CandidateParams.from_params(params, dataset)
     ep = EmbeddingParams.from_params(params)
     events, content, users = read_interim(paths)
@@ -440,7 +434,7 @@ def pipeline_training_set(
         log.info("cut %s: %d groups, %d rows", cut, part["group_id"].nunique(), len(part))
         parts.append(part)
     rows = pd.concat(parts, ignore_index=True)
-    service = str((params.get("feast", {}) or {}).get("feature_service", "ranker_v2"))
+    service = Params.of(params).feast.feature_service
     return add_features(store, rows, service)
 
 

@@ -64,7 +64,6 @@ implements them, so they are written here. FAISS, implicit and scikit-learn do t
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -84,7 +83,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from components.core.config import deep_merge, load_params
+from components.core.config import Params, stage_context, stage_parser
 from components.core.io import atomic_write_text, write_metrics
 from components.core.paths import PROJECT_ROOT, DataPaths
 from components.core.schema import (
@@ -120,10 +119,6 @@ KNN_SCORING: tuple[str, ...] = ("global", "normalised", "aggregate")
 INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivf", "ivfpq")
 ADD_BATCH = 100_000
 DATASETS: tuple[str, ...] = ("synthetic", "kuairand", "movielens")
-DEFAULT_MIX: dict[str, float] = {
-    "hybrid": 0.25, "item_knn": 0.15, "content": 0.1, "mf": 0.1, "user_knn": 0.1, "graph": 0.1,
-    "followed": 0.06, "fresh": 0.07, "trending": 0.07,
-}
 NEG_INF = np.float32(-np.inf)
 
 
@@ -141,19 +136,21 @@ def index_dir(paths: DataPaths) -> Path:
 
 @dataclass(frozen=True)
 class IndexParams:
-    type: str = "hnsw"
-    hnsw_m: int = 32
-    ef_construction: int = 100
-    ef_search: int = 256
-    nlist: int = 0  # 0: about 4 sqrt(n), with at least 39 training points per list
-    nprobe: int = 16
-    pq_m: int = 16  # sub-quantisers: the largest divisor of the dimension not above this
-    pq_bits: int = 8
-    refine_factor: int = 4  # IVF-PQ: re-rank refine_factor * k PQ hits with exact vectors (0: off)
-    build_threads: int = 1  # 1 keeps HNSW / k-means builds reproducible; 0 = all threads
-    max_train_per_list: int = 64  # IVF training sample: at most this many vectors per list
-    seed: int = 42  # training sample and k-means seed (base.seed)
-    recall_k: tuple[int, ...] = (100, 500)
+    """``candidates.index`` (plus ``base.seed``: the training sample and k-means seed)."""
+
+    type: str
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+    nlist: int  # 0: about 4 sqrt(n), with at least 39 training points per list
+    nprobe: int
+    pq_m: int  # sub-quantisers: the largest divisor of the dimension not above this
+    pq_bits: int
+    refine_factor: int  # IVF-PQ: re-rank refine_factor * k PQ hits with exact vectors (0: off)
+    build_threads: int  # 1 keeps HNSW / k-means builds reproducible; 0 = all threads
+    max_train_per_list: int  # IVF training sample: at most this many vectors per list
+    seed: int
+    recall_k: tuple[int, ...]
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
@@ -163,34 +160,32 @@ class IndexParams:
 
     @classmethod
     def from_mapping(cls, s: Mapping[str, Any]) -> IndexParams:
-        kw: dict[str, Any] = {k: v for k, v in dict(s).items() if k in cls.__dataclass_fields__}
-        if "recall_k" in kw:
-            kw["recall_k"] = tuple(int(k) for k in kw["recall_k"])
-        return cls(**kw)
+        """From a saved index manifest (every field written by ``asdict``)."""
+        return cls(**{**s, "recall_k": tuple(int(k) for k in s["recall_k"])})
 
 
 @dataclass(frozen=True)
 class CandidateParams:
-    """The ``candidates`` section of params.yaml (plus ``base.seed``)."""
+    """The ``candidates`` section of params.yaml for one data set (plus ``base.seed``)."""
 
-    similarity_threshold: float = 0.5
-    alpha: float = 0.5
-    knn_k: int = 50
-    knn_shrinkage: float = 1.0
-    knn_bias_reg: float = 10.0
-    knn_scoring: str = "global"  # global | normalised | aggregate
-    trending_window_hours: float = 24.0
-    recent_window_hours: float = 72.0  # "recent": most engaged contents of this last window
-    trending_min_engagements: int = 3
-    fresh_max_age_hours: float = 72.0
-    per_source: int = 1000  # contents each source returns at most
-    per_user: int = 500  # merged candidates written per user
-    ease_lambda: float = 200.0  # EASE ridge strength; 0 turns the source off
-    ease_max_items: int = 20000  # EASE inverts an items x items Gram matrix: only small catalogues
-    item_windows_hours: tuple[float, ...] = (6.0, 24.0, 72.0, 168.0)  # item activity features
-    mix: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
-    index: IndexParams = field(default_factory=IndexParams)
-    seed: int = 42
+    similarity_threshold: float
+    alpha: float
+    knn_k: int
+    knn_shrinkage: float
+    knn_bias_reg: float
+    knn_scoring: str  # global | normalised | aggregate
+    trending_window_hours: float
+    recent_window_hours: float  # "recent": most engaged contents of this last window
+    trending_min_engagements: int
+    fresh_max_age_hours: float
+    per_source: int  # contents each source returns at most
+    per_user: int  # merged candidates written per user
+    ease_lambda: float  # EASE ridge strength; 0 turns the source off
+    ease_max_items: int  # EASE inverts an items x items Gram matrix: only small catalogues
+    item_windows_hours: tuple[float, ...]  # item activity features
+    mix: Mapping[str, float]
+    index: IndexParams
+    seed: int
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -208,58 +203,44 @@ class CandidateParams:
             raise ValueError("candidates: knn.k, per_source and per_user must be >= 1")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], dataset: str | None = None) -> CandidateParams:
-        """Read the section; ``overrides.<dataset>`` (default: ``data.source``) is merged on top."""
-        s = dict(params.get("candidates", {}) or {})
-        overrides = dict(s.pop("overrides", {}) or {})
-        dataset = dataset or str((params.get("data", {}) or {}).get("source", ""))
-        s = deep_merge(s, overrides.get(dataset, {}) or {})
-        seed = int((params.get("base", {}) or {}).get("seed", 42))
-        knn = dict(s.get("knn", {}) or {})
-        trending = dict(s.get("trending", {}) or {})
-        recent = dict(s.get("recent", {}) or {})
-        fresh = dict(s.get("fresh", {}) or {})
-        ease = dict(s.get("ease", {}) or {})
-        kw: dict[str, Any] = {k: s[k] for k in ("similarity_threshold", "alpha", "per_source", "per_user") if k in s}
-        for src, prefix, d in (
-            (knn, "knn_", ("k", "shrinkage", "bias_reg", "scoring")),
-            (trending, "trending_", ("window_hours", "min_engagements")),
-            (fresh, "fresh_", ("max_age_hours",)),
-            (ease, "ease_", ("lambda", "max_items")),
-            (recent, "recent_", ("window_hours",)),
-        ):
-            kw.update({prefix + k: src[k] for k in d if k in src})
-        if "item_windows_hours" in s:
-            kw["item_windows_hours"] = tuple(float(h) for h in s["item_windows_hours"])
-        if "mix" in s:
-            kw["mix"] = {str(k): float(v) for k, v in (s["mix"] or {}).items()}
-        kw["index"] = IndexParams.from_mapping({**(s.get("index") or {}), "seed": seed})
-        return cls(seed=seed, **kw)
+    def from_params(cls, params: Params | Mapping[str, Any], dataset: str | None = None) -> CandidateParams:
+        """The section with ``overrides.<dataset>`` (default: ``data.source``) applied."""
+        cfg = Params.of(params).for_dataset(dataset)
+        c, seed = cfg.candidates, cfg.base.seed
+        return cls(
+            similarity_threshold=c.similarity_threshold,
+            alpha=c.alpha,
+            knn_k=c.knn.k,
+            knn_shrinkage=c.knn.shrinkage,
+            knn_bias_reg=c.knn.bias_reg,
+            knn_scoring=c.knn.scoring,
+            trending_window_hours=c.trending.window_hours,
+            recent_window_hours=c.recent.window_hours,
+            trending_min_engagements=c.trending.min_engagements,
+            fresh_max_age_hours=c.fresh.max_age_hours,
+            per_source=c.per_source,
+            per_user=c.per_user,
+            ease_lambda=c.ease.lambda_,
+            ease_max_items=c.ease.max_items,
+            item_windows_hours=c.item_windows_hours,
+            mix=dict(c.mix),
+            index=IndexParams(seed=seed, **c.index.model_dump()),
+            seed=seed,
+        )
 
 
 @dataclass(frozen=True)
 class EvalParams:
-    cut_quantile: float = 0.8
-    ks: tuple[int, ...] = (100, 500, 1000)
-    positive_types: tuple[str, ...] = POSITIVE_TYPES
-    max_users: int = 0  # 0: every test user
+    """``candidates.evaluation`` for one data set: the hold-out recall of the sources."""
+
+    cut_quantile: float
+    ks: tuple[int, ...]
+    positive_types: tuple[str, ...]
+    max_users: int  # 0: every test user
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], dataset: str | None = None) -> EvalParams:
-        section = dict(params.get("candidates", {}) or {})
-        overrides = dict(section.pop("overrides", {}) or {})
-        dataset = dataset or str((params.get("data", {}) or {}).get("source", ""))
-        s = dict(deep_merge(section, overrides.get(dataset, {}) or {}).get("evaluation", {}) or {})
-        kw: dict[str, Any] = {}
-        if "cut_quantile" in s:
-            kw["cut_quantile"] = float(s["cut_quantile"])
-        if "ks" in s:
-            kw["ks"] = tuple(int(k) for k in s["ks"])
-        if "positive_types" in s:
-            kw["positive_types"] = tuple(str(t) for t in s["positive_types"])
-        if "max_users" in s:
-            kw["max_users"] = int(s["max_users"])
-        return cls(**kw)
+    def from_params(cls, params: Params | Mapping[str, Any], dataset: str | None = None) -> EvalParams:
+        return cls(**Params.of(params).for_dataset(dataset).candidates.evaluation.model_dump())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1429,7 +1410,7 @@ def candidate_table(retr: Retriever, user_ids: Sequence[str], k: int, batch: int
 def run(params: Mapping[str, Any], paths: DataPaths, dataset: str | None = None) -> CandidatesResult:
     """Stage: index + candidates for every user at the end of the data, and hold-out recall."""
     t0 = time.perf_counter()
-    dataset = dataset or str((params.get("data", {}) or {}).get("source", "synthetic"))
+    dataset = dataset or Params.of(params).data.source
     p = CandidateParams.from_params(params, dataset)
     emb_p = EmbeddingParams.from_params(params)
     ev_p = EvalParams.from_params(params, dataset)
@@ -1505,15 +1486,11 @@ def recall_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--params", default=None, help="params.yaml (default: the project's)")
-    parser.add_argument("--root", default=None, help="project root for inputs/outputs")
+    parser = stage_parser(__doc__)
     parser.add_argument("--evaluate-all", action="store_true", help="hold-out recall on synthetic, KuaiRand and MovieLens")
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params)
-    paths = DataPaths(Path(args.root)) if args.root else DataPaths()
+    params, paths = stage_context(args)
     if args.evaluate_all:
         results = {}
         for d in args.datasets:

@@ -62,7 +62,7 @@ import logging
 import pickle
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from components.core.config import stage_context, stage_parser
+from components.core.config import Params, stage_context, stage_parser
 from components.core.frames import arrow_string_mapper
 from components.core.io import atomic_write_json, write_metrics
 from components.core.paths import DataPaths
@@ -82,27 +82,6 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
 
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "view": 0.0,  # a view counts through its watch ratio
-    "complete_view": 1.0,
-    "replay": 1.5,
-    "like": 2.0,
-    "comment": 2.0,
-    "save": 2.0,
-    "share": 3.0,
-    "follow": 2.0,
-    "skip": -0.5,
-    "hide": -3.0,
-    "report": -5.0,
-    "unfollow": -1.0,
-}
-DEFAULT_BLOCK_WEIGHTS: dict[str, float] = {
-    "collaborative": 1.0,
-    "text": 0.5,
-    "category": 0.5,
-    "visual": 0.25,
-    "audio": 0.25,
-}
 BLOCKS: tuple[str, ...] = ("collaborative", "text", "category", "visual", "audio")
 #: Largest NetMF matrix (entries) built dense; bigger graphs use sparse row blocks.
 DENSE_NETMF_MAX_ENTRIES = 120_000_000
@@ -121,27 +100,27 @@ def embeddings_dir(paths: DataPaths) -> Path:
 class EmbeddingParams:
     """The ``embeddings`` section of params.yaml (plus ``base.seed``)."""
 
-    factors: int = 64
-    regularization: float = 0.1
-    alpha: float = 10.0
-    negative_alpha: float = 2.0
-    iterations: int = 15
-    event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    watch_ratio_weight: float = 1.0
-    watch_ratio_cap: float = 2.0
-    graph_dim: int = 32
-    graph_window: int = 5
-    graph_negative: float = 1.0
-    graph_rank: int = 64
-    graph_max_nodes: int = 60_000
-    text_dim: int = 32
-    tfidf_max_features: int = 20_000
-    ridge_alpha: float = 1.0
-    cold_blend: float = 2.0
-    min_ridge_interactions: int = 3
-    block_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_BLOCK_WEIGHTS))
-    threads: int = 2
-    seed: int = 42
+    factors: int
+    regularization: float
+    alpha: float
+    negative_alpha: float
+    iterations: int
+    threads: int
+    event_weights: Mapping[str, float]
+    watch_ratio_weight: float
+    watch_ratio_cap: float
+    graph_dim: int
+    graph_window: int
+    graph_negative: float
+    graph_rank: int
+    graph_max_nodes: int
+    text_dim: int
+    tfidf_max_features: int
+    ridge_alpha: float
+    cold_blend: float
+    min_ridge_interactions: int
+    block_weights: Mapping[str, float]
+    seed: int
 
     def __post_init__(self) -> None:
         if self.factors < 1 or self.iterations < 1 or self.graph_dim < 1 or self.text_dim < 1:
@@ -155,14 +134,9 @@ class EmbeddingParams:
             raise ValueError(f"embeddings.block_weights: blocks {BLOCKS}, weights >= 0 (got {dict(self.block_weights)})")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> EmbeddingParams:
-        s = dict(params.get("embeddings", {}) or {})
-        seed = int((params.get("base", {}) or {}).get("seed", 42))
-        kwargs: dict[str, Any] = {k: v for k, v in s.items() if k in cls.__dataclass_fields__}
-        for key, default in (("event_weights", DEFAULT_EVENT_WEIGHTS), ("block_weights", DEFAULT_BLOCK_WEIGHTS)):
-            if key in kwargs:
-                kwargs[key] = {**default, **{str(k): float(v) for k, v in (kwargs[key] or {}).items()}}
-        return cls(seed=seed, **kwargs)
+    def from_params(cls, params: Params | Mapping[str, Any]) -> EmbeddingParams:
+        cfg = Params.of(params)
+        return cls(seed=cfg.base.seed, **cfg.embeddings.model_dump())
 
 
 # ---------------------------------------------------------------------------------------------

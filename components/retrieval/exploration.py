@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from components.core.config import Params
 from components.core.schema import EXPOSURE_TYPES, POSITIVE_TYPES
 
 STRATEGIES: tuple[str, ...] = ("uniform", "ucb")
@@ -49,10 +50,10 @@ STRATEGIES: tuple[str, ...] = ("uniform", "ucb")
 class ExplorationParams:
     """The ``exploration`` section of params.yaml."""
 
-    epsilon: float = 0.1
-    strategy: str = "uniform"
-    ucb_c: float = 1.0
-    dpp_theta: float = 0.7
+    epsilon: float
+    strategy: str
+    ucb_c: float
+    dpp_theta: float
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
@@ -65,9 +66,8 @@ class ExplorationParams:
             raise ValueError("exploration.dpp_theta must be in [0, 1)")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> ExplorationParams:
-        s = dict(params.get("exploration", {}) or {})
-        return cls(**{k: v for k, v in s.items() if k in cls.__dataclass_fields__})
+    def from_params(cls, params: Params | Mapping[str, Any]) -> ExplorationParams:
+        return cls(**Params.of(params).exploration.model_dump())
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -34,7 +33,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from components.core.config import load_params
+from components.core.config import Params, Settings, load_params
 from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
@@ -326,11 +325,12 @@ def build_state(
     from components.serving.events import EventSink, StreamFollower, limits_from
     from components.serving.ratelimit import DEFAULT_RATE_PER_S, RateLimiter, parse_api_keys
 
-    environ = dict(os.environ if env is None else env)
-    key = hmac_key_from_env(environ)
-    serving = params.get("serving", {}) or {}
+    settings = Settings.from_env(env)
+    key = hmac_key_from_env(settings)
+    cfg = Params.of(params)
+    serving = cfg.serving
     recommender = Recommender.load(params, paths)
-    store = open_store(paths, StoreSettings.from_params(params))
+    store = open_store(paths, StoreSettings.from_params(cfg, settings))
     content_ids = recommender.catalogue()
     sink = EventSink(
         paths,
@@ -338,12 +338,11 @@ def build_state(
         limits=limits_from(params),
         known_content=set(content_ids),
         push=lambda rows: push_user_realtime(store, rows),
-        last_n_viewed=int((params.get("features", {}) or {}).get("last_n_viewed", 20)),
+        last_n_viewed=cfg.features.last_n_viewed,
     )
     sink.listeners.append(recommender.observe)
     updater = None
-    wanted = bool((params.get("online_update", {}) or {}).get("enabled", True))
-    if wanted and environ.get("RECO_ONLINE_UPDATE", "1") != "0":
+    if cfg.online_update.enabled and settings.online_update:
         lock = _update_lock(paths)
         if lock is not None:
             from components.online_update.update import OnlineUpdater
@@ -353,21 +352,22 @@ def build_state(
             sink.listeners.append(updater.observe)
         else:
             log.info("another process runs the online update")
-    follower = StreamFollower(sink, float(serving.get("stream_poll_s", 0.25)))
-    rate = float(environ.get("RECO_RATE_LIMIT_PER_S", DEFAULT_RATE_PER_S)) / max(workers, 1)
-    burst = float(environ.get("RECO_RATE_LIMIT_BURST", rate * max(workers, 1))) / max(workers, 1)
+    follower = StreamFollower(sink, serving.stream_poll_s)
+    total_rate = DEFAULT_RATE_PER_S if settings.rate_limit_per_s is None else settings.rate_limit_per_s
+    rate = total_rate / max(workers, 1)
+    burst = (rate * max(workers, 1) if settings.rate_limit_burst is None else settings.rate_limit_burst) / max(workers, 1)
     return ServingState(
         recommender=recommender,
         sink=sink,
         key=key,
-        api_keys=parse_api_keys(environ.get("RECO_API_KEYS", "")),
+        api_keys=parse_api_keys(settings.api_keys.get_secret_value()),
         limiter=RateLimiter(rate=rate, burst=max(burst, 1.0), clock=time.monotonic),
-        timeout_s=float(serving.get("timeout_ms", 200)) / 1000.0,
-        clock=str(serving.get("clock", "wall")),
+        timeout_s=serving.timeout_ms / 1000.0,
+        clock=serving.clock,
         online_update=updater,
         follower=follower,
-        log_flush_s=float(serving.get("log_flush_s", 30)),
-        threads=int(serving.get("threads", 2)),
+        log_flush_s=serving.log_flush_s,
+        threads=serving.threads,
     )
 
 
@@ -388,10 +388,10 @@ def _refresher(state: ServingState, every_s: float, stop: threading.Event) -> No
 
 
 def _load_from_env() -> tuple[dict[str, Any], DataPaths, int]:
-    root = os.environ.get("RECO_PROJECT_ROOT", "")
-    paths = DataPaths(Path(root)) if root else DataPaths()
-    params = load_params(os.environ.get("RECO_PARAMS") or paths.root / "params.yaml")
-    return params, paths, max(int(os.environ.get("RECO_WORKERS", "1")), 1)
+    settings = Settings.from_env()
+    paths = DataPaths(settings.project_root) if settings.project_root else DataPaths()
+    params = load_params(settings.params_file or paths.root / "params.yaml")
+    return params, paths, max(settings.workers, 1)
 
 
 def start_background(state: ServingState, refresh_s: float) -> threading.Event:
@@ -424,7 +424,7 @@ def worker_app() -> FastAPI:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params, paths, workers = _load_from_env()
     state = build_state(params, paths, workers=workers)
-    stop = start_background(state, float((params.get("serving", {}) or {}).get("refresh_s", 5)))
+    stop = start_background(state, Params.of(params).serving.refresh_s)
     atexit.register(stop_background, state, stop)
     return create_app(state)
 
@@ -488,11 +488,12 @@ def main() -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params, paths, workers = _load_from_env()
-    host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
+    settings = Settings.from_env()
+    host, port = settings.host, settings.port
     if workers > 1:
         return _serve_workers(host, port, workers)
     state = build_state(params, paths)
-    stop = start_background(state, float((params.get("serving", {}) or {}).get("refresh_s", 5)))
+    stop = start_background(state, Params.of(params).serving.refresh_s)
     try:
         uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
     finally:

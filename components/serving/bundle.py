@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from components.core.config import Params
 from components.core.paths import DataPaths
 from components.serving.snapshot import CandidateSnapshot
 
@@ -96,7 +97,7 @@ class ServingBundle:
             read_interim,
         )
 
-        dataset = str((params.get("data", {}) or {}).get("source", "synthetic"))
+        dataset = Params.of(params).data.source
         cp = CandidateParams.from_params(params, dataset)
         events, content, users = read_interim(paths)
         emb = load_model(embeddings_dir(paths))

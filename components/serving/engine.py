@@ -69,7 +69,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +78,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from components.core.config import Params
 from components.core.io import atomic_write_parquet
 from components.core.paths import DataPaths
 from components.core.schema import POSITIVE_TYPES
@@ -131,25 +132,23 @@ class Feed:
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """What serving reads from params.yaml (``serving`` keys are optional, with these defaults)."""
+    """What the engine reads from params.yaml: ``serving`` keys, the canary split, the seed."""
 
-    moderation_report_threshold: int = 3  # serving.moderation_report_threshold
-    trend_beta: float = 0.2  # serving.trend_beta
-    rerank_pool: int = 100  # serving.rerank_pool: boosted candidates the DPP picks the slate from
-    budget_ms: float = (
-        200.0  # serving.budget_ms (default serving.timeout_ms): no stage starts after
-    )
-    log_flush_records: int = 1000  # serving.log_flush_records
-    faiss_threads: int = 1  # serving.faiss_threads: OpenMP threads of FAISS searches (process-wide)
-    gc_freeze: bool = True  # serving.gc_freeze: move what load built out of the cyclic GC's way
-    realtime_weight: float = 1.0  # serving.realtime_weight: pull of fresh engagements (0 = off)
-    realtime_candidates: int = 50  # serving.realtime_candidates: ANN neighbours of the fresh interest
-    store_retry_s: float = 2.0  # serving.store_retry_s: after an online-store failure, fall back this long
-    compile_ranker: bool = True  # serving.compile_ranker: LightGBM heads as native code (lleaves)
-    canary_share: float = 0.2  # promote.canary.share
-    canary_salt: str = "canary"  # promote.canary.salt
-    seed: int = 42  # base.seed
-    exploration: ExplorationParams = field(default_factory=ExplorationParams)
+    moderation_report_threshold: int  # serving.moderation_report_threshold
+    trend_beta: float  # serving.trend_beta
+    rerank_pool: int  # serving.rerank_pool: boosted candidates the DPP picks the slate from
+    budget_ms: float  # serving.budget_ms: no stage starts after
+    log_flush_records: int  # serving.log_flush_records
+    faiss_threads: int  # serving.faiss_threads: OpenMP threads of FAISS searches (process-wide)
+    gc_freeze: bool  # serving.gc_freeze: move what load built out of the cyclic GC's way
+    realtime_weight: float  # serving.realtime_weight: pull of fresh engagements (0 = off)
+    realtime_candidates: int  # serving.realtime_candidates: ANN neighbours of the fresh interest
+    store_retry_s: float  # serving.store_retry_s: after an online-store failure, fall back this long
+    compile_ranker: bool  # serving.compile_ranker: LightGBM heads as native code (lleaves)
+    canary_share: float  # promote.canary.share
+    canary_salt: str  # promote.canary.salt
+    seed: int  # base.seed
+    exploration: ExplorationParams
 
     def __post_init__(self) -> None:
         if self.moderation_report_threshold < 0:
@@ -164,28 +163,25 @@ class ServingSettings:
             raise ValueError("promote.canary.share must be in [0, 1]")
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> ServingSettings:
-        s: dict[str, Any] = dict(params.get("serving", {}) or {})
-        canary = dict((params.get("promote", {}) or {}).get("canary", {}) or {})
-        d = cls()
+    def from_params(cls, params: Params | Mapping[str, Any]) -> ServingSettings:
+        cfg = Params.of(params)
+        s = cfg.serving
         return cls(
-            moderation_report_threshold=int(
-                s.get("moderation_report_threshold", d.moderation_report_threshold)
-            ),
-            trend_beta=float(s.get("trend_beta", d.trend_beta)),
-            rerank_pool=int(s.get("rerank_pool", d.rerank_pool)),
-            budget_ms=float(s.get("budget_ms", s.get("timeout_ms", d.budget_ms))),
-            log_flush_records=int(s.get("log_flush_records", d.log_flush_records)),
-            faiss_threads=int(s.get("faiss_threads", d.faiss_threads)),
-            gc_freeze=bool(s.get("gc_freeze", d.gc_freeze)),
-            realtime_weight=float(s.get("realtime_weight", d.realtime_weight)),
-            realtime_candidates=int(s.get("realtime_candidates", d.realtime_candidates)),
-            store_retry_s=float(s.get("store_retry_s", d.store_retry_s)),
-            compile_ranker=bool(s.get("compile_ranker", d.compile_ranker)),
-            canary_share=float(canary.get("share", d.canary_share)),
-            canary_salt=str(canary.get("salt", d.canary_salt)),
-            seed=int((params.get("base", {}) or {}).get("seed", d.seed)),
-            exploration=ExplorationParams.from_params(params),
+            moderation_report_threshold=s.moderation_report_threshold,
+            trend_beta=s.trend_beta,
+            rerank_pool=s.rerank_pool,
+            budget_ms=s.budget_ms,
+            log_flush_records=s.log_flush_records,
+            faiss_threads=s.faiss_threads,
+            gc_freeze=s.gc_freeze,
+            realtime_weight=s.realtime_weight,
+            realtime_candidates=s.realtime_candidates,
+            store_retry_s=s.store_retry_s,
+            compile_ranker=s.compile_ranker,
+            canary_share=cfg.promote.canary.share,
+            canary_salt=cfg.promote.canary.salt,
+            seed=cfg.base.seed,
+            exploration=ExplorationParams.from_params(cfg),
         )
 
 

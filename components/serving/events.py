@@ -326,4 +326,4 @@ def read_stream_events(paths: DataPaths) -> pd.DataFrame:
 def limits_from(params: Mapping[str, Any]) -> Limits:
     from components.data.ingest import Limits
 
-    return Limits.from_params(dict(params))
+    return Limits.from_params(params)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from components.core.config import Params
 from components.core.verdict import Check, Verdict
 
 if TYPE_CHECKING:
@@ -26,24 +27,24 @@ REPLAY_EVIDENCE = (
 class PromoteParams:
     """The ``promote`` section of params.yaml (plus ``base.seed``)."""
 
-    k: int = 10
+    k: int
     # offline
-    min_delta_ndcg: float = -0.005
-    min_delta_auc: float = -0.005
-    min_auc: float = 0.55  # first model: no production to compare with
-    max_quarantine_rate: float = 0.02
-    min_groups: int = 20
+    min_delta_ndcg: float
+    min_delta_auc: float
+    min_auc: float  # first model: no production to compare with
+    max_quarantine_rate: float
+    min_groups: int
     # shadow
-    min_rank_corr: float = -0.2
-    max_p99_ms: float = 50.0
+    min_rank_corr: float
+    max_p99_ms: float
     # canary
-    share: float = 0.2
-    salt: str = "canary"
-    min_users: int = 50
-    alpha: float = 0.05
-    noninferiority_margin: float = 0.01
-    guardrail_margin: float = 0.01
-    seed: int = 42
+    share: float
+    salt: str
+    min_users: int
+    alpha: float
+    noninferiority_margin: float
+    guardrail_margin: float
+    seed: int
 
     def __post_init__(self) -> None:
         for ok, msg in (
@@ -56,30 +57,16 @@ class PromoteParams:
                 raise ValueError(msg)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> PromoteParams:
-        p = params.get("promote", {}) or {}
-        off, sh, ca = (
-            p.get("offline", {}) or {},
-            p.get("shadow", {}) or {},
-            p.get("canary", {}) or {},
-        )
-        d = cls()
+    def from_params(cls, params: Params | Mapping[str, Any]) -> PromoteParams:
+        """The ``promote`` section, its gate subsections flattened, with ``base.seed``."""
+        cfg = Params.of(params)
+        p = cfg.promote
         return cls(
-            k=int(p.get("k", d.k)),
-            min_delta_ndcg=float(off.get("min_delta_ndcg", d.min_delta_ndcg)),
-            min_delta_auc=float(off.get("min_delta_auc", d.min_delta_auc)),
-            min_auc=float(off.get("min_auc", d.min_auc)),
-            max_quarantine_rate=float(off.get("max_quarantine_rate", d.max_quarantine_rate)),
-            min_groups=int(off.get("min_groups", d.min_groups)),
-            min_rank_corr=float(sh.get("min_rank_corr", d.min_rank_corr)),
-            max_p99_ms=float(sh.get("max_p99_ms", d.max_p99_ms)),
-            share=float(ca.get("share", d.share)),
-            salt=str(ca.get("salt", d.salt)),
-            min_users=int(ca.get("min_users", d.min_users)),
-            alpha=float(ca.get("alpha", d.alpha)),
-            noninferiority_margin=float(ca.get("noninferiority_margin", d.noninferiority_margin)),
-            guardrail_margin=float(ca.get("guardrail_margin", d.guardrail_margin)),
-            seed=int((params.get("base", {}) or {}).get("seed", d.seed)),
+            k=p.k,
+            **p.offline.model_dump(),
+            **p.shadow.model_dump(),
+            **p.canary.model_dump(),
+            seed=cfg.base.seed,
         )
 
 
