@@ -6,12 +6,15 @@ import datetime as dt
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from components.core.config import deep_merge
 from components.core.schema import (
     CONTENT_SCHEMA,
     DROP_EVENT_SCHEMA,
@@ -27,6 +30,7 @@ from components.data.datagen import (
     run,
     write_drop,
 )
+from tests.fixtures.params import project_params
 
 SMALL = GenParams(
     seed=7,
@@ -87,29 +91,33 @@ def good_user_events(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_from_params_reads_base_seed_and_datagen_section() -> None:
-    params = {
-        "base": {"seed": 3},
-        "datagen": {"n_users": 10, "start": dt.date(2026, 2, 1), "bad_event_rate": 0},
-    }
+    params = project_params(base={"seed": 3}, datagen={"n_users": 10, "start": dt.date(2026, 2, 1), "bad_event_rate": 0})
     p = GenParams.from_params(params)
     assert p.seed == 3
     assert p.n_users == 10
     assert p.start == "2026-02-01"  # YAML's unquoted date is accepted
     assert p.bad_event_rate == 0.0 and isinstance(p.bad_event_rate, float)
-    assert p.n_items == GenParams().n_items  # defaults for what the section leaves out
-    assert p.end_ms - p.start_ms == 14 * 86_400_000
+    assert p.n_items == params["datagen"]["n_items"]  # the rest from params.yaml
+    assert p.end_ms - p.start_ms == params["datagen"]["days"] * 86_400_000
+
+
+def _without(section: str, key: str) -> dict[str, Any]:
+    raw = project_params()
+    del raw[section][key]
+    return raw
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "where"),
     [
-        {"datagen": {}},  # no base.seed
-        {"base": {"seed": 1}, "datagen": {"seed": 2}},  # seeds only from base
-        {"base": {"seed": 1}, "datagen": {"n_userz": 2}},  # typo
+        (_without("base", "seed"), "base.seed: missing key"),
+        (_without("datagen", "n_events"), "datagen.n_events: missing key"),
+        (deep_merge(project_params(), {"datagen": {"seed": 2}}), "datagen.seed: unknown key"),  # seeds only from base
+        (deep_merge(project_params(), {"datagen": {"n_userz": 2}}), "datagen.n_userz: unknown key"),  # typo
     ],
 )
-def test_from_params_rejects_bad_sections(params: dict) -> None:
-    with pytest.raises(ValueError):
+def test_from_params_rejects_bad_sections(params: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValueError, match=where):
         GenParams.from_params(params)
 
 
@@ -126,11 +134,11 @@ def test_from_params_rejects_bad_sections(params: dict) -> None:
 )
 def test_invalid_params_raise(change: dict) -> None:
     with pytest.raises(ValueError):
-        GenParams(**change)
+        replace(SMALL, **change)
 
 
 def test_too_many_events_for_the_population_is_refused(tmp_path: Path) -> None:
-    p = GenParams(n_users=2, n_items=20, n_creators=2, n_categories=2, n_events=10_000_000, days=1)
+    p = replace(SMALL, n_users=2, n_items=20, n_creators=2, n_categories=2, n_events=10_000_000, days=1)
     with pytest.raises(ValueError, match="raise n_users or days"):
         write_drop(p, tmp_path)
 
@@ -167,11 +175,10 @@ def test_exact_event_count_and_part_sizes(drop: tuple[Path, GenSummary]) -> None
 
 
 def test_run_overrides_n_events_and_rerun_replaces_parts(tmp_path: Path) -> None:
-    params = {
-        "base": {"seed": 1},
-        "datagen": {"n_users": 40, "n_items": 80, "n_creators": 8, "n_categories": 4, "days": 3},
-    }
-    first = run({**params, "datagen": {**params["datagen"], "chunk_events": 100}}, tmp_path, 1_234)
+    params = project_params(
+        base={"seed": 1}, datagen={"n_users": 40, "n_items": 80, "n_creators": 8, "n_categories": 4, "days": 3}
+    )
+    first = run(deep_merge(params, {"datagen": {"chunk_events": 100}}), tmp_path, 1_234)
     assert first.n_events == 1_234
     assert len(list((tmp_path / "events").glob("part-*.parquet"))) == 13
     second = run(params, tmp_path, n_events=777)
@@ -350,12 +357,8 @@ def test_no_event_on_an_item_before_its_upload(events: pd.DataFrame, content: pd
 
 def test_cli_writes_a_drop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text(
-        "base:\n  seed: 5\n"
-        "datagen:\n  n_users: 30\n  n_items: 60\n  n_creators: 6\n  n_categories: 3\n"
-        "  start: 2026-03-02\n  days: 2\n",
-        encoding="utf-8",
-    )
+    small = {"n_users": 30, "n_items": 60, "n_creators": 6, "n_categories": 3, "start": dt.date(2026, 3, 2), "days": 2}
+    params.write_text(yaml.safe_dump(project_params(base={"seed": 5}, datagen=small)), encoding="utf-8")
     out = tmp_path / "drop"
     assert main(["--params", str(params), "--out", str(out), "--n-events", "500"]) == 0
     assert "500 events" in capsys.readouterr().out

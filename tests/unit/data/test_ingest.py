@@ -24,9 +24,19 @@ from components.data.ingest import (
     read_events,
     run,
 )
+from tests.fixtures.params import project_params
 
 NOW = pd.Timestamp("2026-06-01T12:00:00Z")
 KEY = b"test-key"
+LIMITS = Limits.from_params(project_params())
+
+
+def test_limits_follow_the_data_source_override() -> None:
+    """``ingest.overrides.movielens`` moves the timestamp floor for MovieLens only."""
+    assert LIMITS.min_timestamp == "2000-01-01T00:00:00Z"
+    movielens = Limits.from_params(project_params(data={"source": "movielens"}))
+    assert movielens.min_timestamp == "1995-01-01T00:00:00Z"
+    assert Limits.from_params(project_params(data={"source": "kuairand"})) == LIMITS
 
 
 def ev(**over: Any) -> dict[str, Any]:
@@ -55,7 +65,7 @@ def jsonl(*records: dict[str, Any]) -> bytes:
 def ingest_bytes(data: bytes, known: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     d = decode_jsonl(data, "drop.jsonl")
     events, q, reports = ingest_frames(
-        [d], known_content=known if known is not None else {"c1", "c2"}, key=KEY, now=NOW, limits=Limits()
+        [d], known_content=known if known is not None else {"c1", "c2"}, key=KEY, now=NOW, limits=LIMITS
     )
     (rep,) = reports
     assert rep.n_in == rep.stored + rep.quarantined + rep.duplicates, rep
@@ -160,7 +170,7 @@ def test_duplicate_event_id_keeps_first_and_counts_duplicate() -> None:
 def test_duplicates_across_files_are_detected() -> None:
     d1 = decode_jsonl(jsonl(ev(event_id="a"), ev(event_id="b")), "one.jsonl")
     d2 = decode_jsonl(jsonl(ev(event_id="b"), ev(event_id="c")), "two.jsonl")
-    events, q, reports = ingest_frames([d1, d2], known_content={"c1"}, key=KEY, now=NOW, limits=Limits())
+    events, q, reports = ingest_frames([d1, d2], known_content={"c1"}, key=KEY, now=NOW, limits=LIMITS)
     assert sorted(events["event_id"]) == ["a", "b", "c"]
     assert [(r.source, r.duplicates) for r in reports] == [("one.jsonl", 0), ("two.jsonl", 1)]
     assert q.loc[0, "source"] == "two.jsonl"
@@ -255,7 +265,7 @@ def test_run_writes_partitioned_store_quarantine_and_metrics(tmp_path: Path) -> 
         },
     )
     paths = DataPaths(tmp_path / "project")
-    result = run({"base": {"seed": 1}}, drop, paths, now=NOW, key=KEY)
+    result = run(project_params(base={"seed": 1}), drop, paths, now=NOW, key=KEY)
     assert result.reconciles()
     assert (result.n_in, result.stored, result.quarantined, result.duplicates) == (6, 2, 3, 1)
     assert result.empty_files == 1
@@ -280,7 +290,7 @@ def test_run_without_event_files_is_a_clear_error(tmp_path: Path) -> None:
     drop = tmp_path / "drop"
     (drop / "events").mkdir(parents=True)
     with pytest.raises(IngestError, match="no event files"):
-        run({"base": {"seed": 1}}, drop, DataPaths(tmp_path), now=NOW, key=KEY)
+        run(project_params(base={"seed": 1}), drop, DataPaths(tmp_path), now=NOW, key=KEY)
 
 
 def test_run_dedupes_across_parquet_and_jsonl_files(tmp_path: Path) -> None:
@@ -298,7 +308,7 @@ def test_run_dedupes_across_parquet_and_jsonl_files(tmp_path: Path) -> None:
         },
     )
     paths = DataPaths(tmp_path / "project")
-    result = run({"base": {"seed": 1}}, drop, paths, now=NOW, key=KEY)
+    result = run(project_params(base={"seed": 1}), drop, paths, now=NOW, key=KEY)
     assert (result.n_in, result.stored, result.quarantined, result.duplicates) == (8, 4, 1, 3)
     assert sorted(read_events(paths.raw_events)["event_id"]) == ["a", "b", "c", "d"]
     assert [(f.source, f.duplicates) for f in result.files] == [

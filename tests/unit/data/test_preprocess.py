@@ -16,6 +16,7 @@ from components.data.preprocess import (
     session_table,
     sessionise,
 )
+from tests.fixtures.params import project_params
 
 T0 = pd.Timestamp("2026-03-01T08:00:00Z")
 
@@ -110,7 +111,7 @@ def test_preprocess_dedupes_attaches_content_and_ratio() -> None:
         [("a", "u", "c1", 0, "view", 5.0), ("a", "u", "c1", 0, "view", 5.0), ("b", "u", "zz", 1, "view", 3.0)]
     )
     content = pd.DataFrame({"content_id": ["c1"], "category": ["Dance"], "duration_s": [10.0]})
-    events, sessions, _clean, dups = preprocess(ev, content, PreprocessParams(30))
+    events, sessions, _clean, dups = preprocess(ev, content, PreprocessParams.from_params(project_params(preprocess={"session_gap_minutes": 30})))
     assert dups == 1 and len(events) == 2
     by_id = events.set_index("event_id")
     assert by_id.loc["a", "watch_ratio"] == pytest.approx(0.5)

@@ -12,11 +12,14 @@ import pytest
 import scipy.sparse as sp
 
 from components.retrieval import candidates as C
+from components.core.config import load_params
 from components.retrieval import embeddings as E
+from tests.fixtures.params import project_params
 from tests.fixtures.worlds import SMALL, T0, content_row, events_frame, make_world
 
 NOW = T0 + pd.Timedelta(days=5)
-PARAMS = C.CandidateParams(knn_k=10, per_source=50, per_user=40)
+PARAMS = C.CandidateParams.from_params(project_params(candidates={"knn": {"k": 10}, "per_source": 50, "per_user": 40}))
+INDEX = PARAMS.index
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +150,7 @@ def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
 def test_index_types_add_without_rebuild_and_round_trip(kind: str, tmp_path: Path) -> None:
     x = clustered(3000, 32)
     ids = [f"c{i}" for i in range(len(x))]
-    p = C.IndexParams(type=kind, nprobe=8, pq_m=8)
+    p = dataclasses.replace(INDEX, type=kind, nprobe=8, pq_m=8)
     index = C.ContentIndex.build(x[:2900], ids[:2900], p)
     v1 = index.version()
     assert index.ntotal == 2900
@@ -172,13 +175,13 @@ def test_index_build_is_reproducible() -> None:
     x = clustered(2000, 16)
     ids = [str(i) for i in range(len(x))]
     for kind in ("hnsw", "ivf"):
-        p = C.IndexParams(type=kind)
+        p = dataclasses.replace(INDEX, type=kind)
         assert C.ContentIndex.build(x, ids, p).version() == C.ContentIndex.build(x, ids, p).version()
 
 
 def test_index_params_validation() -> None:
     with pytest.raises(ValueError):
-        C.IndexParams(type="annoy")
+        dataclasses.replace(INDEX, type="annoy")
     assert C.auto_nlist(100) == 2 and C.auto_nlist(1_000_000) == 4000
     assert C.pq_subquantizers(100, 16) == 10
 
@@ -188,25 +191,31 @@ def test_index_params_validation() -> None:
 
 
 def test_candidate_params_overrides_and_validation() -> None:
-    params: dict[str, Any] = {
-        "base": {"seed": 3},
-        "data": {"source": "movielens"},
-        "candidates": {
+    params = project_params(
+        base={"seed": 3},
+        data={"source": "movielens"},
+        candidates={
             "alpha": 0.3,
             "knn": {"k": 7},
             "fresh": {"max_age_hours": 10},
             "overrides": {"movielens": {"fresh": {"max_age_hours": 99}, "evaluation": {"positive_types": ["like"]}}},
             "evaluation": {"ks": [10, 20]},
         },
-    }
+    )
     p = C.CandidateParams.from_params(params)
-    assert (p.alpha, p.knn_k, p.fresh_max_age_hours, p.seed) == (0.3, 7, 99, 3)
+    assert (p.alpha, p.knn_k, p.fresh_max_age_hours, p.seed, p.index.seed) == (0.3, 7, 99, 3, 3)
     assert C.CandidateParams.from_params(params, "kuairand").fresh_max_age_hours == 10
     ev = C.EvalParams.from_params(params)
     assert ev.positive_types == ("like",) and ev.ks == (10, 20)
     for bad in ({"alpha": 1.5}, {"mix": {"nope": 0.1}}, {"mix": {"mf": 0.8, "graph": 0.5}}, {"knn_scoring": "x"}):
         with pytest.raises(ValueError):
-            C.CandidateParams(**bad)
+            dataclasses.replace(PARAMS, **bad)
+
+
+def test_candidate_params_mix_is_the_params_file_one() -> None:
+    """No code default stands in for ``candidates.mix``: every source params.yaml lists runs."""
+    p = C.CandidateParams.from_params(project_params())
+    assert dict(p.mix) == dict(load_params()["candidates"]["mix"]) and len(p.mix) == 11
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +358,7 @@ def test_user_without_events_gets_candidates_from_declared_interests(retriever: 
 
 def test_hold_out_split_and_recall(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     ev, content, users = world
-    ev_p = C.EvalParams(cut_quantile=0.7, ks=(5, 20), positive_types=("like",))
+    ev_p = C.EvalParams.from_params(project_params(candidates={"evaluation": {"cut_quantile": 0.7, "ks": [5, 20], "positive_types": ["like"]}}))
     split = C.hold_out(ev, content, ev_p)
     train_pairs = set(zip(split.train["user_id"], split.train["content_id"], strict=True))
     assert (split.train["timestamp"] < split.cut).all()

@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 
 from components.retrieval import embeddings as E
+from tests.fixtures.params import project_params
 from tests.fixtures.worlds import SMALL, T0, content_row, events_frame, make_world
+
+PROJECT = E.EmbeddingParams.from_params(project_params())
 
 # ---------------------------------------------------------------------------------------------
 # Interactions
@@ -29,7 +32,7 @@ def test_interaction_weights_seen_and_blocked() -> None:
             {"type": "content_upload", "user": "creator", "content": "z"},  # supply, not an interaction
         ]
     )
-    inter = E.build_interactions(ev, E.EmbeddingParams(), item_ids=["x", "y", "z"])
+    inter = E.build_interactions(ev, PROJECT, item_ids=["x", "y", "z"])
     assert inter.user_ids.tolist() == ["a", "b"]
     assert inter.item_ids.tolist() == ["x", "y", "z"]
     w = inter.weights.toarray()
@@ -43,7 +46,7 @@ def test_interaction_weights_seen_and_blocked() -> None:
 def test_als_confidence_likes_and_down_weighted_dislikes() -> None:
     import scipy.sparse as sp
 
-    p = E.EmbeddingParams(alpha=10.0, negative_alpha=2.0)
+    p = dataclasses.replace(PROJECT, alpha=10.0, negative_alpha=2.0)
     c = E.als_confidence(sp.csr_matrix(np.array([[2.0, -0.5]], dtype=np.float32)), p)
     np.testing.assert_allclose(c.toarray(), [[21.0, -2.0]])
     off = E.als_confidence(sp.csr_matrix(np.array([[2.0, -0.5]], dtype=np.float32)), dataclasses.replace(p, negative_alpha=0.0))
@@ -56,13 +59,14 @@ def test_als_confidence_likes_and_down_weighted_dislikes() -> None:
 )
 def test_params_reject_bad_values(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        E.EmbeddingParams(**bad)
+        dataclasses.replace(PROJECT, **bad)
 
 
-def test_params_from_yaml_section_merges_weights() -> None:
-    p = E.EmbeddingParams.from_params({"base": {"seed": 7}, "embeddings": {"factors": 16, "event_weights": {"like": 5}}})
+def test_params_from_yaml_section() -> None:
+    params = project_params(base={"seed": 7}, embeddings={"factors": 16, "event_weights": {"like": 5}})
+    p = E.EmbeddingParams.from_params(params)
     assert p.seed == 7 and p.factors == 16
-    assert p.event_weights["like"] == 5.0 and p.event_weights["share"] == E.DEFAULT_EVENT_WEIGHTS["share"]
+    assert p.event_weights["like"] == 5.0 and p.event_weights["share"] == params["embeddings"]["event_weights"]["share"]
 
 
 # ---------------------------------------------------------------------------------------------

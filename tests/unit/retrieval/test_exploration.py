@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from components.retrieval import exploration as X
+from tests.fixtures.params import project_params
+
+PROJECT = X.ExplorationParams.from_params(project_params())
+
+
+def _explore(**changes: Any) -> X.ExplorationParams:
+    """The project's exploration settings with ``changes``."""
+    return dataclasses.replace(PROJECT, **changes)
+
 
 RANKED = [f"c{i:03d}" for i in range(60)]
 N_SLOTS = 10
 
 
 def test_epsilon_share_of_exploration_slots_is_within_tolerance() -> None:
-    p = X.ExplorationParams(epsilon=0.1)
+    p = _explore(epsilon=0.1)
     rng = np.random.default_rng(42)
     slots = [imp for _ in range(3000) for imp in X.explore_slate(RANKED, N_SLOTS, p, rng)]
     n = len(slots)
@@ -27,7 +38,7 @@ def test_epsilon_share_of_exploration_slots_is_within_tolerance() -> None:
 
 
 def test_every_impression_carries_its_propensity() -> None:
-    p = X.ExplorationParams(epsilon=0.1)
+    p = _explore(epsilon=0.1)
     rng = np.random.default_rng(1)
     pool = len(RANKED) - N_SLOTS
     for _ in range(200):
@@ -49,7 +60,7 @@ def test_every_impression_carries_its_propensity() -> None:
 
 def test_logged_propensities_match_observed_frequencies() -> None:
     """The propensity is the real probability: empirical frequencies agree with it."""
-    p = X.ExplorationParams(epsilon=0.1)
+    p = _explore(epsilon=0.1)
     rng = np.random.default_rng(7)
     first = Counter()
     logged: dict[str, float] = {}
@@ -69,15 +80,15 @@ def test_logged_propensities_match_observed_frequencies() -> None:
 
 def test_epsilon_zero_and_one() -> None:
     rng = np.random.default_rng(0)
-    greedy = X.explore_slate(RANKED, 5, X.ExplorationParams(epsilon=0.0), rng)
+    greedy = X.explore_slate(RANKED, 5, _explore(epsilon=0.0), rng)
     assert [i.content_id for i in greedy] == RANKED[:5] and all(i.propensity == 1.0 for i in greedy)
-    explore = X.explore_slate(RANKED, 5, X.ExplorationParams(epsilon=1.0), rng)
+    explore = X.explore_slate(RANKED, 5, _explore(epsilon=1.0), rng)
     assert all(i.slot == "explore" and i.content_id in RANKED[5:] for i in explore)
 
 
 def test_empty_pool_means_no_exploration() -> None:
     rng = np.random.default_rng(0)
-    slate = X.explore_slate(RANKED[:3], 3, X.ExplorationParams(epsilon=0.5), rng)
+    slate = X.explore_slate(RANKED[:3], 3, _explore(epsilon=0.5), rng)
     assert [i.content_id for i in slate] == RANKED[:3] and all(i.propensity == 1.0 for i in slate)
 
 
@@ -99,7 +110,7 @@ def test_ucb_favours_under_explored_contents() -> None:
     stats = {"shown_a_lot": (1000.0, 100.0), "shown_little": (10.0, 1.0), "never_shown": (0.0, 0.0)}
     idx = X.ucb_index(np.array([v[0] for v in stats.values()]), np.array([v[1] for v in stats.values()]), c=1.0)
     assert idx[2] > idx[1] > idx[0]  # same mean (0.1): fewer impressions, larger index
-    p = X.ExplorationParams(epsilon=1.0, strategy="ucb")
+    p = _explore(epsilon=1.0, strategy="ucb")
     rng = np.random.default_rng(0)
     slate = X.explore_slate(["head", *stats], 3, p, rng, pool=list(stats), stats=stats)
     assert [i.content_id for i in slate] == ["never_shown", "shown_little", "shown_a_lot"]
@@ -107,7 +118,7 @@ def test_ucb_favours_under_explored_contents() -> None:
 
 
 def test_ucb_slot_propensity_with_ties_and_epsilon() -> None:
-    p = X.ExplorationParams(epsilon=0.1, strategy="ucb")
+    p = _explore(epsilon=0.1, strategy="ucb")
     rng = np.random.default_rng(3)
     seen = Counter()
     for _ in range(4000):
@@ -135,10 +146,11 @@ def test_bandit_stats_from_events() -> None:
 
 
 def test_params_validation() -> None:
-    assert X.ExplorationParams.from_params({"exploration": {"epsilon": 0.2, "strategy": "ucb"}}).epsilon == 0.2
+    p = X.ExplorationParams.from_params(project_params(exploration={"epsilon": 0.2, "strategy": "ucb"}))
+    assert (p.epsilon, p.strategy) == (0.2, "ucb")
     for bad in ({"epsilon": 1.5}, {"strategy": "thompson"}, {"ucb_c": -1.0}, {"dpp_theta": 1.0}):
         with pytest.raises(ValueError):
-            X.ExplorationParams(**bad)
+            dataclasses.replace(p, **bad)
 
 
 # ---------------------------------------------------------------------------------------------
