@@ -18,6 +18,7 @@ import pytest
 from components.core.paths import DataPaths
 from components.features import store as FS
 from tests.feature_repo.helpers import build_root
+from tests.fixtures.params import project_settings
 
 REDIS_TEST_URL = os.environ.get("RECO_REDIS_TEST_URL", "127.0.0.1:6379,db=15")
 
@@ -47,8 +48,8 @@ def feature_root(tmp_path: Path, built_features: Path) -> DataPaths:
 def _settings(online: str) -> FS.StoreSettings:
     project = f"t{uuid.uuid4().hex[:12]}"
     if online == "redis":
-        return FS.StoreSettings(project=project, online="redis", redis_url=REDIS_TEST_URL)
-    return FS.StoreSettings(project=project, online="sqlite")
+        return project_settings(FS.StoreSettings, project=project, online="redis", redis_url=REDIS_TEST_URL)
+    return project_settings(FS.StoreSettings, project=project, online="sqlite")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pandas as pd
 from components.core.paths import DataPaths
 from components.data.preprocess import sessionise
 from components.features import compute as F
+from tests.fixtures.params import project_settings
 
 T0 = pd.Timestamp("2026-03-02T00:00:00Z")  # a Monday
 DAY = pd.Timedelta(days=1)
@@ -193,7 +194,7 @@ def build_root(
 ) -> DataPaths:
     """Compute the feature tables for an event log and write them under ``root/data/features``."""
     paths = DataPaths(root)
-    p = F.FeatureParams(text_dim=4, last_n_viewed=5)
+    p = project_settings(F.FeatureParams, text_dim=4, last_n_viewed=5)
     ev = events_frame(rows if rows is not None else default_events())
     tables = F.compute_features(
         ev, content if content is not None else content_frame(), NO_USERS, p

@@ -14,6 +14,7 @@ import yaml
 from components.core.paths import PROJECT_ROOT, DataPaths
 from components.features import compute as F
 from components.features import store as FS
+from tests.fixtures.params import project_params
 
 
 def test_definitions_follow_the_feature_tables() -> None:
@@ -66,7 +67,7 @@ def test_apply_is_idempotent_and_removes_what_is_no_longer_defined(
 
 def test_online_store_is_chosen_by_configuration(tmp_path: Path) -> None:
     paths = DataPaths(tmp_path)
-    default = FS.StoreSettings.from_params({"feast": {"project": "p"}}, env={})
+    default = FS.StoreSettings.from_params(project_params(feast={"project": "p", "online_store": "sqlite"}), env={})
     assert default.online == "sqlite"
     cfg = FS.config_dict(paths, default)
     assert cfg["online_store"] == {
@@ -74,7 +75,7 @@ def test_online_store_is_chosen_by_configuration(tmp_path: Path) -> None:
         "path": str(tmp_path / "feature_repo/data/online_store.db"),
     }
     env = {FS.ONLINE_ENV: "redis", FS.REDIS_URL_ENV: "redis.internal:6380,db=3"}
-    redis = FS.StoreSettings.from_params({"feast": {"project": "p"}}, env=env)
+    redis = FS.StoreSettings.from_params(project_params(feast={"project": "p"}), env=env)
     rcfg = FS.config_dict(paths, redis)
     assert rcfg["online_store"] == {
         "type": "redis",
@@ -85,7 +86,7 @@ def test_online_store_is_chosen_by_configuration(tmp_path: Path) -> None:
         and Path(rcfg["registry"]["path"]).is_absolute()
     )
     with pytest.raises(ValueError, match="sqlite"):
-        FS.StoreSettings.from_params({}, env={FS.ONLINE_ENV: "memcached"})
+        FS.StoreSettings.from_params(project_params(), env={FS.ONLINE_ENV: "memcached"})
 
     # the alternate YAML, its relative paths taken from the root's repository folder
     config = FS.repo_config(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from components.core.paths import DataPaths
 from components.core.schema import ENGAGEMENT_TYPES
 from components.data.preprocess import session_table, sessionise
 from components.features import compute as F
+from tests.fixtures.params import project_params
 
 T0 = pd.Timestamp("2026-03-02T00:00:00Z")  # a Monday, 00:00 UTC
 H = pd.Timedelta(hours=1)
@@ -93,7 +95,7 @@ NO_USERS = pd.DataFrame(
         "signup_timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
     }
 )
-P = F.FeatureParams()
+P = F.FeatureParams.from_params(project_params())
 
 
 def row(frame: pd.DataFrame, key: str, entity: str, at: pd.Timestamp) -> pd.Series:
@@ -128,7 +130,7 @@ def test_decayed_engagement_matches_formula_across_snapshots() -> None:
         w(70, 1.0) + w(52, 3.0) + w(19, 2.0), rel=1e-12
     )
 
-    flat = F.user_features(ev, NO_USERS, ["food"], F.FeatureParams(lambda_decay=0.0))
+    flat = F.user_features(ev, NO_USERS, ["food"], replace(P, lambda_decay=0.0))
     assert list(flat["u_engagement_decayed"]) == pytest.approx([4.0, 6.0])
 
 
@@ -197,7 +199,7 @@ def test_rates_recency_devices_and_last_viewed() -> None:
         ]
     )
     r = row(
-        F.user_features(ev, NO_USERS, ["food"], F.FeatureParams(last_n_viewed=3)),
+        F.user_features(ev, NO_USERS, ["food"], replace(P, last_n_viewed=3)),
         "user_id",
         "u1",
         T0 + DAY,
@@ -352,7 +354,7 @@ def test_content_profile_text_hashtags_vectors_and_availability() -> None:
     )
     ev = events_frame([{"t": 7, "type": "view", "content": "b"}])
     out = F.content_profile(
-        ev, content, ["food", "pets", "other"], F.FeatureParams(text_dim=4)
+        ev, content, ["food", "pets", "other"], replace(P, text_dim=4)
     ).set_index("content_id")
     assert out.loc["a", "event_timestamp"] == T0 + 5 * H  # upload time
     assert out.loc["b", "event_timestamp"] == T0 + 7 * H  # first event (no upload time)
@@ -514,22 +516,16 @@ def test_snapshots_never_use_events_at_or_after_their_timestamp() -> None:
 
 def test_params_from_yaml_section_and_validation() -> None:
     p = F.FeatureParams.from_params(
-        {
-            "base": {"seed": 7},
-            "features": {
-                "lambda_decay": 0.2,
-                "decay_unit": "days",
-                "engagement_weights": {"like": 5},
-            },
-        }
+        project_params(base={"seed": 7}, features={"lambda_decay": 0.2, "engagement_weights": {"like": 5}})
     )
-    assert (p.lambda_decay, p.seed, dict(p.engagement_weights)) == (0.2, 7, {"like": 5.0})
+    assert (p.lambda_decay, p.seed, p.engagement_weights["like"]) == (0.2, 7, 5.0)
+    assert p.engagement_weights["share"] == P.engagement_weights["share"]  # the rest from params.yaml
     with pytest.raises(ValueError, match="days"):
-        F.FeatureParams(decay_unit="hours")
+        replace(P, decay_unit="hours")
     with pytest.raises(ValueError, match="lambda_decay"):
-        F.FeatureParams(lambda_decay=-1.0)
+        replace(P, lambda_decay=-1.0)
     with pytest.raises(ValueError, match="unknown event types"):
-        F.FeatureParams(engagement_weights={"zap": 1.0})
+        replace(P, engagement_weights={"zap": 1.0})
 
 
 def test_empty_inputs_give_empty_tables_with_schema() -> None:
@@ -576,7 +572,7 @@ def _write_interim(root: Path) -> None:
 def test_run_writes_tables_meta_and_deterministic_metrics(tmp_path: Path) -> None:
     _write_interim(tmp_path)
     paths = DataPaths(tmp_path)
-    params = {"base": {"seed": 1}, "features": {"text_dim": 4}}
+    params = project_params(base={"seed": 1}, features={"text_dim": 4})
     r = F.run(params, paths)
     first = (paths.metrics / "features.json").read_text()
     F.run(params, paths)

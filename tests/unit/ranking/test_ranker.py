@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from components.core.config import TRAINING_SET_KEYS, deep_merge
 from components.evaluation.metrics import ranking_metrics
 from components.ranking.ranker import (
-    DEFAULT_HEAD_WEIGHTS,
     MANIFEST,
     RankerModel,
     RankerParams,
@@ -31,6 +31,7 @@ from components.ranking.ranker import (
     time_split,
     train_ranker,
 )
+from tests.fixtures.params import project_params, project_settings
 
 FEATURES = [f"f{i}" for i in range(8)] + ["u0"]
 COMBOS = [(b, o) for b in ("lightgbm", "xgboost") for o in ("lambdarank", "binary")]
@@ -73,7 +74,8 @@ def make_frame(
 
 
 def small_params(**overrides: object) -> RankerParams:
-    base = RankerParams(
+    base = project_settings(
+        RankerParams,
         n_estimators=80,
         early_stopping_rounds=10,
         learning_rate=0.1,
@@ -81,6 +83,7 @@ def small_params(**overrides: object) -> RankerParams:
         max_depth=4,
         n_threads=1,
         seed=7,
+        base_feature="",
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -122,34 +125,17 @@ def _ndcg(val: pd.DataFrame, scores: np.ndarray) -> float:
 # ---------------------------------------------------------------- params
 
 
-def test_params_from_params_defaults_and_overrides() -> None:
-    p = RankerParams.from_params(
-        {
-            "base": {"seed": 3},
-            "ranking": {"backend": "xgboost", "l2_lambda": 0.01, "other_stage_key": 1},
-        }
-    )
+def test_params_from_params_file_and_overrides() -> None:
+    params = project_params(base={"seed": 3}, ranking={"backend": "xgboost", "l2_lambda": 0.01})
+    p = RankerParams.from_params(params)
     assert (p.backend, p.objective, p.seed, p.l2_lambda) == ("xgboost", "lambdarank", 3, 0.01)
-    assert p.heads == DEFAULT_HEAD_WEIGHTS and p.heads["negative"] < 0
-    assert (p.learning_rate, p.lr_decay, p.n_estimators, p.early_stopping_rounds) == (
-        0.05,
-        0.995,
-        300,
-        30,
-    )
-    assert (p.num_leaves, p.max_depth, p.min_child_samples, p.validation_fraction, p.n_threads) == (
-        31,
-        6,
-        20,
-        0.2,
-        2,
-    )
-    assert RankerParams.from_params({"base": {"seed": 1}}).l2_lambda == 0.001
-    only = RankerParams.from_params(
-        {"base": {"seed": 1}, "ranking": {"heads": {"engaged": 1, "negative": -2}}}
-    )
-    assert only.heads == {"engaged": 1.0, "negative": -2.0}
-    assert p.learning_rate_at(0) == 0.05 and p.learning_rate_at(2) == pytest.approx(0.05 * 0.995**2)
+    assert p.heads == params["ranking"]["heads"] and p.heads["negative"] < 0
+    model_keys = set(params["ranking"]) - TRAINING_SET_KEYS
+    assert {k: getattr(p, k) for k in model_keys if k not in ("backend", "l2_lambda")} == {
+        k: params["ranking"][k] for k in model_keys if k not in ("backend", "l2_lambda")
+    }
+    assert p.learning_rate_at(0) == p.learning_rate
+    assert p.learning_rate_at(2) == pytest.approx(p.learning_rate * p.lr_decay**2)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +144,7 @@ def test_params_from_params_defaults_and_overrides() -> None:
         {"backend": "catboost"},
         {"objective": "pairwise"},
         {"heads": {"engaged": 1.0, "dwell": 1.0}},
-        {"heads": {"like": 1.0}},
+        {"heads": {"engaged": 0.0}},  # the main head must count
         {"validation_fraction": 0.0},
         {"lr_decay": 1.5},
         {"l2_lambda": -1},
@@ -167,7 +153,7 @@ def test_params_from_params_defaults_and_overrides() -> None:
 )
 def test_params_reject_invalid(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        RankerParams.from_params({"base": {"seed": 1}, "ranking": bad})
+        RankerParams.from_params(deep_merge(project_params(), {"ranking": bad}))
 
 
 # ---------------------------------------------------------------- split
@@ -224,7 +210,7 @@ def test_every_backend_and_objective_beats_random(
     model = models[(backend, objective)]
     tm = model.training_metrics
     assert tm["split"]["validation_groups"] == 60 and tm["split"]["train_groups"] == 240
-    assert set(model.heads) == set(DEFAULT_HEAD_WEIGHTS)
+    assert set(model.heads) == set(project_params()["ranking"]["heads"])
     engaged = tm["heads"]["engaged"]
     assert engaged["auc"] > 0.7
     assert tm["heads"]["negative"]["auc"] > 0.6 and tm["heads"]["complete_view"]["auc"] > 0.6
