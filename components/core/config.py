@@ -54,7 +54,8 @@ class Base(Section):
 
 
 class Data(Section):
-    source: Literal["synthetic", "kuairand", "movielens"]
+    #: the drop ingested: one of DATASETS in the pipeline; a brought split's own name in evaluation
+    source: str
 
 
 class Datagen(Section):

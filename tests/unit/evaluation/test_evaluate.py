@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,11 @@ def test_settings_overrides_and_validation() -> None:
     ml = V.EvalSettings.from_params(params, "movielens")
     assert ml.protocol == "random_per_user" and ml.test_fraction == 0.25 and ml.positive_types == ()
     assert V.EvalSettings.from_params(params, "synthetic").protocol == "global_time"
+    assert kr.ranker.heads["like"] == 0.0 and kr.ranker.heads["engaged"] == 1.0  # evaluate.overrides.kuairand.ranking
+    synthetic = V.EvalSettings.from_params(params, "synthetic")
+    assert synthetic.ranker.heads == params["ranking"]["heads"]  # no ranking override: the ranking section
     with pytest.raises(ValueError, match="protocol"):
-        V.EvalSettings(protocol="leave_one_out")
+        replace(synthetic, protocol="leave_one_out")
 
 
 # ---------------------------------------------------------------------------------------------
