@@ -13,12 +13,14 @@ independent feature ``f_neg``. So:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from components.core.paths import DataPaths
 from components.core.verdict import Verdict
@@ -31,11 +33,12 @@ from components.deploy.registry import ModelCache, ModelRegistry
 from components.ranking.ranker import RankerModel, RankerParams, save, train_ranker
 from components.ranking.stage import holdout_path
 from tests.fixtures.drift_verdicts import drift_record, write_drift_record
+from tests.fixtures.params import project_params, project_settings
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 GOOD_QUALITY = {"reconciled": True, "quarantine_rate": 0.001}
 NO_DRIFT = drift_record()
-P = PromoteParams(min_users=40, share=0.3, min_groups=20)
+P = project_settings(PromoteParams, min_users=40, share=0.3, min_groups=20)
 
 
 def make_rows(n_users: int = 400, per_group: int = 30, seed: int = 0) -> pd.DataFrame:
@@ -63,7 +66,8 @@ def make_rows(n_users: int = 400, per_group: int = 30, seed: int = 0) -> pd.Data
 
 
 def _train(rows: pd.DataFrame, features: list[str], seed: int) -> RankerModel:
-    params = RankerParams(
+    params = project_settings(
+        RankerParams,
         objective="binary",
         heads={"engaged": 1.0, "negative": -1.0},
         n_estimators=30,
@@ -73,6 +77,7 @@ def _train(rows: pd.DataFrame, features: list[str], seed: int) -> RankerModel:
         min_child_samples=10,
         n_threads=1,
         seed=seed,
+        base_feature="",
     )
     return train_ranker(rows, features, params, feature_service="ranker_v2", created_from="test")
 
@@ -135,7 +140,7 @@ def test_shadow_gate_compares_agreement_and_logs_both_models(models, rows) -> No
     assert not contradicts.passed and contradicts.metrics["mean_rank_corr"] < -0.99
     unrelated, _ = shadow_gate(rows, models["good"], models["weak"], P)  # production is noise
     assert unrelated.passed and abs(unrelated.metrics["mean_rank_corr"]) < 0.1
-    slow, _ = shadow_gate(rows, models["good"], models["weak"], PromoteParams(max_p99_ms=0.0))
+    slow, _ = shadow_gate(rows, models["good"], models["weak"], replace(P, max_p99_ms=0.0))
     assert not slow.passed and "p99 scoring latency" in slow.reason
 
 
@@ -215,13 +220,13 @@ def project(tmp_path: Path, rows: pd.DataFrame, models) -> DataPaths:
 
 
 def _params(offline_margin: float = -0.005) -> dict:
-    return {
-        "base": {"seed": 42},
-        "promote": {
+    return project_params(
+        base={"seed": 42},
+        promote={
             "offline": {"min_delta_ndcg": offline_margin, "min_delta_auc": offline_margin},
             "canary": {"min_users": P.min_users, "share": P.share},
         },
-    }
+    )
 
 
 def _register(paths: DataPaths, model: RankerModel, i: int, metrics: dict | None = None) -> str:
@@ -393,7 +398,7 @@ def test_canary_with_no_variance_in_either_arm_is_exact_not_nan() -> None:
 def test_drift_reference_is_the_production_models_training_window(project: DataPaths, models) -> None:
     from components.orchestration import production_reference
 
-    (project.root / "params.yaml").write_text("base: {seed: 1}\ndrift: {reference_days: 3}\n")
+    (project.root / "params.yaml").write_text(yaml.safe_dump(project_params(base={"seed": 1}, drift={"reference_days": 3})))
     assert production_reference(project.root, T0) is None  # no registry yet
     prod = _register(project, models["good"], 0, {"trained_until": "2026-02-20T00:00:00+00:00"})
     _to_production(project, prod)

@@ -45,6 +45,7 @@ from components.deploy.registry import (
     run,
 )
 from components.ranking.ranker import RankerModel, RankerParams, save, train_ranker
+from tests.fixtures.params import project_settings
 from tests.fixtures.ranking_frames import FEATURES, make_frame
 
 T0 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
@@ -59,7 +60,8 @@ def frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def models(frame: pd.DataFrame) -> list[RankerModel]:
     """Three versions (A, B, C) whose scores differ."""
-    params = RankerParams(
+    params = project_settings(
+        RankerParams,
         heads={"engaged": 1.0, "like": 0.5},
         n_estimators=10,
         early_stopping_rounds=0,
@@ -68,6 +70,7 @@ def models(frame: pd.DataFrame) -> list[RankerModel]:
         min_child_samples=5,
         n_threads=1,
         seed=1,
+        base_feature="",
     )
     a = train_ranker(frame, FEATURES, params, feature_service="ranker_v2", created_from="t")
     out = [a, a.with_weights({"like": 0.0}), a.with_weights({"like": 2.0})]

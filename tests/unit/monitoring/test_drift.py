@@ -4,6 +4,7 @@ unshifted windows are not, thin windows are skipped with a reason, outputs are d
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from components.core.config import load_params
+from components.core.config import deep_merge, load_params
 from components.core.paths import DataPaths
 from components.monitoring import drift as D
 from components.monitoring.detect import detect_drift
@@ -20,10 +21,11 @@ from components.monitoring.drift_config import FAMILIES, FEATURE_TS, DriftConfig
 from components.monitoring.report import DriftReport, DriftResult
 from components.monitoring.tables import numeric_feature_columns
 from components.monitoring.windows import Windows, default_end, split_windows
+from tests.fixtures.params import project_settings
 
 END = pd.Timestamp("2026-01-15T00:00:00Z")
 DAY = pd.Timedelta(days=1)
-CFG = DriftConfig(min_rows=100, max_rows=5000, seed=7)
+CFG = project_settings(DriftConfig, min_rows=100, max_rows=5000, seed=7)
 WINDOWS = Windows.ending_at(END, CFG.current_days, CFG.reference_days)
 
 BASE_MIX = {
@@ -201,10 +203,10 @@ def test_config_from_params_validates() -> None:
     params = load_params(None)
     cfg = DriftConfig.from_params(params)
     assert cfg.seed == params["base"]["seed"] and cfg.retrain_on == ("feature", "target")
-    with pytest.raises(ValueError, match="unknown keys"):
-        DriftConfig.from_params({"base": {"seed": 1}, "drift": {"drift_shar": 0.2}})
+    with pytest.raises(ValueError, match=r"drift\.drift_shar: unknown key"):
+        DriftConfig.from_params(deep_merge(params, {"drift": {"drift_shar": 0.2}}))
     with pytest.raises(ValueError, match="retrain_on"):
-        DriftConfig.from_params({"base": {"seed": 1}, "drift": {"retrain_on": ["features"]}})
+        DriftConfig.from_params(deep_merge(params, {"drift": {"retrain_on": ["features"]}}))
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -254,7 +256,7 @@ def test_feature_shift_is_detected_and_requests_retraining() -> None:
     assert not v.family("feature").drifted and not v.retrain_requested
     assert v.family("feature").share_drifted == pytest.approx(1 / 6)
     # with a share threshold of 0.15 the same shift flags the family and asks for retraining
-    cfg = DriftConfig(min_rows=100, max_rows=5000, seed=7, drift_share=0.15)
+    cfg = replace(CFG, drift_share=0.15)
     v = detect_drift(shifted, events(), None, WINDOWS, cfg).report
     assert v.family("feature").drifted and v.drift_detected and v.retrain_requested and not v.passed
     assert v.reason.startswith("Drift detected in feature; retraining requested")
@@ -283,9 +285,7 @@ def test_score_shift_flags_prediction_drift_without_retraining() -> None:
 
 
 def test_custom_stattest_from_params() -> None:
-    cfg = DriftConfig(
-        min_rows=100, max_rows=5000, seed=7, num_stattest="ks", stattest_threshold=0.01
-    )
+    cfg = replace(CFG, num_stattest="ks", stattest_threshold=0.01)
     v = detect_drift(features(current_scale={"u_a": 3.0}), None, None, WINDOWS, cfg).report
     a = v.family("feature").drifted_columns[0]
     assert (a.column, a.stattest, a.score_kind, a.threshold) == (

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.core.config import deep_merge
 from components.core.paths import DataPaths
 from components.deploy.registry import ModelRegistry, TransitionError
 from components.online_update.update import (
@@ -35,6 +36,7 @@ from components.ranking.ranker import RankerParams, save, train_ranker
 from components.ranking.stage import holdout_path
 from components.serving.engine import LOG_SCHEMA, impressions_dir
 from tests.fixtures.drift_verdicts import write_drift_record
+from tests.fixtures.params import project_params, project_settings
 from tests.fixtures.ranking_frames import FEATURES, make_frame
 
 T0 = pd.Timestamp("2026-06-01T12:00:00Z")
@@ -51,7 +53,8 @@ HOT = ITEM_F[:, 1] > 0.8
 
 
 def ranker_params(backend: str = "lightgbm") -> RankerParams:
-    return RankerParams(
+    return project_settings(
+        RankerParams,
         backend=backend,
         heads={"engaged": 1.0, "like": 0.5},
         n_estimators=10,
@@ -93,7 +96,7 @@ def params(**online: Any) -> dict[str, Any]:
         "n_threads": 1,
     }
     section.update(online)
-    return {"base": {"seed": 42}, "online_update": section}
+    return project_params(base={"seed": 42}, online_update=section)
 
 
 class Clock:
@@ -464,7 +467,7 @@ def test_offline_gate_option_moves_the_candidate_at_most_to_shadow(project) -> N
     )
     write_drift_record(paths.metrics)  # the gate fails without a drift verdict
     up = OnlineUpdater(
-        {**params(run_offline_gate=True), "promote": {"offline": {"min_groups": 20}}},
+        deep_merge(params(run_offline_gate=True), {"promote": {"offline": {"min_groups": 20}}}),
         paths,
         registry=reg,
         clock=Clock(),
@@ -520,7 +523,7 @@ def test_background_thread_runs_updates_off_the_event_path(project, tmp_path: Pa
     (impressions_dir(paths) / "impressions-zz-corrupt.parquet").write_bytes(b"garbage")
     up = OnlineUpdater(params(), paths, registry=reg, clock=Clock(), poll_s=0.05)
     sink = EventSink(
-        DataPaths(tmp_path / "sink"), key=b"k", limits=Limits(), known_content={"c000"}
+        DataPaths(tmp_path / "sink"), key=b"k", limits=Limits.from_params(project_params()), known_content={"c000"}
     )
     sink.listeners.append(up.observe)  # attached exactly like the engine's observe
     up.start()
