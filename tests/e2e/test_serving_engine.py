@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from components.core.config import deep_merge, load_params
 from components.core.paths import DataPaths
 from components.deploy.gates.canary import in_canary
 from components.deploy.registry import ModelRegistry, resolve_model_dir
@@ -35,6 +36,7 @@ from components.serving.engine import (
     seen_by_user,
     trend_factors,
 )
+from tests.fixtures.params import project_params
 from tests.fixtures.tiny_project import copy_project
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -82,14 +84,15 @@ def test_seen_by_user_ignores_uploads() -> None:
     assert seen_by_user(ev) == {"a": {"x", "y"}, "b": {"x"}}
 
 
-def test_settings_defaults_and_params() -> None:
-    assert ServingSettings.from_params({"base": {"seed": 1}}).moderation_report_threshold == 3
+def test_settings_from_params() -> None:
+    project = ServingSettings.from_params(project_params())
+    assert project.realtime_weight == load_params()["serving"]["realtime_weight"]  # no code default in between
     s = ServingSettings.from_params(
-        {
-            "base": {"seed": 7},
-            "serving": {"moderation_report_threshold": 0, "timeout_ms": 150},
-            "promote": {"canary": {"share": 0.5, "salt": "s"}},
-        }
+        project_params(
+            base={"seed": 7},
+            serving={"moderation_report_threshold": 0, "budget_ms": 150},
+            promote={"canary": {"share": 0.5, "salt": "s"}},
+        )
     )
     assert (s.moderation_report_threshold, s.budget_ms, s.canary_share, s.canary_salt, s.seed) == (
         0,
@@ -99,7 +102,7 @@ def test_settings_defaults_and_params() -> None:
         7,
     )
     with pytest.raises(ValueError):
-        ServingSettings(budget_ms=0)
+        dataclasses.replace(s, budget_ms=0)
 
 
 def test_impression_log_flushes_every_n_rows(tmp_path: Path) -> None:
@@ -141,8 +144,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Path) -> Pa
 @pytest.fixture(scope="module")
 def params(project: Path) -> dict[str, Any]:
     p = yaml.safe_load((project / "params.yaml").read_text())
-    p["serving"] = {"moderation_report_threshold": 0, "budget_ms": 5000}  # every reported content
-    return p
+    return deep_merge(p, {"serving": {"moderation_report_threshold": 0, "budget_ms": 5000}})  # every reported content
 
 
 @pytest.fixture(scope="module")

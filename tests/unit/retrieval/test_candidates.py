@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from components.retrieval import candidates as C
 from components.core.config import load_params
+from components.retrieval import candidates as C
 from components.retrieval import embeddings as E
 from tests.fixtures.params import project_params
 from tests.fixtures.worlds import SMALL, T0, content_row, events_frame, make_world

@@ -13,9 +13,11 @@ from components.core.paths import DataPaths
 from components.data.ingest import Limits, pseudonym
 from components.serving.events import EventSink, RealtimeFeatures, read_stream_events
 from components.serving.ratelimit import RateLimiter, key_name, parse_api_keys
+from tests.fixtures.params import project_params
 
 NOW = pd.Timestamp("2026-06-01T12:00:00Z")
 KEY = b"test-key"
+LIMITS = Limits.from_params(project_params())
 
 
 def ev(i: int, **over: Any) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def ev(i: int, **over: Any) -> dict[str, Any]:
 @pytest.fixture
 def sink(tmp_path: Path) -> tuple[EventSink, list[pd.DataFrame]]:
     pushed: list[pd.DataFrame] = []
-    s = EventSink(DataPaths(tmp_path), key=KEY, limits=Limits(), known_content={"c1", "c2"}, push=pushed.append)
+    s = EventSink(DataPaths(tmp_path), key=KEY, limits=LIMITS, known_content={"c1", "c2"}, push=pushed.append)
     return s, pushed
 
 
@@ -113,8 +115,8 @@ def test_workers_follow_each_others_events(tmp_path: Path) -> None:
     paths = DataPaths(tmp_path)
     pushed_a: list[pd.DataFrame] = []
     pushed_b: list[pd.DataFrame] = []
-    a = EventSink(paths, key=KEY, limits=Limits(), known_content={"c1", "c2"}, push=pushed_a.append)
-    b = EventSink(paths, key=KEY, limits=Limits(), known_content={"c1", "c2"}, push=pushed_b.append)
+    a = EventSink(paths, key=KEY, limits=LIMITS, known_content={"c1", "c2"}, push=pushed_a.append)
+    b = EventSink(paths, key=KEY, limits=LIMITS, known_content={"c1", "c2"}, push=pushed_b.append)
     seen_a: list[pd.DataFrame] = []
     seen_b: list[pd.DataFrame] = []
     a.listeners.append(seen_a.append)
