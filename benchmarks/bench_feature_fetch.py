@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.core.config import Settings, load_params
 from components.core.paths import DataPaths
 from components.features import compute as F
 from components.features import store as FS
@@ -157,9 +158,9 @@ def percentiles(fn: Callable[[int], Any], n: int, warmup: int = 20) -> dict[str,
 
 
 def bench_store(paths: DataPaths, online: str, args: argparse.Namespace) -> dict[str, Any]:
-    redis_url = os.environ.get(FS.REDIS_URL_ENV, FS.DEFAULT_REDIS_URL).split(",")[0] + ",db=14"
-    settings = FS.StoreSettings(
-        project=f"bench{uuid.uuid4().hex[:8]}", online=online, redis_url=redis_url
+    redis_url = (Settings.from_env().redis_url or FS.DEFAULT_REDIS_URL).split(",")[0] + ",db=14"
+    settings = replace(
+        FS.StoreSettings.from_params(load_params()), project=f"bench{uuid.uuid4().hex[:8]}", online=online, redis_url=redis_url
     )
     store = FS.open_store(paths, settings)
     results: dict[str, Any] = {"online_store": online}

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +158,13 @@ def _peak_gb() -> float:
 def child_train(
     data: Path, backend: str, objective: str, rounds: int, threads: int
 ) -> dict[str, Any]:
+    from components.core.config import load_params
     from components.ranking.ranker import RankerParams, train_ranker
 
     frame, names = load_frame(data)
     rss_loaded = _rss_gb()
-    p = RankerParams(
+    p = replace(
+        RankerParams.from_params(load_params()),
         backend=backend,
         objective=objective,
         heads={"engaged": 1.0},
@@ -169,6 +172,7 @@ def child_train(
         early_stopping_rounds=0,
         n_threads=threads,
         seed=42,
+        base_feature="",
     )
     cpu0, t0 = _cpu_s(), time.perf_counter()
     model = train_ranker(frame, names, p)
@@ -193,6 +197,7 @@ def child_train(
 def child_latency(data: Path, rows: int, trees: int, calls: int, batch: int) -> dict[str, Any]:
     import pandas as pd
 
+    from components.core.config import load_params
     from components.ranking.ranker import RankerParams, train_ranker
 
     frame, names = load_frame(data, rows + batch)
@@ -200,7 +205,8 @@ def child_latency(data: Path, rows: int, trees: int, calls: int, batch: int) -> 
     Xb = np.ascontiguousarray(block[names].to_numpy(dtype=np.float32))
     out: dict[str, Any] = {"trees": trees, "batch_rows": batch, "calls": calls}
     for backend in ("lightgbm", "xgboost"):
-        p = RankerParams(
+        p = replace(
+            RankerParams.from_params(load_params()),
             backend=backend,
             objective="binary",
             heads={"engaged": 1.0},
@@ -208,6 +214,7 @@ def child_latency(data: Path, rows: int, trees: int, calls: int, batch: int) -> 
             early_stopping_rounds=0,
             n_threads=1,
             seed=42,
+            base_feature="",
         )
         model = train_ranker(train, names, p)
         model.predict_threads = 1

@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from components.retrieval.candidates import ContentIndex, IndexParams, auto_nlist, set_search_params
+from components.core.config import load_params
+from components.retrieval.candidates import (
+    CandidateParams,
+    ContentIndex,
+    IndexParams,
+    auto_nlist,
+    set_search_params,
+)
 
 TARGET_ITEMS = 1_000_000
 TARGET_P99_MS = 5.0
@@ -41,11 +48,12 @@ SWEEPS: dict[str, list[dict[str, float]]] = {
     "ivf": [{"nprobe": n} for n in (8, 16, 32, 64, 96, 128, 192, 256)],
     "ivfpq": [{"nprobe": n, "k_factor": f} for n, f in ((16, 2), (32, 2), (64, 2), (96, 4), (128, 4), (192, 4), (256, 4))],
 }
+_INDEX = CandidateParams.from_params(load_params()).index  # params.yaml's, changed per type below
 BUILD: dict[str, IndexParams] = {
-    "flat": IndexParams(type="flat", build_threads=0),
-    "hnsw": IndexParams(type="hnsw", hnsw_m=32, ef_construction=64, build_threads=0),
-    "ivf": IndexParams(type="ivf", build_threads=0),
-    "ivfpq": IndexParams(type="ivfpq", pq_m=32, pq_bits=8, refine_factor=4, build_threads=0),
+    "flat": dataclasses.replace(_INDEX, type="flat", build_threads=0),
+    "hnsw": dataclasses.replace(_INDEX, type="hnsw", hnsw_m=32, ef_construction=64, build_threads=0),
+    "ivf": dataclasses.replace(_INDEX, type="ivf", build_threads=0),
+    "ivfpq": dataclasses.replace(_INDEX, type="ivfpq", pq_m=32, pq_bits=8, refine_factor=4, build_threads=0),
 }
 
 
