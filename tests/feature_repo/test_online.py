@@ -14,6 +14,7 @@ from components.features import store as FS
 from components.features.compute import FILES
 from tests.feature_repo.conftest import redis_client
 from tests.feature_repo.helpers import DAY, T0, H
+from tests.fixtures.params import project_params
 
 END = T0 + 4 * DAY  # last snapshot of the default log
 
@@ -78,7 +79,7 @@ def test_materialize_is_incremental_with_overlap_and_records_what_it_wrote(
 
 def test_materialize_stage_writes_range_rows_and_timing_apart(feature_root, monkeypatch) -> None:
     monkeypatch.delenv(FS.ONLINE_ENV, raising=False)
-    params = {"base": {"seed": 1}, "feast": {"project": "stage", "materialize_overlap_hours": 24}}
+    params = project_params(base={"seed": 1}, feast={"project": "stage", "materialize_overlap_hours": 24, "online_store": "sqlite"})
     applied = FS.run_apply(params, feature_root)
     assert applied.online_store == "sqlite" and "ranker_v2" in applied.feature_services
     result = FS.run_materialize(params, feature_root)
@@ -101,7 +102,7 @@ def test_materialize_stage_writes_range_rows_and_timing_apart(feature_root, monk
 
 def test_materialize_before_apply_fails_instead_of_writing_nothing(feature_root, monkeypatch) -> None:
     monkeypatch.delenv(FS.ONLINE_ENV, raising=False)
-    params = {"base": {"seed": 1}, "feast": {"project": "never_applied"}}
+    params = project_params(base={"seed": 1}, feast={"project": "never_applied", "online_store": "sqlite"})
     with pytest.raises(RuntimeError, match="no feature views registered"):
         FS.run_materialize(params, feature_root)
 
