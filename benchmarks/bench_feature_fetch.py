@@ -34,8 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.core.catalog import DataPaths
 from components.core.config import Settings, load_params
-from components.core.paths import DataPaths
 from components.features import compute as F
 from components.features import store as FS
 

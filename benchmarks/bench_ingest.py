@@ -29,8 +29,8 @@ TARGET_PEAK_GB = 4.0
 
 def child(drop: Path, root: Path) -> None:
     """Run ingest + preprocess once and print one JSON line with the figures."""
+    from components.core.catalog import DataPaths
     from components.core.config import load_params
-    from components.core.paths import DataPaths
     from components.data.ingest import run as ingest_run
     from components.data.preprocess import run as preprocess_run
 

@@ -44,7 +44,7 @@ from urllib.parse import quote
 import numpy as np
 import psutil
 
-from components.core.paths import PROJECT_ROOT
+from components.core.catalog import PROJECT_ROOT
 
 
 def _free_port() -> int:

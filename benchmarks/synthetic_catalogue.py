@@ -47,7 +47,7 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from components.core.paths import PROJECT_ROOT, DataPaths
+from components.core.catalog import PROJECT_ROOT, DataPaths
 
 log = logging.getLogger("synthetic_catalogue")
 

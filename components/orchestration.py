@@ -29,8 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import Params, Settings, load_config, load_params
-from components.core.paths import PROJECT_ROOT, DataPaths
 
 log = logging.getLogger(__name__)
 

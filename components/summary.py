@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 
 
 def _load(path: Path) -> dict[str, Any] | None:

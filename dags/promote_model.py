@@ -69,7 +69,7 @@ def canary_gate(version: str | None) -> bool:
 @task
 def deployment() -> dict[str, Any]:
     """What serves now, as the registry says."""
-    from components.core.paths import DataPaths
+    from components.core.catalog import DataPaths
     from components.deploy.registry import ModelRegistry
     from components.orchestration import project_root
 

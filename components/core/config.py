@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
-from components.core.paths import PROJECT_ROOT, DataPaths
+from components.core.catalog import PROJECT_ROOT, DataPaths
 
 DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
 #: Data sets a drop can come from (``data.source``).

@@ -62,7 +62,7 @@ import pyarrow.parquet as pq
 
 from components.core.config import Params, stage_context, stage_parser
 from components.core.io import atomic_write_parquet
-from components.core.paths import PROJECT_ROOT, DataPaths
+from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.schema import (
     CONTENT_SCHEMA,
     DROP_EVENT_SCHEMA,

@@ -48,7 +48,7 @@ from components.core.frames import (
     arrow_text,
     repeated_rows,
 )
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 
 log = logging.getLogger(__name__)
 

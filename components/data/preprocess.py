@@ -32,7 +32,7 @@ from components.core.config import Params, stage_context, stage_parser
 from components.core.io import write_metrics
 from components.core.frames import arrow_string_mapper, first_occurrence_arrow
 from components.data.ingest import read_event_table
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from components.core.catalog import DataPaths
 from components.core.config import stage_context
 from components.core.io import atomic_write_parquet
-from components.core.paths import DataPaths
 from components.core.verdict import Check, Verdict, missing, write_verdict
 from components.deploy.gates.canary import canary_gate
 from components.deploy.gates.common import PromoteParams, promotion_verdict

@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from components.core.catalog import DataPaths
 from components.core.io import fsync_dir, fsync_file
-from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
     from components.ranking.ranker import RankerModel

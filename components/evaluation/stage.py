@@ -54,9 +54,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.core.catalog import DataPaths
 from components.core.config import Params, stage_context, stage_parser
 from components.core.io import write_metrics
-from components.core.paths import DataPaths
 from components.evaluation.metrics import (
     catalogue_coverage,
     exposure_gini,

@@ -59,10 +59,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.core.catalog import DataPaths
 from components.core.config import Params, stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, codes_of
 from components.core.io import atomic_write_json, write_metrics
-from components.core.paths import DataPaths
 from components.core.schema import (
     CONSUMPTION_TYPES,
     CONTENT_ENGAGEMENT_TYPES,

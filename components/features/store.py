@@ -60,9 +60,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import Params, Settings, stage_context
 from components.core.io import write_metrics
-from components.core.paths import PROJECT_ROOT, DataPaths
 from components.features.compute import context_arrays, recency_hours
 
 if TYPE_CHECKING:

@@ -74,9 +74,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.core.catalog import DataPaths
 from components.core.config import stage_context, stage_parser
 from components.core.io import atomic_write_text
-from components.core.paths import DataPaths
 from components.core.verdict import Verdict, write_verdict
 from components.monitoring.detect import detect_drift
 from components.monitoring.drift_config import (

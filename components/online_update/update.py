@@ -77,8 +77,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from components.core.catalog import DataPaths
 from components.core.config import Params
-from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
     from components.deploy.registry import ModelRegistry

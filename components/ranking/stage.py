@@ -51,9 +51,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from components.core.catalog import DataPaths
 from components.core.config import TRAINING_SET_KEYS, Params, stage_context, stage_parser
 from components.core.io import atomic_write_parquet, atomic_write_text, write_metrics
-from components.core.paths import DataPaths
 from components.core.schema import (
     CONSUMPTION_TYPES,
     CONTENT_NEGATIVE_TYPES,

@@ -83,9 +83,9 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import Params, stage_context, stage_parser
 from components.core.io import atomic_write_text, write_metrics
-from components.core.paths import PROJECT_ROOT, DataPaths
 from components.core.schema import (
     CONSUMPTION_TYPES,
     CREATOR_TYPES,

@@ -72,10 +72,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from components.core.catalog import DataPaths
 from components.core.config import Params, stage_context, stage_parser
 from components.core.frames import arrow_string_mapper
 from components.core.io import atomic_write_json, write_metrics
-from components.core.paths import DataPaths
 from components.core.schema import BLOCKING_TYPES
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
+from components.core.catalog import DataPaths
 from components.core.config import Params, Settings, load_params
-from components.core.paths import DataPaths
 
 if TYPE_CHECKING:
     from components.online_update.update import OnlineUpdater

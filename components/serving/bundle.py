@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from components.core.catalog import DataPaths
 from components.core.config import Params
-from components.core.paths import DataPaths
 from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:

@@ -78,9 +78,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from components.core.catalog import DataPaths
 from components.core.config import Params
 from components.core.io import atomic_write_parquet
-from components.core.paths import DataPaths
 from components.core.schema import POSITIVE_TYPES
 from components.deploy.gates.canary import in_canary
 from components.retrieval.exploration import ExplorationParams, dpp_rerank, explore_slate

@@ -34,8 +34,8 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from components.core.catalog import DataPaths
 from components.core.io import fsync_dir, fsync_file
-from components.core.paths import DataPaths
 from components.core.schema import ENGAGEMENT_TYPES, USER_EVENT_TYPES
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from components.core.paths import PROJECT_ROOT
+from components.core.catalog import PROJECT_ROOT
 
 _HOME = tempfile.mkdtemp(prefix="reco-airflow-home-")
 os.environ.setdefault("AIRFLOW_HOME", _HOME)

@@ -134,7 +134,7 @@ def test_train_dag_artefacts_match_dvc_repro(ran: dict) -> None:
 
 
 def test_promote_dag_takes_the_first_model_to_production(ran: dict) -> None:
-    from components.core.paths import DataPaths
+    from components.core.catalog import DataPaths
     from components.deploy.registry import ModelRegistry
 
     assert ran["promote"]["state"] == "success", ran["promote"]

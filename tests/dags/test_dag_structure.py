@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from components.core.paths import PROJECT_ROOT
+from components.core.catalog import PROJECT_ROOT
 from components.orchestration import MODEL_ASSET_NAME, RETRAIN_ASSET_NAME, TRAIN_STAGES
 
 EXPECTED = {"train_recommender", "materialize_features", "monitor_drift", "promote_model"}

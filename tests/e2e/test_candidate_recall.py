@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from components.core.catalog import DataPaths
 from components.core.config import load_params
-from components.core.paths import DataPaths
 from components.data import datagen
 from components.data.ingest import run as ingest_run
 from components.data.preprocess import run as preprocess_run

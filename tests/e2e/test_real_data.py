@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import load_params
-from components.core.paths import PROJECT_ROOT, DataPaths
 from components.data import realdata
 from components.data.ingest import read_events
 from components.data.ingest import run as ingest_run

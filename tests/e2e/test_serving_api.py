@@ -296,7 +296,7 @@ def test_online_update_registers_a_candidate_never_production(project: Path, tmp
     the joined rows and registers the result as a candidate. Production does not change."""
     import yaml
 
-    from components.core.paths import DataPaths
+    from components.core.catalog import DataPaths
     from components.deploy.registry import ModelRegistry
 
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -353,8 +353,8 @@ def test_benchmark_world_replicates_the_project_and_serves(project: Path, tmp_pa
     import json
 
     from benchmarks.synthetic_catalogue import RAW_USER, build
+    from components.core.catalog import DataPaths
     from components.core.config import load_params
-    from components.core.paths import DataPaths
     from components.data.ingest import pseudonym
     from components.features.store import RequestContext
     from components.serving.engine import Recommender
@@ -392,7 +392,7 @@ def test_promotion_and_rollback_are_picked_up_without_a_restart(server: str, pro
     """Runs last: it swaps the project's production model and swaps it back."""
     from datetime import UTC, datetime
 
-    from components.core.paths import DataPaths
+    from components.core.catalog import DataPaths
     from components.deploy.registry import ModelRegistry
     from components.ranking.ranker import save
 

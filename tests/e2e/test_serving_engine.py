@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from components.core.catalog import DataPaths
 from components.core.config import deep_merge, load_params
-from components.core.paths import DataPaths
 from components.deploy.gates.canary import in_canary
 from components.deploy.registry import ModelRegistry, resolve_model_dir
 from components.deploy.registry import run as register_latest

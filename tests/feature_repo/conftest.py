@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 from components.features import store as FS
 from tests.feature_repo.helpers import build_root
 from tests.fixtures.params import project_settings

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 from components.data.preprocess import sessionise
 from components.features import compute as F
 from tests.fixtures.params import project_settings

@@ -9,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
+from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import load_params
-from components.core.paths import PROJECT_ROOT, DataPaths
 from components.data import ingest, preprocess, realdata
 from components.features import compute as features
 

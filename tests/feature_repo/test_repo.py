@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.core.paths import PROJECT_ROOT, DataPaths
+from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.features import compute as F
 from components.features import store as FS
 from tests.fixtures.params import project_params

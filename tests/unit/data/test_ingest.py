@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.core import schema
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 from components.data.ingest import (
     DEMO_HMAC_KEY,
     IngestError,

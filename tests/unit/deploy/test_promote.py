@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 from components.core.verdict import Verdict
 from components.deploy.gates.canary import arm_outcomes, canary_decision, canary_gate, in_canary
 from components.deploy.gates.common import PromoteParams

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.core.paths import PROJECT_ROOT, DataPaths
+from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.deploy.registry import (
     ARCHIVED,
     CANARY,

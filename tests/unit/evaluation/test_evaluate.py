@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.core.catalog import DataPaths
 from components.core.config import load_params
-from components.core.paths import DataPaths
 from components.data.realdata import table_to_drop
 from components.evaluation import stage as V
 from components.retrieval.embeddings import interaction_events

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 from components.core.schema import ENGAGEMENT_TYPES
 from components.data.preprocess import session_table, sessionise
 from components.features import compute as F

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from components.core.catalog import DataPaths
 from components.core.config import deep_merge, load_params
-from components.core.paths import DataPaths
 from components.monitoring import drift as D
 from components.monitoring.detect import detect_drift
 from components.monitoring.drift_config import FAMILIES, FEATURE_TS, DriftConfig, EmptyWindowError

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.core.catalog import DataPaths
 from components.core.config import deep_merge
-from components.core.paths import DataPaths
 from components.deploy.registry import ModelRegistry, TransitionError
 from components.online_update.update import (
     OnlineUpdater,

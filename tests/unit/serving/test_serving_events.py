@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 from components.data.ingest import Limits, pseudonym
 from components.serving.events import EventSink, RealtimeFeatures, read_stream_events
 from components.serving.ratelimit import RateLimiter, key_name, parse_api_keys
