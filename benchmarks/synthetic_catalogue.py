@@ -95,7 +95,7 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     )
     from components.retrieval.candidates import Candidates, ContentIndex, Neighbourhood, Retriever
     from components.retrieval.embeddings import EmbeddingModel, Interactions
-    from components.serving.bundle import ServingBundle, bundle_dir
+    from components.serving.bundle import ServingBundle
     from components.serving.snapshot import COLD_USER, CandidateSnapshot
 
     t0 = time.perf_counter()
@@ -283,7 +283,7 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
         items=item_cache,
         description=f"synthetic: {n_items} contents, {n_users} users, {copies} copies of {i0} contents of {source}",
     )
-    bundle.save(bundle_dir(paths))
+    bundle.save(paths.of("serving_bundle"))
     meta = {
         "items": n_items,
         "users": n_users,

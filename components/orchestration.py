@@ -118,10 +118,9 @@ def register_candidate(root: Path | None = None, now: datetime | None = None) ->
     """Register ``data/models/ranker/LATEST`` as a candidate with its metrics and data version."""
     from components.deploy.registry import ModelRegistry
     from components.deploy.registry import run as register
-    from components.ranking.stage import ranking_dir
 
     paths = DataPaths(root or project_root())
-    version = (ranking_dir(paths) / "LATEST").read_text(encoding="utf-8").strip()
+    version = paths.of("ranker_latest").read_text(encoding="utf-8").strip()
     with ModelRegistry(paths) as registry:
         known = registry.find(version)
     record = register(
@@ -145,7 +144,7 @@ def newest_event_time(root: Path) -> datetime | None:
     """The newest clean event's time (``None`` before the first preprocessing run)."""
     import pyarrow.parquet as pq
 
-    path = DataPaths(root).interim / "events.parquet"
+    path = DataPaths(root).of("interim_events")
     if not path.exists():
         return None
     ts = pq.read_table(path, columns=["timestamp"]).column(0)
@@ -166,7 +165,7 @@ def production_reference(root: Path, current_start: datetime) -> tuple[datetime,
     from components.deploy.registry import ModelRegistry
 
     paths = DataPaths(root)
-    if not (paths.data / "registry" / "registry.db").exists():
+    if not paths.of("registry_db").exists():
         return None
     with ModelRegistry(paths) as registry:
         production = registry.deployment().production
@@ -207,7 +206,7 @@ def drift_report(end: datetime, root: Path | None = None) -> dict[str, Any]:
         log.info("reference window: the production model's training data %s .. %s", *reference)
         cmd += ["--reference-start", reference[0].isoformat(), "--reference-end", reference[1].isoformat()]
     _run(cmd, root, "drift")
-    return _read_json(DataPaths(root).metrics / "drift.json")
+    return _read_json(DataPaths(root).of("metrics_drift"))
 
 
 def run_gate(gate: str, version: str | None, root: Path | None = None) -> dict[str, Any]:

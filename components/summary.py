@@ -17,9 +17,8 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 def summarise(paths: DataPaths) -> list[str]:
     """One block of lines per stage whose metrics exist."""
-    m = paths.metrics
     lines: list[str] = []
-    ing, ing_t = _load(m / "ingest.json"), _load(m / "ingest_throughput.json")
+    ing, ing_t = _load(paths.of("metrics_ingest")), _load(paths.of("metrics_ingest_throughput"))
     if ing:
         lines.append(
             f"ingest      {ing['n_in']:>10,} records in = {ing['stored']:,} stored + "
@@ -32,7 +31,7 @@ def summarise(paths: DataPaths) -> list[str]:
         if ing_t:
             lines.append(f"            {ing_t['events_per_second']:,.0f} events/s")
         lines.append(f"            -> {paths.raw_events} (Parquet, partitioned by event_date)")
-    pre, pre_t = _load(m / "preprocess.json"), _load(m / "preprocess_throughput.json")
+    pre, pre_t = _load(paths.of("metrics_preprocess")), _load(paths.of("metrics_preprocess_throughput"))
     if pre:
         lines.append(
             f"preprocess  {pre['events_out']:>10,} clean events, {pre['sessions']:,} sessions of "
@@ -43,7 +42,7 @@ def summarise(paths: DataPaths) -> list[str]:
         if pre_t:
             lines.append(f"            {pre_t['events_per_second']:,.0f} events/s")
         lines.append(f"            -> {paths.interim}/{{events,sessions,content,users}}.parquet")
-    feat = _load(m / "features.json")
+    feat = _load(paths.of("metrics_features"))
     if feat:
         rows = ", ".join(f"{k} {v:,}" for k, v in sorted(feat.get("rows", {}).items()))
         lines.append(
@@ -51,27 +50,27 @@ def summarise(paths: DataPaths) -> list[str]:
             f"{feat.get('last_snapshot', '?')[:10]})"
         )
         lines.append(f"            -> {paths.features}/*.parquet")
-    fa = _load(m / "feast_apply.json")
+    fa = _load(paths.of("metrics_feast_apply"))
     if fa:
         services = ", ".join(f"{k} ({v} features)" for k, v in sorted(fa.get("feature_services", {}).items()))
         lines.append(
             f"feast_apply {len(fa.get('feature_views', {}))} feature views, "
             f"{len(fa.get('entities', []))} entities; services {services}"
         )
-    mat = _load(m / "materialize.json")
+    mat = _load(paths.of("metrics_materialize"))
     if mat:
         lines.append(
             f"materialize {mat.get('rows', 0):,} rows into the {mat.get('online_store', '?')} online store "
             f"({len(mat.get('views', []))} views)"
         )
-    emb = _load(m / "embeddings.json")
+    emb = _load(paths.of("metrics_embeddings"))
     if emb:
         lines.append(
             f"embeddings  {emb.get('users', 0):,} users, {emb.get('contents', 0):,} contents "
             f"({emb.get('cold_contents', 0):,} cold-start); unified dim {emb.get('unified_dim', '?')}, "
             f"version {emb.get('version', '?')}"
         )
-    cand = _load(m / "candidates.json")
+    cand = _load(paths.of("metrics_candidates"))
     if cand:
         ev = cand.get("evaluation", {})
         rec = ev.get("recall", {})
@@ -82,7 +81,7 @@ def summarise(paths: DataPaths) -> list[str]:
                 "            hold-out recall merged vs popularity: "
                 + ", ".join(f"{k} {merged[k]:.3f} vs {pop.get(k, 0):.3f}" for k in sorted(merged, key=lambda x: int(x[1:])))
             )
-    rk = _load(m / "ranking.json")
+    rk = _load(paths.of("metrics_ranking"))
     if rk:
         combined = (rk.get("training", {}) or {}).get("combined", {}) or {}
         lines.append(
@@ -90,8 +89,11 @@ def summarise(paths: DataPaths) -> list[str]:
             f"{rk.get('groups', 0):,} groups, {rk.get('features', 0)} features; validation "
             f"AUC {combined.get('auc', float('nan')):.3f}, NDCG@10 {combined.get('ndcg@10', float('nan')):.3f}"
         )
-    for name in ("evaluate.json", "evaluate_kuairand.json", "evaluate_movielens.json"):
-        ev = _load(m / name) or {}
+    evaluations = [paths.of("metrics_evaluate")] + [
+        paths.of("metrics_evaluate_dataset", dataset=d) for d in ("kuairand", "movielens")
+    ]
+    for path in evaluations:
+        ev = _load(path) or {}
         models = ev.get("models", {})
         if "pipeline" in models:
             best = ev.get("best_baseline", "")
@@ -99,15 +101,15 @@ def summarise(paths: DataPaths) -> list[str]:
                 f"evaluate    {ev.get('dataset', '?')} ({ev.get('protocol', '?')}): NDCG@10 pipeline "
                 f"{models['pipeline']['ndcg@10']:.4f} vs best baseline {best} {models.get(best, {}).get('ndcg@10', float('nan')):.4f}"
             )
-    drift = _load(m / "drift.json")
+    drift = _load(paths.of("metrics_drift"))
     if drift:
         lines.append(f"drift       {drift.get('reason', '?')}")
-        lines.append(f"            -> {paths.reports}/drift.html")
+        lines.append(f"            -> {paths.of('report_drift')}")
     for gate in ("offline", "shadow", "canary"):
-        g = _load(m / f"gate_{gate}.json")
+        g = _load(paths.of("gate_verdict", gate=gate))
         if g:
             lines.append(f"gate        {gate:8s} {g.get('candidate') or '-'}: {g.get('decision')} ({g.get('reason')})")
-    registry_db = paths.data / "registry" / "registry.db"
+    registry_db = paths.of("registry_db")
     if registry_db.exists():
         from components.deploy.registry import ModelRegistry
 

@@ -5,12 +5,16 @@ File paths are relative to the repository folder (Feast resolves them against th
 and from a temporary copy laid out as ``<root>/feature_repo`` + ``<root>/data/features``.
 """
 
+import posixpath
+
 from feast import FileSource, PushSource, RequestSource
 
+from components.core.catalog import artefact
 from components.features.compute import FILES, REQUEST_COLUMNS
 from components.features.store import feast_fields
 
-FEATURES_DIR = "../data/features"
+#: The features folder relative to this repository folder (``../data/features``).
+FEATURES_DIR = posixpath.relpath(artefact("features").path, artefact("feature_repo").path)
 
 user_source = FileSource(
     name="user_features_source",

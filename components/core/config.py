@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
-from components.core.catalog import PROJECT_ROOT, DataPaths
+from components.core.catalog import DataPaths
 
-DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+DEFAULT_PARAMS = DataPaths().of("params")
 #: Data sets a drop can come from (``data.source``).
 DATASETS: tuple[str, ...] = ("synthetic", "kuairand", "movielens")
 #: Sections with ``overrides.<dataset>`` subsections, merged by :meth:`Params.for_dataset`.

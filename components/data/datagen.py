@@ -1162,7 +1162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=DataPaths().drops / "synthetic",
+        default=DataPaths().of("drop_synthetic"),
         help="drop folder; relative paths are taken from the project root",
     )
     parser.add_argument("--n-events", type=int, default=None, help="override datagen.n_events")

@@ -847,15 +847,15 @@ def run(
     quarantine = pd.concat(rejected, ignore_index=True)
     pq.write_table(
         pa_arrow.Table.from_pandas(quarantine, schema=schema.QUARANTINE_SCHEMA, preserve_index=False),
-        paths.quarantine / "quarantine.parquet",
+        paths.of("quarantine_records"),
     )
     pq.write_table(
         pa_arrow.Table.from_pandas(_prepare_users(users, key), schema=schema.USER_SCHEMA, preserve_index=False),
-        paths.raw / "users.parquet",
+        paths.of("raw_users"),
     )
     pq.write_table(
         pa_arrow.Table.from_pandas(content, schema=schema.CONTENT_SCHEMA, preserve_index=False),
-        paths.raw / "content.parquet",
+        paths.of("raw_content"),
     )
     seconds = time.perf_counter() - t0
     reasons = quarantine["reason"].value_counts().sort_index().to_dict() if len(quarantine) else {}
@@ -884,9 +884,9 @@ def run(
     timing = {"seconds": metrics.pop("seconds"), "events_per_second": metrics.pop("events_per_second")}
     metrics["reconciled"] = True
     # Counts are deterministic (compared across runs); timings are not, so they live apart.
-    write_metrics(paths.metrics / "ingest.json", metrics)
-    write_metrics(paths.metrics / "ingest_throughput.json", timing, sort_keys=False)
-    atomic_write_json(paths.raw / "ingest_report.json", [asdict(f) for f in result.files], sort_keys=False)
+    write_metrics(paths.of("metrics_ingest"), metrics)
+    write_metrics(paths.of("metrics_ingest_throughput"), timing, sort_keys=False)
+    atomic_write_json(paths.of("ingest_report"), [asdict(f) for f in result.files], sort_keys=False)
     log.info(
         "ingested %d records: %d stored, %d quarantined, %d duplicates, %d unknown-content (%.1f s)",
         result.n_in, result.stored, result.quarantined, result.duplicates, result.unknown_content, seconds,

@@ -287,27 +287,27 @@ def run(params: dict[str, Any], paths: DataPaths) -> PreprocessResult:
     t0 = time.perf_counter()
     cols = [c for c in schema.EVENT_COLUMNS if c != "event_date"]
     events = read_event_table(paths.raw_events, columns=cols)
-    content = pq.read_table(paths.raw / "content.parquet").to_pandas()
+    content = pq.read_table(paths.of("raw_content")).to_pandas()
     n_in = len(events)
     events, sessions, content, n_dups = preprocess_table(events, content, p)
 
     paths.interim.mkdir(parents=True, exist_ok=True)
     pq.write_table(
         events,
-        paths.interim / "events.parquet",
+        paths.of("interim_events"),
         row_group_size=1 << 20,
         use_dictionary=["event_type", "user_id", "content_id", "creator_id", "device_type", "os", "network", "category", "platform", "reason"],
     )
     pq.write_table(
         pa.Table.from_pandas(sessions, schema=schema.SESSION_SCHEMA, preserve_index=False),
-        paths.interim / "sessions.parquet",
+        paths.of("interim_sessions"),
     )
     pq.write_table(
         pa.Table.from_pandas(content, schema=CLEAN_CONTENT_SCHEMA, preserve_index=False),
-        paths.interim / "content.parquet",
+        paths.of("interim_content"),
     )
-    users = pq.read_table(paths.raw / "users.parquet")
-    pq.write_table(users, paths.interim / "users.parquet")
+    users = pq.read_table(paths.of("raw_users"))
+    pq.write_table(users, paths.of("interim_users"))
     seconds = time.perf_counter() - t0
     result = PreprocessResult(
         events_in=n_in,
@@ -325,8 +325,8 @@ def run(params: dict[str, Any], paths: DataPaths) -> PreprocessResult:
     )
     metrics = asdict(result)
     timing = {"seconds": metrics.pop("seconds"), "events_per_second": metrics.pop("events_per_second")}
-    write_metrics(paths.metrics / "preprocess.json", metrics)
-    write_metrics(paths.metrics / "preprocess_throughput.json", timing, sort_keys=False)
+    write_metrics(paths.of("metrics_preprocess"), metrics)
+    write_metrics(paths.of("metrics_preprocess_throughput"), timing, sort_keys=False)
     log.info("preprocessed %d events into %d sessions (%.1f s)", len(events), len(sessions), seconds)
     return result
 

@@ -66,7 +66,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.core.io import atomic_write_json, atomic_write_parquet
-from components.core.catalog import PROJECT_ROOT, DataPaths
+from components.core.catalog import DataPaths
 from components.core.schema import (
     CONTENT_SCHEMA,
     DROP_EVENT_SCHEMA,
@@ -89,7 +89,8 @@ LIKE_MIN_RATING = 4.0
 HIDE_MAX_RATING = 1.5
 NO_GENRES = "(no genres listed)"
 
-DATASETS: dict[str, str] = {"kuairand": "kuairand-subset", "movielens": "ml-latest-small"}
+#: The vendored data sets; each one's folder is the catalogue's ``dataset_<name>``.
+DATASETS: tuple[str, ...] = ("kuairand", "movielens")
 
 EVENTS_FILE = Path("events") / "part-00000.parquet"
 USERS_FILE = Path("users.parquet")
@@ -608,12 +609,12 @@ def write_drop(drop: Drop, out_dir: Path) -> DropFiles:
 
 def default_src(dataset: str) -> Path:
     """The vendored copy of a data set under the project root."""
-    return DataPaths(PROJECT_ROOT).datasets / DATASETS[_checked_dataset(dataset)]
+    return DataPaths().of(f"dataset_{_checked_dataset(dataset)}")
 
 
 def default_out(dataset: str) -> Path:
     """The drop folder a data set is converted into by default (``data/drops/<dataset>``)."""
-    return DataPaths(PROJECT_ROOT).drops / _checked_dataset(dataset)
+    return DataPaths().of("drop", dataset=_checked_dataset(dataset))
 
 
 def _checked_dataset(dataset: str) -> str:

@@ -60,7 +60,7 @@ STAGE_ORDER = ("candidate", "shadow", "canary", "production")
 
 def ingestion_quality(paths: DataPaths) -> dict[str, Any]:
     """The ingestion record's reconciliation and quarantine rate (empty if there is none)."""
-    path = paths.metrics / "ingest.json"
+    path = paths.of("metrics_ingest")
     if not path.exists():
         return {}
     rec = json.loads(path.read_text(encoding="utf-8"))
@@ -76,7 +76,7 @@ def ingestion_quality(paths: DataPaths) -> dict[str, Any]:
 def drift_record(paths: DataPaths) -> Mapping[str, Any] | None:
     """The drift verdict's JSON record, None when there is none; an unreadable file is a record
     the offline gate rejects with its reason."""
-    path = paths.metrics / "drift.json"
+    path = paths.of("metrics_drift")
     if not path.exists():
         return None
     try:
@@ -87,12 +87,12 @@ def drift_record(paths: DataPaths) -> Mapping[str, Any] | None:
 
 
 def verdict_path(paths: DataPaths, gate: str) -> Path:
-    return paths.metrics / f"gate_{gate}.json"
+    return paths.of("gate_verdict", gate=gate)
 
 
 def append_score_log(paths: DataPaths, frame: pd.DataFrame, name: str) -> Path:
     """One parquet file per (gate run, model): rewriting the same name replaces it (idempotent)."""
-    return atomic_write_parquet(paths.data / "logs" / "scores" / f"{name}.parquet", frame, index=False)
+    return atomic_write_parquet(paths.of("score_logs") / f"{name}.parquet", frame, index=False)
 
 
 def _load(registry: ModelRegistry, version: str) -> RankerModel:
@@ -177,7 +177,6 @@ def run_gate(
     archived). No model to check fails; re-running a gate for a model already past it changes
     nothing and passes; a model that was archived does not pass."""
     from components.deploy.registry import ModelRegistry
-    from components.ranking.stage import holdout_path
 
     if gate not in GATES:
         raise ValueError(f"unknown gate {gate!r}; expected one of {GATES}")
@@ -190,7 +189,7 @@ def run_gate(
     verdict = stage_verdict(gate, target, record.stage if record else None, prod_version)
     if verdict is None:
         assert target is not None and record is not None
-        holdout = holdout_path(paths)
+        holdout = paths.of("ranking_holdout")
         if holdout.exists():
             production = (
                 _load(registry, prod_version) if prod_version and prod_version != target else None

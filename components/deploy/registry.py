@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from components.core.catalog import DataPaths
+from components.core.catalog import DataPaths, artefact
 from components.core.io import fsync_dir, fsync_file
 
 if TYPE_CHECKING:
@@ -77,10 +77,10 @@ SLOT_STAGES: tuple[str, ...] = (SHADOW, CANARY, PRODUCTION)
 #: the one forward step allowed from each stage (besides archiving)
 PROMOTIONS: dict[str, str] = {CANDIDATE: SHADOW, SHADOW: CANARY, CANARY: PRODUCTION}
 #: outputs of the data stages whose ``dvc.lock`` md5s make up :func:`data_version`
-DATA_OUTPUTS: tuple[str, ...] = ("data/raw", "data/interim", "data/features")
+DATA_OUTPUTS: tuple[str, ...] = tuple(artefact(n).path for n in ("raw", "interim", "features"))
 UNKNOWN = "unknown"
 SCHEMA_VERSION = 1
-DB_NAME = "registry.db"
+DB_NAME = artefact("registry_db").relative().name
 MODELS_DIR = "models"
 TMP_PREFIX = ".tmp-"
 MANIFEST = "manifest.json"  # components.ranking.ranker.MANIFEST, without importing the ranker
@@ -214,7 +214,7 @@ def data_version_from_lock(lock: Mapping[str, Any]) -> str:
 
 def data_version(root: Path) -> str:
     """:func:`data_version_from_lock` of ``root/dvc.lock`` ("unknown" without one)."""
-    lock = Path(root) / "dvc.lock"
+    lock = DataPaths(Path(root)).of("dvc_lock")
     if not lock.exists():
         return UNKNOWN
     with lock.open(encoding="utf-8") as fh:
@@ -353,11 +353,6 @@ _SCHEMA: tuple[str, ...] = (
 )
 
 
-def registry_dir(paths: DataPaths) -> Path:
-    """The registry's default folder (``data/registry``)."""
-    return paths.data / "registry"
-
-
 def _record(row: sqlite3.Row) -> ModelRecord:
     return ModelRecord(
         version=row["version"],
@@ -400,7 +395,7 @@ class ModelRegistry:
         timeout_s: float = 30.0,
     ) -> None:
         self.paths = paths if paths is not None else DataPaths()
-        self.directory = Path(directory) if directory is not None else registry_dir(self.paths)
+        self.directory = Path(directory) if directory is not None else self.paths.of("registry")
         self.db_path = self.directory / DB_NAME
         self.models_dir = self.directory / MODELS_DIR
         self.actor = actor
@@ -878,10 +873,10 @@ def pipeline_metrics(paths: DataPaths) -> dict[str, Any]:
     offline evaluation of the whole pipeline."""
 
     def read(name: str) -> dict[str, Any]:
-        path = paths.metrics / name
+        path = paths.of(name)
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
-    ranking, evaluation = read("ranking.json"), read("evaluate.json")
+    ranking, evaluation = read("metrics_ranking"), read("metrics_evaluate")
     out: dict[str, Any] = {}
     if ranking.get("cuts"):
         out["trained_until"] = max(ranking["cuts"])
@@ -904,9 +899,7 @@ def run(
     ``model_dir``) as a candidate, with the data version of ``paths.root``'s ``dvc.lock`` and
     its training metrics unless ``metrics`` are given."""
     if model_dir is None:
-        from components.ranking.stage import ranking_dir
-
-        model_dir = ranking_dir(paths)
+        model_dir = paths.of("ranker")
         if metrics is None:
             metrics = {**training_metrics(model_dir), **pipeline_metrics(paths)}
     with ModelRegistry(paths, directory=directory, actor=actor) as reg:

@@ -222,8 +222,8 @@ def build_store(params: Mapping[str, Any], root: Path, train: pd.DataFrame, cont
 
     paths = DataPaths(root)
     paths.interim.mkdir(parents=True, exist_ok=True)
-    for name, frame in (("events", train), ("content", content), ("users", users)):
-        pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), paths.interim / f"{name}.parquet")
+    for name, frame in (("interim_events", train), ("interim_content", content), ("interim_users", users)):
+        pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), paths.of(name))
     features_run(params, paths)
     store = open_store(paths, StoreSettings.from_params(params))
     apply(store)
@@ -556,19 +556,19 @@ def render_report(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(result: EvalResult, paths: DataPaths, suffix: str = "") -> dict[str, Path]:
-    """``metrics/evaluate<suffix>.json``, one curve CSV per model under
-    ``metrics/plots/evaluate<suffix>/`` (each a series in ``dvc plots``) and the report."""
-    curves_dir = paths.metrics / "plots" / f"evaluate{suffix}"
+def write_outputs(result: EvalResult, paths: DataPaths, dataset: str | None = None) -> dict[str, Path]:
+    """``metrics/evaluate[_<dataset>].json``, one curve CSV per model under
+    ``metrics/plots/evaluate[_<dataset>]/`` (each a series in ``dvc plots``) and the report;
+    without ``dataset`` the pipeline's own (``evaluate`` stage), else ``evaluate_real``'s."""
+    if dataset is None:
+        out = {k: paths.of(f"{k}_evaluate") for k in ("metrics", "plots", "report")}
+    else:
+        out = {k: paths.of(f"{k}_evaluate_dataset", dataset=dataset) for k in ("metrics", "plots", "report")}
+    curves_dir = out["plots"]
     if curves_dir.exists():
         shutil.rmtree(curves_dir)
     curves_dir.mkdir(parents=True)
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    out = {
-        "metrics": paths.metrics / f"evaluate{suffix}.json",
-        "curves": curves_dir,
-        "report": paths.reports / f"evaluation{suffix}.md",
-    }
+    out["report"].parent.mkdir(parents=True, exist_ok=True)
     write_metrics(out["metrics"], result.summary)
     for model, frame in result.curves.groupby("model", sort=False):
         frame.drop(columns="model").to_csv(curves_dir / f"{model}.csv", index=False)
@@ -586,7 +586,7 @@ def read_tables(paths: DataPaths) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
     from components.retrieval.embeddings import read_interim
 
     _, content, users = read_interim(paths)
-    events = pq.read_table(paths.interim / "events.parquet").to_pandas(types_mapper=arrow_string_mapper)
+    events = pq.read_table(paths.of("interim_events")).to_pandas(types_mapper=arrow_string_mapper)
     return events, content, users
 
 
@@ -640,7 +640,7 @@ def run_dataset(params: Mapping[str, Any], dataset: str, paths: DataPaths) -> Ev
         prepared = prepare_dataset(params, dataset, Path(tmp) / "data-root")
         events, content, users = read_tables(prepared)
         result = evaluate_events(params, dataset, events, content, users, Path(tmp))
-    write_outputs(result, paths, f"_{dataset}")
+    write_outputs(result, paths, dataset)
     return result
 
 
@@ -681,7 +681,7 @@ def run_files(
         part = events["event_id"].astype(str).str.split("-", n=1).str[0].to_numpy()
         train, test = events[part != "test"], events[part == "test"]
         result = evaluate_split(params, name, train, test, content_t, users, s, root)
-    write_outputs(result, paths, f"_{name}")
+    write_outputs(result, paths, name)
     return result
 
 
@@ -698,17 +698,15 @@ def batch_feed(
     from components.data.ingest import pseudonym
     from components.features.store import StoreSettings, open_store
     from components.ranking.ranker import load
-    from components.ranking.stage import ranking_dir
     from components.retrieval.candidates import CandidateParams, Retriever
-    from components.retrieval.embeddings import EmbeddingParams, embeddings_dir, load_model
+    from components.retrieval.embeddings import EmbeddingParams, load_model
 
     dataset = Params.of(params).data.source
     events, content, users = read_tables(paths)
-    model_dir = ranking_dir(paths)
-    model = load(model_dir / (model_dir / "LATEST").read_text().strip())
+    model = load(paths.of("ranker") / paths.of("ranker_latest").read_text().strip())
     cut = cut_of(events)
     retr = Retriever.fit(
-        load_model(embeddings_dir(paths)), events, content, users, cut,
+        load_model(paths.of("embeddings")), events, content, users, cut,
         CandidateParams.from_params(params, dataset), EmbeddingParams.from_params(params),
     )
     store = open_store(paths, StoreSettings.from_params(params)) if model.feature_service else None
@@ -741,7 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         wanted = [line.strip() for line in args.feed_users.read_text().splitlines() if line.strip()]
         feed = batch_feed(params, paths, wanted, args.k, hmac_key_from_env())
-        out = args.out or paths.reports / "feed.csv"
+        out = args.out or paths.of("feed")
         out.parent.mkdir(parents=True, exist_ok=True)
         feed.to_csv(out, index=False)
         print(f"feed: {feed['user_id'].nunique()} users x top {args.k} -> {out}")
@@ -754,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = prepare_dataset(params, dataset, Path(tmp) / "data-root") if args.dataset else paths
             events, content, users = read_tables(source)
             cv = cross_validate(params, dataset, events, content, users, args.cv, Path(tmp))
-        write_metrics(paths.metrics / f"evaluate_cv_{dataset}.json", cv)
+        write_metrics(paths.of("metrics_evaluate_cv", dataset=dataset), cv)
         for name, m in cv["models"].items():
             print(f"{name:12s} ndcg@10 {m['ndcg@10']['mean']:.4f} ± {m['ndcg@10']['std']:.4f}")
         return 0

@@ -59,7 +59,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.core.catalog import DataPaths
+from components.core.catalog import DataPaths, artefact
 from components.core.config import Params, stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, codes_of
 from components.core.io import atomic_write_json, write_metrics
@@ -222,14 +222,12 @@ CONTENT_SCHEMA = arrow_schema("content_id", CONTENT_STATS_COLUMNS)
 PROFILE_SCHEMA = arrow_schema("content_id", CONTENT_PROFILE_COLUMNS)
 CREATOR_SCHEMA = arrow_schema("creator_id", CREATOR_COLUMNS)
 
-#: Output files under ``DataPaths.features``.
+#: Output file names in the features folder, from the catalogue's ``features_<table>`` entries.
 FILES: dict[str, str] = {
-    "user": "user_features.parquet",
-    "content": "content_features.parquet",
-    "content_profile": "content_profile.parquet",
-    "creator": "creator_features.parquet",
+    name: artefact(f"features_{name}").relative().name
+    for name in ("user", "content", "content_profile", "creator")
 }
-META_FILE = "feature_meta.json"
+META_FILE = artefact("features_meta").relative().name
 
 
 @dataclass(frozen=True)
@@ -1029,12 +1027,12 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> FeaturesResult:
     p = FeatureParams.from_params(params)
     t0 = time.perf_counter()
     events = pq.read_table(
-        paths.interim / "events.parquet", columns=list(EVENT_INPUT_COLUMNS)
+        paths.of("interim_events"), columns=list(EVENT_INPUT_COLUMNS)
     ).to_pandas(types_mapper=arrow_string_mapper)
-    content = pq.read_table(paths.interim / "content.parquet").to_pandas(
+    content = pq.read_table(paths.of("interim_content")).to_pandas(
         types_mapper=arrow_string_mapper
     )
-    users = pq.read_table(paths.interim / "users.parquet").to_pandas(
+    users = pq.read_table(paths.of("interim_users")).to_pandas(
         types_mapper=arrow_string_mapper
     )
     tables = compute_features(events, content, users, p)
@@ -1059,12 +1057,12 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> FeaturesResult:
     )
     metrics = {k: v for k, v in result.__dict__.items() if k != "seconds"}
     metrics["events"] = len(events)
-    write_metrics(paths.metrics / "features.json", metrics)
+    write_metrics(paths.of("metrics_features"), metrics)
     timing = {
         "seconds": result.seconds,
         "events_per_second": round(len(events) / result.seconds, 1) if result.seconds else 0.0,
     }
-    write_metrics(paths.metrics / "features_throughput.json", timing, sort_keys=False)
+    write_metrics(paths.of("metrics_features_throughput"), timing, sort_keys=False)
     log.info("features: %s rows in %.1f s", result.rows, result.seconds)
     return result
 

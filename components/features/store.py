@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from components.core.catalog import PROJECT_ROOT, DataPaths
+from components.core.catalog import DataPaths
 from components.core.config import Params, Settings, stage_context
 from components.core.io import write_metrics
 from components.features.compute import context_arrays, recency_hours
@@ -71,8 +71,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The feature definitions (code). State goes to ``DataPaths.root / "feature_repo" / "data"``.
-REPO_CODE_DIR = PROJECT_ROOT / "feature_repo"
+#: The feature definitions (code). State goes to each root's ``feature_repo_state`` (the catalogue).
+REPO_CODE_DIR = DataPaths().of("feature_repo")
 REPO_MODULES = (
     "entities",
     "data_sources",
@@ -137,14 +137,9 @@ class StoreSettings:
         )
 
 
-def repo_dir(paths: DataPaths) -> Path:
-    """The repository folder of a root: file sources resolve against it, state lives below it."""
-    return paths.root / "feature_repo"
-
-
 def config_dict(paths: DataPaths, settings: StoreSettings) -> dict[str, Any]:
     """feature_store.yaml contents with absolute state paths for this root and online store."""
-    state = repo_dir(paths) / "data"
+    state = paths.of("feature_repo_state")
     online: dict[str, Any]
     if settings.online == "redis":
         online = {"type": "redis", "connection_string": settings.redis_url}
@@ -171,7 +166,7 @@ def write_feature_store_yaml(
     """Write :func:`config_dict` as YAML, by default into the (gitignored) state folder,
     ``<root>/feature_repo/data/feature_store.<online>.yaml``, for the Feast CLI:
     ``feast -c feature_repo -f feature_repo/data/feature_store.redis.yaml ...``."""
-    target = path or repo_dir(paths) / "data" / f"feature_store.{settings.online}.yaml"
+    target = path or paths.of("feature_repo_state") / f"feature_store.{settings.online}.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(config_dict(paths, settings), sort_keys=False))
     return target
@@ -185,7 +180,7 @@ def repo_config(
     from feast import RepoConfig
     from feast.repo_config import load_repo_config
 
-    rdir = repo_dir(paths)
+    rdir = paths.of("feature_repo")
     if config_file is not None:
         cfg = load_repo_config(rdir, Path(config_file))
         cfg.repo_path = rdir
@@ -199,9 +194,9 @@ def open_store(
     """A FeatureStore for a root (creates the state folder)."""
     from feast import FeatureStore
 
-    (repo_dir(paths) / "data").mkdir(parents=True, exist_ok=True)
+    paths.of("feature_repo_state").mkdir(parents=True, exist_ok=True)
     return FeatureStore(
-        repo_path=str(repo_dir(paths)), config=repo_config(paths, settings, config_file)
+        repo_path=str(paths.of("feature_repo")), config=repo_config(paths, settings, config_file)
     )
 
 
@@ -930,7 +925,7 @@ def run_apply(
     settings = StoreSettings.from_params(params)
     store = open_store(paths, settings, config_file)
     result = apply(store)
-    write_metrics(paths.metrics / "feast_apply.json", asdict(result))
+    write_metrics(paths.of("metrics_feast_apply"), asdict(result))
     log.info(
         "applied %d feature views, %d services to %s",
         len(result.feature_views),
@@ -955,15 +950,15 @@ def run_materialize(
     record = asdict(result)
     seconds = record.pop("seconds")
     record["rows"] = result.rows
-    write_metrics(paths.metrics / "materialize.json", record)
+    write_metrics(paths.of("metrics_materialize"), record)
     write_metrics(
-        paths.metrics / "materialize_throughput.json",
+        paths.of("metrics_materialize_throughput"),
         {
             "seconds": seconds,
             "rows_per_second": round(result.rows / seconds, 1) if seconds else 0.0,
         },
     )
-    log_path = repo_dir(paths) / "data" / f"materialize_log.{result.online_store}.jsonl"
+    log_path = paths.of("feature_repo_state") / f"materialize_log.{result.online_store}.jsonl"
     with log_path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({**record, "seconds": seconds}, default=str) + "\n")
     return result

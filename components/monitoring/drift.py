@@ -92,9 +92,6 @@ from components.monitoring.windows import Windows, default_end, utc
 
 log = logging.getLogger(__name__)
 
-EVENTS_FILE = "events.parquet"
-METRICS_FILE = "drift.json"
-REPORT_FILE = "drift.html"
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ def _read_between(
 
 def newest_event_time(paths: DataPaths) -> pd.Timestamp:
     """The newest event timestamp of ``data/interim/events.parquet`` (for the default ``end``)."""
-    ts = pd.read_parquet(paths.interim / EVENTS_FILE, columns=[EVENT_TS])[EVENT_TS]
+    ts = pd.read_parquet(paths.of("interim_events"), columns=[EVENT_TS])[EVENT_TS]
     if ts.empty:
         raise EmptyWindowError("no events: cannot derive a default end")
     return utc(ts.max())
@@ -198,7 +195,7 @@ def run(
     t0 = time.perf_counter()
     paths = paths or DataPaths()
     cfg = DriftConfig.from_params(params)
-    events_path = paths.interim / EVENTS_FILE
+    events_path = paths.of("interim_events")
     if end is None:
         if not events_path.is_file():
             raise FileNotFoundError(
@@ -234,8 +231,8 @@ def run(
         events_note=f"{events_path} not found",
         feature_note=f"feature table not found ({paths.features}/{{name}}.parquet)",
     )
-    metrics_path = paths.metrics / METRICS_FILE
-    report_path = paths.reports / REPORT_FILE
+    metrics_path = paths.of("metrics_drift")
+    report_path = paths.of("report_drift")
     atomic_write_text(report_path, render_html(result))
     verdict = result.report.verdict
     write_verdict(metrics_path, verdict)

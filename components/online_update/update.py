@@ -71,7 +71,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -100,11 +99,6 @@ IMPRESSION_COLUMNS: tuple[str, ...] = (
     "features",
 )
 ACTOR = "online-update"
-
-
-def online_models_dir(paths: DataPaths) -> Path:
-    """Where the continued models are saved (``data/models/online/<version>``)."""
-    return paths.data / "models" / "online"
 
 
 # --------------------------------------------------------------------------------------- params
@@ -680,10 +674,9 @@ class OnlineUpdater:
         unreadable file fails the update (training on a silently partial log would bias it)."""
         import pyarrow.parquet as pq
 
-        from components.serving.engine import impressions_dir
 
         parts = []
-        for path in sorted(impressions_dir(self.paths).glob("impressions-*.parquet")):
+        for path in sorted(self.paths.of("impressions").glob("impressions-*.parquet")):
             if path.name in self._done_files:
                 continue
             try:
@@ -786,7 +779,7 @@ class OnlineUpdater:
             if "no head could be continued" in str(exc):
                 raise _Skip(f"{exc}: kept for the next update") from exc
             raise
-        folder = ranker.save(model, online_models_dir(self.paths))
+        folder = ranker.save(model, self.paths.of("online_models"))
         online = model.training_metrics["online_update"]
         record = reg.register(
             folder,

@@ -104,17 +104,6 @@ NON_FEATURES = frozenset(
 )
 
 
-def holdout_path(paths: DataPaths) -> Path:
-    """The ranker's validation rows (latest request groups, candidates only): the replayed
-    traffic the promotion gates score both models on."""
-    return paths.data / "ranking" / "holdout.parquet"
-
-
-def ranking_dir(paths: DataPaths) -> Path:
-    """Where the ranker artefacts go (``data/models/ranker``)."""
-    return paths.data / "models" / "ranker"
-
-
 @dataclass(frozen=True)
 class TrainingSetParams:
     """``ranking`` keys of the training set (the model keys are :class:`RankerParams`')."""
@@ -501,9 +490,9 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     store = open_store(paths, settings)
     frame = pipeline_training_set(params, paths, store)
     model = train(frame, params, settings.feature_service, created_from="pipeline")
-    out = save(model, ranking_dir(paths))
-    atomic_write_text(ranking_dir(paths) / "LATEST", model.version + "\n")
-    write_holdout(frame, model, holdout_path(paths))
+    out = save(model, paths.of("ranker"))
+    atomic_write_text(paths.of("ranker_latest"), model.version + "\n")
+    write_holdout(frame, model, paths.of("ranking_holdout"))
     groups = int(frame["group_id"].nunique())
     metrics: dict[str, Any] = {
         "version": model.version,
@@ -518,7 +507,7 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
         "added_positives": int((frame["in_candidates"] == 0).sum()),
         "training": model.training_metrics,
     }
-    write_metrics(paths.metrics / "ranking.json", metrics)
+    write_metrics(paths.of("metrics_ranking"), metrics)
     return RankingResult(out, model.version, len(frame), groups, metrics)
 
 

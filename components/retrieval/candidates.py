@@ -83,7 +83,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from components.core.catalog import PROJECT_ROOT, DataPaths
+from components.core.catalog import DataPaths
 from components.core.config import Params, stage_context, stage_parser
 from components.core.io import atomic_write_text, write_metrics
 from components.core.schema import (
@@ -100,7 +100,6 @@ from components.retrieval.embeddings import (
     Interactions,
     build_interactions,
     catalogue,
-    embeddings_dir,
     fit_embeddings,
     interaction_events,
     load_model,
@@ -120,14 +119,6 @@ INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivf", "ivfpq")
 ADD_BATCH = 100_000
 DATASETS: tuple[str, ...] = ("synthetic", "kuairand", "movielens")
 NEG_INF = np.float32(-np.inf)
-
-
-def candidates_dir(paths: DataPaths) -> Path:
-    return paths.data / "candidates"
-
-
-def index_dir(paths: DataPaths) -> Path:
-    return paths.data / "models" / "faiss"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1415,13 +1406,13 @@ def run(params: Mapping[str, Any], paths: DataPaths, dataset: str | None = None)
     emb_p = EmbeddingParams.from_params(params)
     ev_p = EvalParams.from_params(params, dataset)
     events, content, users = read_interim(paths)
-    model = load_model(embeddings_dir(paths))
+    model = load_model(paths.of("embeddings"))
     now = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(milliseconds=1)
     retr = Retriever.fit(model, events, content, users, now, p, emb_p)
-    out_index = retr.index.save(index_dir(paths))
+    out_index = retr.index.save(paths.of("faiss_index"))
     table = candidate_table(retr, [str(u) for u in model.user_ids], p.per_user)
-    candidates_dir(paths).mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), candidates_dir(paths) / "candidates.parquet")
+    paths.of("candidates").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), paths.of("candidates_table"))
     metrics = {
         "dataset": dataset,
         "index_version": out_index.name,
@@ -1430,7 +1421,7 @@ def run(params: Mapping[str, Any], paths: DataPaths, dataset: str | None = None)
         "candidates_per_source": {str(k): int(v) for k, v in table["source"].value_counts().sort_index().items()},
         "evaluation": evaluate(events, content, users, emb_p, p, ev_p),
     }
-    write_metrics(paths.metrics / "candidates.json", metrics)
+    write_metrics(paths.of("metrics_candidates"), metrics)
     seconds = round(time.perf_counter() - t0, 3)
     log.info("candidates: %d rows for %d users, index %s, in %.1f s", len(table), len(model.user_ids), out_index.name, seconds)
     return CandidatesResult(metrics, out_index.name, len(model.user_ids), len(table), seconds)
@@ -1446,15 +1437,13 @@ def prepare_dataset(params: Mapping[str, Any], dataset: str, root: Path) -> Data
     from components.data.ingest import run as ingest_run
     from components.data.preprocess import run as preprocess_run
 
-    project = DataPaths()
-    drop = project.drops / dataset
+    drop = DataPaths().of("drop", dataset=dataset)
     if not (drop / "events").exists():
         drop = root / "drop"
         if dataset == "synthetic":
             datagen.run(params, drop)
         else:
-            folder = {"kuairand": "kuairand-subset", "movielens": "ml-latest-small"}[dataset]
-            realdata.run(dataset, PROJECT_ROOT / "datasets" / folder, drop)
+            realdata.run(dataset, realdata.default_src(dataset), drop)
     local = {**params, "data": {"source": dataset}}
     paths = DataPaths(root)
     # the key only pseudonymises ids inside this throw-away store; "now" only bounds timestamps
@@ -1495,7 +1484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = {}
         for d in args.datasets:
             res = evaluate_dataset(params, d)
-            write_metrics(paths.metrics / f"candidates_{d}.json", res)
+            write_metrics(paths.of("metrics_candidates_dataset", dataset=d), res)
             results[d] = res
         print(recall_table(results))
         return 0

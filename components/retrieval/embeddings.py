@@ -91,11 +91,6 @@ EVENT_COLUMNS: tuple[str, ...] = (
 )
 
 
-def embeddings_dir(paths: DataPaths) -> Path:
-    """Where the embeddings stage writes (``data/embeddings``)."""
-    return paths.data / "embeddings"
-
-
 @dataclass(frozen=True)
 class EmbeddingParams:
     """The ``embeddings`` section of params.yaml (plus ``base.seed``)."""
@@ -797,11 +792,11 @@ def model_version(model: EmbeddingModel) -> str:
 
 def read_interim(paths: DataPaths) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Clean events (interaction columns), content and users from ``data/interim``."""
-    events = pq.read_table(paths.interim / "events.parquet", columns=list(EVENT_COLUMNS)).to_pandas(
+    events = pq.read_table(paths.of("interim_events"), columns=list(EVENT_COLUMNS)).to_pandas(
         types_mapper=arrow_string_mapper
     )
-    content = pq.read_table(paths.interim / "content.parquet").to_pandas(types_mapper=arrow_string_mapper)
-    users_path = paths.interim / "users.parquet"
+    content = pq.read_table(paths.of("interim_content")).to_pandas(types_mapper=arrow_string_mapper)
+    users_path = paths.of("interim_users")
     users = pq.read_table(users_path).to_pandas(types_mapper=arrow_string_mapper) if users_path.exists() else pd.DataFrame({"user_id": []})
     return events, content, users
 
@@ -818,11 +813,11 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> EmbeddingsResult:
     t0 = time.perf_counter()
     events, content, _ = read_interim(paths)
     model, inter = fit_embeddings(events, content, p)
-    save_model(model, embeddings_dir(paths))
+    save_model(model, paths.of("embeddings"))
     cat = catalogue(content, events)
     metrics = embedding_metrics(model, inter, cat, p)
     metrics["version"] = model_version(model)
-    write_metrics(paths.metrics / "embeddings.json", metrics)
+    write_metrics(paths.of("metrics_embeddings"), metrics)
     seconds = round(time.perf_counter() - t0, 3)
     log.info("embeddings: %d users, %d contents (%d cold) in %.1f s", inter.n_users, inter.n_items, metrics["cold_contents"], seconds)
     return EmbeddingsResult(metrics=metrics, version=metrics["version"], seconds=seconds)

@@ -303,7 +303,7 @@ def _update_lock(paths: DataPaths) -> Any:
     this deployment holds it: one process runs the online update, whatever the worker count."""
     import fcntl
 
-    path = paths.data / "serving" / "online_update.lock"
+    path = paths.of("online_update_lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "w")  # noqa: SIM115 - held open for the life of the process
     try:
@@ -390,7 +390,7 @@ def _refresher(state: ServingState, every_s: float, stop: threading.Event) -> No
 def _load_from_env() -> tuple[dict[str, Any], DataPaths, int]:
     settings = Settings.from_env()
     paths = DataPaths(settings.project_root) if settings.project_root else DataPaths()
-    params = load_params(settings.params_file or paths.root / "params.yaml")
+    params = load_params(settings.params_file or paths.of("params"))
     return params, paths, max(settings.workers, 1)
 
 

@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 
 
-def bundle_dir(paths: DataPaths) -> Path:
-    """Where ``Recommender.load`` looks for a saved bundle (``data/serving/bundle``)."""
-    return paths.data / "serving" / "bundle"
-
-
 def seen_by_user(events: pd.DataFrame) -> dict[str, frozenset[str]]:
     """Contents each user interacted with (any event with a content but an upload)."""
     from components.retrieval.embeddings import interaction_events
@@ -86,12 +81,9 @@ class ServingBundle:
             CandidateParams,
             ContentIndex,
             Retriever,
-            candidates_dir,
-            index_dir,
         )
         from components.retrieval.embeddings import (
             EmbeddingParams,
-            embeddings_dir,
             interaction_events,
             load_model,
             read_interim,
@@ -100,20 +92,20 @@ class ServingBundle:
         dataset = Params.of(params).data.source
         cp = CandidateParams.from_params(params, dataset)
         events, content, users = read_interim(paths)
-        emb = load_model(embeddings_dir(paths))
+        emb = load_model(paths.of("embeddings"))
         index = None
         try:
-            index = ContentIndex.load(index_dir(paths))
+            index = ContentIndex.load(paths.of("faiss_index"))
             if index.content_ids != [str(c) for c in emb.item_ids]:
                 log.warning("FAISS index does not match the embeddings' catalogue: rebuilding")
                 index = None
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("no usable FAISS index under %s (%s): building one", index_dir(paths), exc)
+            log.warning("no usable FAISS index under %s (%s): building one", paths.of("faiss_index"), exc)
         now = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(milliseconds=1)
         retr = Retriever.fit(emb, events, content, users, now, cp, EmbeddingParams.from_params(params), index=index)
         who = [str(u) for u in retr.model.user_ids]
         table = None
-        path = candidates_dir(paths) / "candidates.parquet"
+        path = paths.of("candidates_table")
         if path.exists():
             table = pd.read_parquet(path, columns=["user_id", "content_id", "score", "source", "rank"])
         try:
@@ -182,4 +174,4 @@ class ServingBundle:
         )
 
 
-__all__ = ["ServingBundle", "bundle_dir", "reporters_by_content", "seen_by_user"]
+__all__ = ["ServingBundle", "reporters_by_content", "seen_by_user"]

@@ -84,7 +84,7 @@ from components.core.io import atomic_write_parquet
 from components.core.schema import POSITIVE_TYPES
 from components.deploy.gates.canary import in_canary
 from components.retrieval.exploration import ExplorationParams, dpp_rerank, explore_slate
-from components.serving.bundle import ServingBundle, bundle_dir, reporters_by_content, seen_by_user
+from components.serving.bundle import ServingBundle, reporters_by_content, seen_by_user
 from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:
@@ -96,11 +96,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRODUCTION, CANARY, FALLBACK = "production", "canary", "fallback"
-
-
-def impressions_dir(paths: DataPaths) -> Path:
-    """Where the impression log goes (``data/logs/impressions``)."""
-    return paths.data / "logs" / "impressions"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,7 +423,7 @@ class Recommender:
 
         t0 = time.perf_counter()
         settings = ServingSettings.from_params(params)
-        saved = Path(bundle) if bundle is not None else bundle_dir(paths)
+        saved = Path(bundle) if bundle is not None else paths.of("serving_bundle")
         if (saved / "bundle.json").exists():
             b = ServingBundle.load(saved)
         else:
@@ -461,7 +456,7 @@ class Recommender:
         except Exception:
             log.exception("feature store unavailable at load: requests fall back until refresh()")
         registry = ModelRegistry(paths, directory=registry_dir, actor="serving")
-        compile_dir = paths.data / "serving" / "compiled"
+        compile_dir = paths.of("serving_compiled")
 
         def prepare(model: RankerModel) -> None:
             if settings.compile_ranker:
@@ -482,7 +477,7 @@ class Recommender:
             moderated=moderated,
             reporters=reporters,
             popular=popular,
-            impressions=ImpressionLog(impressions_dir(paths), settings.log_flush_records, clock),
+            impressions=ImpressionLog(paths.of("impressions"), settings.log_flush_records, clock),
             feature_service=store_settings.feature_service,
             store_factory=make_fetcher,
             registry=registry,
@@ -1073,7 +1068,6 @@ __all__ = [
     "Recommender",
     "ServingSettings",
     "boost",
-    "impressions_dir",
     "model_matrix",
     "moderated_contents",
     "reporters_by_content",

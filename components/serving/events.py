@@ -46,10 +46,6 @@ log = logging.getLogger(__name__)
 ONE_HOUR_S = 3600
 
 
-def stream_dir(paths: DataPaths) -> Path:
-    return paths.data / "stream"
-
-
 @dataclass(frozen=True)
 class EventError:
     index: int  # position in the posted batch (0-based)
@@ -191,7 +187,7 @@ class EventSink:
         """Append the batch durably: staging folder, fsync, rename each file into place."""
         from components.data.ingest import write_events
 
-        base = stream_dir(self.paths)
+        base = self.paths.of("stream")
         name = f"api-{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         staging = base / ".staging" / name
         staging.mkdir(parents=True, exist_ok=True)
@@ -267,7 +263,7 @@ class StreamFollower:
     def __init__(self, sink: EventSink, poll_s: float = 0.25) -> None:
         self.sink = sink
         self.poll_s = float(poll_s)
-        self.folder = stream_dir(sink.paths) / "events"
+        self.folder = sink.paths.of("stream_events")
         self._known = set(self._files())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -317,7 +313,7 @@ def read_stream_events(paths: DataPaths) -> pd.DataFrame:
     """Every event accepted through the API so far (empty frame when none)."""
     from components.data.ingest import read_events
 
-    folder = stream_dir(paths) / "events"
+    folder = paths.of("stream_events")
     if not folder.exists() or not any(folder.rglob("*.parquet")):
         return pd.DataFrame()
     return read_events(folder)

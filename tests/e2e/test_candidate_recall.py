@@ -60,7 +60,7 @@ def test_merged_candidates_beat_popularity(project: tuple[DataPaths, dict]) -> N
 
 def test_candidates_exclude_seen_and_index_is_versioned(project: tuple[DataPaths, dict]) -> None:
     paths, params = project
-    table = pq.read_table(candidates.candidates_dir(paths) / "candidates.parquet").to_pandas()
+    table = pq.read_table(paths.of("candidates_table")).to_pandas()
     assert list(table.columns) == ["user_id", "content_id", "score", "source", "rank"]
     assert table.groupby("user_id").size().max() == params["candidates"]["per_user"]
     assert not table.duplicated(["user_id", "content_id"]).any()
@@ -68,7 +68,7 @@ def test_candidates_exclude_seen_and_index_is_versioned(project: tuple[DataPaths
     seen = events[events["content_id"].notna() & (events["event_type"] != "content_upload")][["user_id", "content_id"]]
     clash = table.merge(seen.drop_duplicates(), on=["user_id", "content_id"])
     assert clash.empty
-    root = candidates.index_dir(paths)
+    root = paths.of("faiss_index")
     version = (root / "LATEST").read_text().strip()
     manifest = json.loads((root / version / "manifest.json").read_text())
     assert manifest["version"] == version and manifest["type"] == params["candidates"]["index"]["type"]

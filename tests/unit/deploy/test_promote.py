@@ -31,7 +31,6 @@ from components.deploy.gates.shadow import shadow_gate
 from components.deploy.promote import run_all, run_gate
 from components.deploy.registry import ModelCache, ModelRegistry
 from components.ranking.ranker import RankerModel, RankerParams, save, train_ranker
-from components.ranking.stage import holdout_path
 from tests.fixtures.drift_verdicts import drift_record, write_drift_record
 from tests.fixtures.params import project_params, project_settings
 
@@ -211,8 +210,8 @@ def test_arm_outcomes_count_the_shown_items(models, rows) -> None:
 @pytest.fixture
 def project(tmp_path: Path, rows: pd.DataFrame, models) -> DataPaths:
     paths = DataPaths(tmp_path)
-    holdout_path(paths).parent.mkdir(parents=True)
-    rows.to_parquet(holdout_path(paths), index=False)
+    paths.of("ranking_holdout").parent.mkdir(parents=True)
+    rows.to_parquet(paths.of("ranking_holdout"), index=False)
     paths.metrics.mkdir()
     (paths.metrics / "ingest.json").write_text(json.dumps({"reconciled": True, "n_in": 1000, "quarantined": 1}))
     write_drift_record(paths.metrics)

@@ -29,12 +29,10 @@ from components.deploy.registry import ModelRegistry, TransitionError
 from components.online_update.update import (
     OnlineUpdater,
     OnlineUpdateSettings,
-    online_models_dir,
     training_rows,
 )
 from components.ranking.ranker import RankerParams, save, train_ranker
-from components.ranking.stage import holdout_path
-from components.serving.engine import LOG_SCHEMA, impressions_dir
+from components.serving.engine import LOG_SCHEMA
 from tests.fixtures.drift_verdicts import write_drift_record
 from tests.fixtures.params import project_params, project_settings
 from tests.fixtures.ranking_frames import FEATURES, make_frame
@@ -198,7 +196,7 @@ def event_stream(
 def write_log(
     paths: DataPaths, impressions: pd.DataFrame, name: str, schema: pa.Schema = SCHEMA
 ) -> Path:
-    folder = impressions_dir(paths)
+    folder = paths.of("impressions")
     folder.mkdir(parents=True, exist_ok=True)
     rows = impressions[[c for c in schema.names]].to_dict("records")
     path = folder / f"impressions-{name}.parquet"
@@ -267,7 +265,7 @@ def test_count_trigger_registers_one_candidate_and_leaves_production(project) ->
     assert reg.get(result.version).stage == "candidate"
     assert reg.deployment().production.version == prod
     assert [h.to_stage for h in reg.history(result.version)] == ["candidate"]
-    assert (online_models_dir(paths) / result.version / "manifest.json").exists()
+    assert (paths.of("online_models") / result.version / "manifest.json").exists()
     assert up.maybe_update() is None  # the count starts again
     st = up.status()
     assert (st["updates"], st["last_version"], st["last_rows"], st["pending_events"]) == (
@@ -319,7 +317,7 @@ def test_continued_model_adds_trees_from_the_parent_and_learns_the_new_labels(pr
     )
 
     # scores on the training rows: changed, and the always-shared items moved up
-    imp = pd.concat([pd.read_parquet(p) for p in sorted(impressions_dir(paths).glob("*.parquet"))])
+    imp = pd.concat([pd.read_parquet(p) for p in sorted(paths.of("impressions").glob("*.parquet"))])
     rows, X, dropped = training_rows(
         imp,
         events,
@@ -383,7 +381,7 @@ def test_xgboost_parent_is_continued_too(tmp_path: Path, parents: dict[str, Path
             == parent.boosters["engaged"].num_boosted_rounds() + 5
         )
         imp = pd.concat(
-            [pd.read_parquet(p) for p in sorted(impressions_dir(paths).glob("*.parquet"))]
+            [pd.read_parquet(p) for p in sorted(paths.of("impressions").glob("*.parquet"))]
         )
         rows, X, _ = training_rows(
             imp,
@@ -459,8 +457,8 @@ def test_never_straight_to_production_only_through_the_gates(project) -> None:
 def test_offline_gate_option_moves_the_candidate_at_most_to_shadow(project) -> None:
     paths, reg, prod = project
     holdout = make_frame(seed=3).assign(content_id=lambda f: [f"h{i}" for i in range(len(f))])
-    holdout_path(paths).parent.mkdir(parents=True, exist_ok=True)
-    holdout.to_parquet(holdout_path(paths), index=False)
+    paths.of("ranking_holdout").parent.mkdir(parents=True, exist_ok=True)
+    holdout.to_parquet(paths.of("ranking_holdout"), index=False)
     paths.metrics.mkdir(parents=True, exist_ok=True)
     (paths.metrics / "ingest.json").write_text(
         json.dumps({"reconciled": True, "n_in": 1000, "quarantined": 1})
@@ -492,7 +490,7 @@ def test_offline_gate_option_moves_the_candidate_at_most_to_shadow(project) -> N
 def test_a_failing_update_is_reported_and_never_breaks_ingestion(project) -> None:
     paths, reg, prod = project
     events = served(paths, prod, total=1000)
-    (impressions_dir(paths) / "impressions-zz-corrupt.parquet").write_bytes(
+    (paths.of("impressions") / "impressions-zz-corrupt.parquet").write_bytes(
         b"PAR1 this is not parquet"
     )
     clock = Clock()
@@ -507,7 +505,7 @@ def test_a_failing_update_is_reported_and_never_breaks_ingestion(project) -> Non
     assert st["observe_errors"] == 1
     assert [r.version for r in reg.list()] == [prod] and st["high_water_mark"] is None
     # the events stay in memory; once the file is moved away the next interval update uses them
-    (impressions_dir(paths) / "impressions-zz-corrupt.parquet").unlink()
+    (paths.of("impressions") / "impressions-zz-corrupt.parquet").unlink()
     up.observe(events.iloc[:1].assign(event_id="late"))
     clock.t += 301
     again = up.maybe_update()
@@ -520,7 +518,7 @@ def test_background_thread_runs_updates_off_the_event_path(project, tmp_path: Pa
 
     paths, reg, prod = project
     events = served(paths, prod, total=1000)
-    (impressions_dir(paths) / "impressions-zz-corrupt.parquet").write_bytes(b"garbage")
+    (paths.of("impressions") / "impressions-zz-corrupt.parquet").write_bytes(b"garbage")
     up = OnlineUpdater(params(), paths, registry=reg, clock=Clock(), poll_s=0.05)
     sink = EventSink(
         DataPaths(tmp_path / "sink"), key=b"k", limits=Limits.from_params(project_params()), known_content={"c000"}
@@ -545,7 +543,7 @@ def test_background_thread_runs_updates_off_the_event_path(project, tmp_path: Pa
             T0 + pd.Timedelta(minutes=1),
         )
         assert ok.accepted == 1 and up.status()["events_received"] == 1001
-        (impressions_dir(paths) / "impressions-zz-corrupt.parquet").unlink()
+        (paths.of("impressions") / "impressions-zz-corrupt.parquet").unlink()
         feed(up, replace_ids(events, "again"))
         assert up.wait_for_attempts(2, timeout_s=60)
         st = up.status()
