@@ -61,7 +61,8 @@ def child(drop: Path, root: Path) -> None:
 
 def generate(n_events: int, out: Path) -> float:
     from components.core.config import load_params
-    from components.data.datagen import GenParams, write_drop
+    from components.data.datagen import write_drop
+    from components.data.synthetic.params import GenParams
 
     params = load_params()
     gp = GenParams.from_params(params)

@@ -23,14 +23,9 @@ from components.core.schema import (
     REQUIRED_FIELDS,
     USER_SCHEMA,
 )
-from components.data.datagen import (
-    TRUTH_SCHEMA,
-    GenParams,
-    GenSummary,
-    main,
-    run,
-    write_drop,
-)
+from components.data.datagen import GenSummary, main, run, write_drop
+from components.data.synthetic.constants import TRUTH_SCHEMA
+from components.data.synthetic.params import GenParams
 from tests.fixtures.params import project_params
 
 SMALL = GenParams(
