@@ -84,7 +84,7 @@ def _blocks(m: sp.spmatrix, row_base: np.ndarray, col_shift: np.ndarray, shape: 
 
 def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -> Path:
     from components.core.config import load_params
-    from components.data.ingest import hmac_key_from_env, pseudonym
+    from components.data.ingestion.pseudonyms import hmac_key_from_env, pseudonym
     from components.deploy.registry import ModelRegistry
     from components.features.store import (
         ItemFeatureCache,

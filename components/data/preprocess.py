@@ -14,7 +14,6 @@ per-user group-by, which keeps five million events within seconds.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -28,11 +27,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.core import schema
-from components.core.config import Params, stage_context, stage_parser
-from components.core.io import write_metrics
-from components.core.frames import arrow_string_mapper, first_occurrence_arrow
-from components.data.ingest import read_event_table
 from components.core.catalog import DataPaths
+from components.core.config import Params, stage_context, stage_parser
+from components.core.frames import arrow_string_mapper, first_occurrence_arrow
+from components.core.io import write_metrics
+from components.data.ingestion.store import read_event_table
 
 log = logging.getLogger(__name__)
 

@@ -695,7 +695,7 @@ def batch_feed(
     Ids may be raw (pseudonymised here with ``key``, as ingestion does) or pseudonyms already.
     Returns ``user_id`` (as given), ``rank``, ``content_id``, ``score``, ``source``.
     """
-    from components.data.ingest import pseudonym
+    from components.data.ingestion.pseudonyms import pseudonym
     from components.features.store import StoreSettings, open_store
     from components.ranking.ranker import load
     from components.retrieval.candidates import CandidateParams, Retriever
@@ -735,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params, paths = stage_context(args)
     if args.feed_users:
-        from components.data.ingest import hmac_key_from_env
+        from components.data.ingestion.pseudonyms import hmac_key_from_env
 
         wanted = [line.strip() for line in args.feed_users.read_text().splitlines() if line.strip()]
         feed = batch_feed(params, paths, wanted, args.k, hmac_key_from_env())

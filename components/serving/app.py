@@ -193,7 +193,7 @@ def create_app(state: ServingState) -> FastAPI:
     m = state.metrics
 
     async def feed(raw_user: str, k: int, ctx: Context) -> Response:
-        from components.data.ingest import pseudonym
+        from components.data.ingestion.pseudonyms import pseudonym
 
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
@@ -319,7 +319,7 @@ def build_state(
 ) -> ServingState:
     """Load the engine and the event consumer from the project's artefacts and the environment
     (``workers``: server processes sharing the port; each enforces ``1/workers`` of the rate limit)."""
-    from components.data.ingest import hmac_key_from_env
+    from components.data.ingestion.pseudonyms import hmac_key_from_env
     from components.features.store import StoreSettings, open_store, push_user_realtime
     from components.serving.engine import Recommender
     from components.serving.events import EventSink, StreamFollower, limits_from

@@ -1,7 +1,7 @@
 """The serving side's event consumer: ``POST /v1/events`` batches.
 
-Each batch goes through the batch ingestion's own code (:func:`components.data.ingest.decode_jsonl`
-and :func:`components.data.ingest.process_drops`: the same schema checks, reasons, duplicate rule and
+Each batch goes through the batch ingestion's own code (:func:`components.data.ingestion.decode.decode_jsonl`
+and :func:`components.data.ingestion.process.process_drops`: the same schema checks, reasons, duplicate rule and
 keyed-HMAC pseudonymisation), so an event accepted here would be accepted by ``dvc repro`` and
 refused for the same reason. Then:
 
@@ -39,7 +39,7 @@ from components.core.io import fsync_dir, fsync_file
 from components.core.schema import ENGAGEMENT_TYPES, USER_EVENT_TYPES
 
 if TYPE_CHECKING:
-    from components.data.ingest import Limits
+    from components.data.ingestion.rules import Limits
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ class EventSink:
         self.written: set[str] = set()  # names of the stream files this sink wrote
 
     def accept(self, records: Sequence[Any], now: pd.Timestamp) -> BatchResult:
-        from components.data.ingest import decode_jsonl, process_drops, uploads_in
+        from components.data.ingestion.decode import decode_jsonl
+        from components.data.ingestion.process import process_drops, uploads_in
 
         lines = b"".join(orjson.dumps(r) + b"\n" for r in records)
         decoded = decode_jsonl(lines, "api")
@@ -185,7 +186,7 @@ class EventSink:
 
     def _write(self, events: pa.Table, quarantine: pd.DataFrame) -> None:
         """Append the batch durably: staging folder, fsync, rename each file into place."""
-        from components.data.ingest import write_events
+        from components.data.ingestion.store import write_events
 
         base = self.paths.of("stream")
         name = f"api-{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
@@ -311,7 +312,7 @@ class StreamFollower:
 
 def read_stream_events(paths: DataPaths) -> pd.DataFrame:
     """Every event accepted through the API so far (empty frame when none)."""
-    from components.data.ingest import read_events
+    from components.data.ingestion.store import read_events
 
     folder = paths.of("stream_events")
     if not folder.exists() or not any(folder.rglob("*.parquet")):
@@ -320,6 +321,6 @@ def read_stream_events(paths: DataPaths) -> pd.DataFrame:
 
 
 def limits_from(params: Mapping[str, Any]) -> Limits:
-    from components.data.ingest import Limits
+    from components.data.ingestion.rules import Limits
 
     return Limits.from_params(params)

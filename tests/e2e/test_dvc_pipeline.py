@@ -110,7 +110,7 @@ def test_batch_feed_excludes_what_users_saw(built: Path) -> None:
     project = built
     import pandas as pd
 
-    from components.data.ingest import pseudonym
+    from components.data.ingestion.pseudonyms import pseudonym
 
     raw = pd.read_parquet(project / "data/drops/synthetic/events")
     wanted = sorted(raw["user_id"].dropna().astype(str).unique())[:5]

@@ -12,8 +12,8 @@ import pytest
 from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import load_params
 from components.data import realdata
-from components.data.ingest import read_events
 from components.data.ingest import run as ingest_run
+from components.data.ingestion.store import read_events
 from components.data.preprocess import run as preprocess_run
 
 NOW = pd.Timestamp("2026-11-01T00:00:00Z")

@@ -160,7 +160,7 @@ def test_metrics_are_exposed(server: str) -> None:
 
 
 def test_fresh_likes_change_the_next_feed_within_a_second(server: str, project: Path) -> None:
-    from components.data.ingest import pseudonym
+    from components.data.ingestion.pseudonyms import pseudonym
     from tests.fixtures.tiny_project import HMAC_KEY
 
     content = pd.read_parquet(project / "data/interim/content.parquet", columns=["content_id", "category"])
@@ -256,7 +256,7 @@ def _data_now(project: Path) -> pd.Timestamp:
 def test_two_workers_follow_each_others_events(project: Path, tmp_path: Path) -> None:
     """RECO_WORKERS=2: likes posted to one worker reach the other through the event stream, so
     whichever process answers, the next feeds reflect them and leave the liked contents out."""
-    from components.data.ingest import pseudonym
+    from components.data.ingestion.pseudonyms import pseudonym
     from tests.fixtures.tiny_project import HMAC_KEY
 
     with serving_process(project, tmp_path, RECO_WORKERS="2", RECO_ONLINE_UPDATE="0") as base:
@@ -355,7 +355,7 @@ def test_benchmark_world_replicates_the_project_and_serves(project: Path, tmp_pa
     from benchmarks.synthetic_catalogue import RAW_USER, build
     from components.core.catalog import DataPaths
     from components.core.config import load_params
-    from components.data.ingest import pseudonym
+    from components.data.ingestion.pseudonyms import pseudonym
     from components.features.store import RequestContext
     from components.serving.engine import Recommender
     from tests.fixtures.tiny_project import HMAC_KEY

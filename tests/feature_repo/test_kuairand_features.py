@@ -12,6 +12,7 @@ import pytest
 from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import load_params
 from components.data import ingest, preprocess, realdata
+from components.data.ingestion.pseudonyms import pseudonymise
 from components.features import compute as features
 
 SRC = PROJECT_ROOT / "datasets" / "kuairand-subset"
@@ -57,7 +58,7 @@ def test_spot_values_of_the_busiest_user_and_video(kuairand, raw) -> None:
     paths, _ = kuairand
     users = pd.read_parquet(paths.features / features.FILES["user"])
     uid = int(raw["user_id"].value_counts().idxmax())
-    pseudo = ingest.pseudonymise(pd.Series([f"kr_u{uid}"], dtype="string"), KEY).iloc[0]
+    pseudo = pseudonymise(pd.Series([f"kr_u{uid}"], dtype="string"), KEY).iloc[0]
     mine = users[users["user_id"] == pseudo].sort_values("event_timestamp")
     assert len(mine) == raw.loc[raw["user_id"] == uid, "day_end"].nunique()
     r = mine.iloc[len(mine) // 2]

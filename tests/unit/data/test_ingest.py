@@ -13,17 +13,12 @@ import pytest
 
 from components.core import schema
 from components.core.catalog import DataPaths
-from components.data.ingest import (
-    DEMO_HMAC_KEY,
-    IngestError,
-    Limits,
-    decode_jsonl,
-    hmac_key_from_env,
-    ingest_frames,
-    pseudonymise,
-    read_events,
-    run,
-)
+from components.data.ingest import run
+from components.data.ingestion.decode import decode_jsonl
+from components.data.ingestion.process import ingest_frames
+from components.data.ingestion.pseudonyms import DEMO_HMAC_KEY, hmac_key_from_env, pseudonymise
+from components.data.ingestion.rules import IngestError, Limits
+from components.data.ingestion.store import read_events
 from tests.fixtures.params import project_params
 
 NOW = pd.Timestamp("2026-06-01T12:00:00Z")

@@ -513,7 +513,7 @@ def test_a_failing_update_is_reported_and_never_breaks_ingestion(project) -> Non
 
 
 def test_background_thread_runs_updates_off_the_event_path(project, tmp_path: Path) -> None:
-    from components.data.ingest import Limits
+    from components.data.ingestion.rules import Limits
     from components.serving.events import EventSink
 
     paths, reg, prod = project

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from components.core.catalog import DataPaths
-from components.data.ingest import Limits, pseudonym
+from components.data.ingestion.pseudonyms import pseudonym
+from components.data.ingestion.rules import Limits
 from components.serving.events import EventSink, RealtimeFeatures, read_stream_events
 from components.serving.ratelimit import RateLimiter, key_name, parse_api_keys
 from tests.fixtures.params import project_params
