@@ -659,9 +659,10 @@ def run_files(
     test. Both go through the project's ingestion (validation, pseudonymisation) and
     preprocessing together; the pipeline is then trained on the train part only (the ranker's
     validation parts carved from it by ``inner_protocol``) and scored on the test part."""
+    from components.data.adapters.brought import table_to_drop
     from components.data.ingest import run as ingest_run
     from components.data.preprocess import run as preprocess_run
-    from components.data.realdata import table_to_drop, write_drop
+    from components.data.realdata import write_drop
     from components.evaluation.splits import read_split
 
     content = None

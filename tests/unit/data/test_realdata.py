@@ -12,16 +12,10 @@ import pytest
 
 from components.core.schema import CONTENT_SCHEMA, DROP_EVENT_SCHEMA, REQUIRED_FIELDS, USER_SCHEMA
 from components.data import realdata
-from components.data.realdata import (
-    COMMENT_NOT_IN_DATA,
-    UNKNOWN,
-    Drop,
-    kuairand_to_drop,
-    movielens_to_drop,
-    parse_title_year,
-    validate_drop,
-    write_drop,
-)
+from components.data.adapters.drop import UNKNOWN, Drop, validate_drop
+from components.data.adapters.kuairand import COMMENT_NOT_IN_DATA, kuairand_to_drop
+from components.data.adapters.movielens import movielens_to_drop, parse_title_year
+from components.data.realdata import write_drop
 
 # ---------------------------------------------------------------------------------------------
 # Hand-built inputs

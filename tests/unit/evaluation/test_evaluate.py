@@ -13,7 +13,7 @@ import pytest
 
 from components.core.catalog import DataPaths
 from components.core.config import load_params
-from components.data.realdata import table_to_drop
+from components.data.adapters.brought import table_to_drop
 from components.evaluation import stage as V
 from components.retrieval.embeddings import interaction_events
 from tests.fixtures.worlds import T0, events_frame, make_world
