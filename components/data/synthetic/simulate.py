@@ -270,6 +270,14 @@ def _aux_codes(rng: np.random.Generator, code: int, k: int) -> np.ndarray:
     return np.full(k, -1)
 
 
+def _append(cols: dict[str, list[np.ndarray]], **values: np.ndarray) -> None:
+    """Append one block of rows: an array per event field (all of :data:`EVENT_FIELDS`)."""
+    if values.keys() != set(EVENT_FIELDS):
+        raise ValueError(f"event fields {sorted(values)} != {sorted(EVENT_FIELDS)}")
+    for name, value in values.items():
+        cols[name].append(value)
+
+
 def _append_session_events(
     cols: dict[str, list[np.ndarray]],
     imp_cols: list[np.ndarray],
@@ -285,21 +293,20 @@ def _append_session_events(
     for code, mask, ts in kinds:
         k = int(mask.sum())
         imp_cols.append(np.flatnonzero(mask))
-        cols["unit"].append(imp.unit[mask])
-        cols["ts"].append(ts[mask])
-        cols["user"].append(imp.user[mask])
-        cols["item"].append(item[mask])
-        cols["etype"].append(np.full(k, code, dtype=np.int8))
-        cols["watch"].append(
-            out.watch_ms[mask] / MS_PER_S if code == T_VIEW else np.full(k, np.nan)
+        _append(
+            cols,
+            unit=imp.unit[mask],
+            ts=ts[mask],
+            user=imp.user[mask],
+            item=item[mask],
+            etype=np.full(k, code, dtype=np.int8),
+            watch=out.watch_ms[mask] / MS_PER_S if code == T_VIEW else np.full(k, np.nan),
+            aux=_aux_codes(rng, code, k),
+            creator=creator[mask] if code in (T_FOLLOW, T_UNFOLLOW) else np.full(k, -1),
+            device=imp.dev[mask],
+            os=imp.os[mask],
+            net=imp.net[mask],
         )
-        cols["aux"].append(_aux_codes(rng, code, k))
-        cols["creator"].append(
-            creator[mask] if code in (T_FOLLOW, T_UNFOLLOW) else np.full(k, -1)
-        )
-        cols["device"].append(imp.dev[mask])
-        cols["os"].append(imp.os[mask])
-        cols["net"].append(imp.net[mask])
 
 
 def _append_uploads(
@@ -317,17 +324,20 @@ def _append_uploads(
     k = len(up)
     up_dev = rng.integers(0, 2, k).astype(np.int8)
     imp_cols.append(np.zeros(k, dtype=np.int64))
-    cols["unit"].append(np.arange(len(units))[is_upload])
-    cols["ts"].append(world.item_upload_ms[up])
-    cols["user"].append(world.params.n_users + world.item_creator[up])
-    cols["item"].append(up)
-    cols["etype"].append(np.full(k, T_UPLOAD, dtype=np.int8))
-    cols["watch"].append(np.full(k, np.nan))
-    cols["aux"].append(np.full(k, -1))
-    cols["creator"].append(world.item_creator[up])
-    cols["device"].append(up_dev)
-    cols["os"].append(up_dev)
-    cols["net"].append(np.where(rng.random(k) < 0.85, 0, 2).astype(np.int8))
+    _append(
+        cols,
+        unit=np.arange(len(units))[is_upload],
+        ts=world.item_upload_ms[up],
+        user=world.params.n_users + world.item_creator[up],
+        item=up,
+        etype=np.full(k, T_UPLOAD, dtype=np.int8),
+        watch=np.full(k, np.nan),
+        aux=np.full(k, -1),
+        creator=world.item_creator[up],
+        device=up_dev,
+        os=up_dev,
+        net=np.where(rng.random(k) < 0.85, 0, 2).astype(np.int8),
+    )
 
 
 def simulate_units(
