@@ -60,7 +60,7 @@ from components.core.catalog import DataPaths, artefact
 from components.core.io import fsync_dir, fsync_file
 
 if TYPE_CHECKING:
-    from components.ranking.ranker import RankerModel
+    from components.ranking.model import RankerModel
 
 logger = logging.getLogger(__name__)
 
@@ -554,7 +554,7 @@ class ModelRegistry:
     def _store_artefact(self, src: Path, version: str) -> RankerModel:
         """Copy ``src`` to ``models/<version>`` (temporary folder + fsync + rename) and load the
         copy, refusing one that does not load or is another version."""
-        from components.ranking import ranker
+        from components.ranking import artefact as ranker
 
         final = self.models_dir / version
         if final.exists():  # a complete copy left by a register that crashed before its commit
@@ -788,7 +788,7 @@ class ModelRegistry:
 
     def load(self, version: str, *, predict_threads: int = 1) -> RankerModel:
         """The registered copy of ``version``, loaded (and so verified against its hash)."""
-        from components.ranking import ranker
+        from components.ranking import artefact as ranker
 
         path = self.artefact_dir(version)
         try:

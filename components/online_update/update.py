@@ -81,7 +81,7 @@ from components.core.config import Params
 
 if TYPE_CHECKING:
     from components.deploy.registry import ModelRegistry
-    from components.ranking.ranker import RankerModel
+    from components.ranking.model import RankerModel
 
 log = logging.getLogger(__name__)
 
@@ -376,12 +376,13 @@ def continue_training(
     (``parent.feature_cols`` order). ``parent_files`` are the parent artefact's files (heads that
     are not continued keep theirs). Raises :class:`ValueError` when no head can learn anything.
     """
-    from components.ranking import ranker
-    from components.ranking.ranker import HeadSpec, RankerModel, label_column
+    from components.ranking.boosting import trainer
+    from components.ranking.model import HeadSpec, RankerModel
+    from components.ranking.params import label_column
 
     if len(rows) != len(X) or X.shape[1] != len(parent.feature_cols):
         raise ValueError(f"rows ({len(rows)}) and X {X.shape} do not match the parent's features")
-    impl = ranker._backend(parent.backend)
+    impl = trainer(parent.backend)
     p = replace(parent.params, n_threads=int(n_threads))
     margins = parent.predict_heads(X, output="margin")  # trees + base margin, per head
     codes = pd.factorize(rows["request_id"].astype(str), sort=False)[0]
@@ -412,7 +413,7 @@ def continue_training(
             log.info("online update: head %s keeps its trees: %s", name, reason)
             continue
         rates = _learning_rates(spec.best_iteration, rounds, p, learning_rate)
-        bp = impl.booster_params(spec.kind, p)  # type: ignore[attr-defined]
+        bp = impl.booster_params(spec.kind, p)
         Xh, yh = X[known], y[known]
         if parent.backend == "lightgbm":
             sizes = np.bincount(codes[known]) if spec.kind == "lambdarank" else None

@@ -44,7 +44,10 @@ from components.deploy.registry import (
     find_problems,
     run,
 )
-from components.ranking.ranker import RankerModel, RankerParams, save, train_ranker
+from components.ranking.artefact import save
+from components.ranking.model import RankerModel
+from components.ranking.params import RankerParams
+from components.ranking.train import train_ranker
 from tests.fixtures.params import project_settings
 from tests.fixtures.ranking_frames import FEATURES, make_frame
 
