@@ -88,7 +88,8 @@ from components.serving.bundle import ServingBundle, reporters_by_content, seen_
 from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:
-    from components.deploy.registry import ModelCache, ModelRegistry
+    from components.deploy.model_cache import ModelCache
+    from components.deploy.registry import ModelRegistry
     from components.features.store import RequestContext, ServingFeatureFetcher
     from components.ranking.model import RankerModel
     from components.retrieval.candidates import Retriever
@@ -418,7 +419,8 @@ class Recommender:
         artefacts; the item feature cache (the bundle's, or the feature store's); the registry's
         models. A missing store or model does not stop the load: requests then fall back until
         :meth:`refresh` finds them."""
-        from components.deploy.registry import ModelCache, ModelRegistry
+        from components.deploy.model_cache import ModelCache
+        from components.deploy.registry import ModelRegistry
         from components.features.store import StoreSettings
 
         t0 = time.perf_counter()

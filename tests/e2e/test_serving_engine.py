@@ -20,8 +20,9 @@ import yaml
 
 from components.core.catalog import DataPaths
 from components.core.config import deep_merge, load_params
+from components.deploy.artefacts import resolve_model_dir
 from components.deploy.gates.canary import in_canary
-from components.deploy.registry import ModelRegistry, resolve_model_dir
+from components.deploy.registry import ModelRegistry
 from components.deploy.registry import run as register_latest
 from components.features.store import RequestContext
 from components.ranking.artefact import load, save

@@ -28,8 +28,9 @@ from components.deploy.gates.canary import arm_outcomes, canary_decision, canary
 from components.deploy.gates.common import PromoteParams
 from components.deploy.gates.offline import offline_gate
 from components.deploy.gates.shadow import shadow_gate
+from components.deploy.model_cache import ModelCache
 from components.deploy.promote import run_all, run_gate
-from components.deploy.registry import ModelCache, ModelRegistry
+from components.deploy.registry import ModelRegistry
 from components.ranking.artefact import save
 from components.ranking.model import RankerModel
 from components.ranking.params import RankerParams
