@@ -25,12 +25,11 @@ import pytest
 
 from components.core.catalog import DataPaths
 from components.core.config import deep_merge
-from components.deploy.registry import ModelRegistry, TransitionError
-from components.online_update.update import (
-    OnlineUpdater,
-    OnlineUpdateSettings,
-    training_rows,
-)
+from components.deploy.registry import ModelRegistry
+from components.deploy.transitions import TransitionError
+from components.online_update.rows import training_rows
+from components.online_update.settings import OnlineUpdateSettings
+from components.online_update.update import OnlineUpdater
 from components.ranking.artefact import save
 from components.ranking.boosting import LightGBMTrainer
 from components.ranking.params import RankerParams
