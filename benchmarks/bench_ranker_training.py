@@ -4,7 +4,7 @@ Training: one synthetic training set (default 1,000,000 rows × 80 features in g
 with structure: user / item latent factors, popularity, freshness, retrieval scores, context,
 some missing values) is generated once (not timed) and written to a temporary folder. Each
 (backend, objective) run then happens in a fresh child process that loads the frame and calls
-:func:`components.ranking.ranker.train_ranker` with the main head only, the same number of rounds and
+:func:`components.ranking.train.train_ranker` with the main head only, the same number of rounds and
 no early stopping (validation is still scored every round by both libraries), and reports:
 
 * ``train_s``: the whole ``train_ranker`` call (sorting, float32 matrix, fit, standardisation
@@ -159,7 +159,8 @@ def child_train(
     data: Path, backend: str, objective: str, rounds: int, threads: int
 ) -> dict[str, Any]:
     from components.core.config import load_params
-    from components.ranking.ranker import RankerParams, train_ranker
+    from components.ranking.params import RankerParams
+    from components.ranking.train import train_ranker
 
     frame, names = load_frame(data)
     rss_loaded = _rss_gb()
@@ -198,7 +199,8 @@ def child_latency(data: Path, rows: int, trees: int, calls: int, batch: int) -> 
     import pandas as pd
 
     from components.core.config import load_params
-    from components.ranking.ranker import RankerParams, train_ranker
+    from components.ranking.params import RankerParams
+    from components.ranking.train import train_ranker
 
     frame, names = load_frame(data, rows + batch)
     train, block = frame.iloc[:rows], frame.iloc[rows : rows + batch]

@@ -44,7 +44,7 @@ from components.deploy.gates.shadow import shadow_gate
 
 if TYPE_CHECKING:
     from components.deploy.registry import ModelRegistry
-    from components.ranking.ranker import RankerModel
+    from components.ranking.model import RankerModel
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def append_score_log(paths: DataPaths, frame: pd.DataFrame, name: str) -> Path:
 
 
 def _load(registry: ModelRegistry, version: str) -> RankerModel:
-    from components.ranking.ranker import load
+    from components.ranking.artefact import load
 
     return load(registry.artefact_dir(version))
 

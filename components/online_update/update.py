@@ -34,21 +34,11 @@ Skips keep the data
     (``data/stream/events``).
 
 Continued boosting
-    Each head of the production model gets ``rounds`` more trees fitted on the new rows, starting
-    from the production model's margin of that head (its trees plus the base margin of
-    ``ranking.base_feature``), with the booster parameters the artefact's manifest records
-    (:class:`~components.ranking.ranker.RankerParams`) and the learning rate the schedule would have
-    reached (or ``online_update.learning_rate``). A head whose label has no variation in the new
-    rows keeps its trees unchanged. The standardisation statistics stay the parent's, so scores
-    stay on the parent's scale and a change of score is a change of the trees. LightGBM: the
-    training booster starts from a Dataset whose ``init_score`` is that margin and merges the
-    parent's trees in front (the C API call ``LGBM_BoosterMerge`` that ``lgb.train(init_model=)``
-    makes itself; ``lgb.train`` cannot be used because it replaces ``init_score`` by the init
-    model's raw prediction, dropping the base margin). XGBoost: ``xgb.train(xgb_model=parent)``
-    with the base margin as the DMatrix's ``base_margin``.
+    :mod:`components.online_update.boosting` (the parent's heads get more trees; scores stay on
+    the parent's scale). Training rows are :mod:`components.online_update.rows`'.
 
 Result
-    A new :class:`~components.ranking.ranker.RankerModel` (same backend, objective, heads, feature_cols
+    A new :class:`~components.ranking.model.RankerModel` (same backend, objective, heads, feature_cols
     and params; new content-hash version) saved to ``data/models/online/<version>``, its
     ``training_metrics.online_update`` recording the parent version, rows, rounds added per head
     and the impression / event time windows, then registered as a candidate. Optionally the
@@ -59,7 +49,7 @@ Result
 
 Written here: the buffer, the trigger, the windowing and the orchestration; the join is
 :mod:`components.ranking.stage`'s, the boosting LightGBM's / XGBoost's, the artefact and the registry
-:mod:`components.ranking.ranker`'s and :mod:`components.deploy.registry`'s.
+:mod:`components.ranking.artefact`'s and :mod:`components.deploy.registry`'s.
 """
 
 from __future__ import annotations
@@ -68,407 +58,65 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from components.core.catalog import DataPaths
-from components.core.config import Params
-
-if TYPE_CHECKING:
-    from components.deploy.registry import ModelRegistry
-    from components.ranking.ranker import RankerModel
+from components.deploy.promote import run_gate
+from components.deploy.records import ModelRecord
+from components.deploy.registry import ModelRegistry
+from components.deploy.transitions import CANDIDATE
+from components.online_update.boosting import continue_training
+from components.online_update.rows import (
+    EVENT_COLUMNS,
+    iso,
+    read_impressions,
+    training_rows,
+    utc,
+)
+from components.online_update.settings import OnlineUpdateSettings, UpdateResult
+from components.ranking.artefact import save
+from components.ranking.model import RankerModel
 
 log = logging.getLogger(__name__)
 
-#: event columns the outcome join reads (``watch_ratio`` only when the events carry it)
-EVENT_COLUMNS: tuple[str, ...] = ("user_id", "content_id", "event_type", "timestamp", "watch_ratio")
-#: impression log columns the update reads
-IMPRESSION_COLUMNS: tuple[str, ...] = (
-    "request_id",
-    "user_id",
-    "content_id",
-    "position",
-    "model_version",
-    "degraded",
-    "timestamp",
-    "features",
-)
 ACTOR = "online-update"
-
-
-# --------------------------------------------------------------------------------------- params
-
-
-@dataclass(frozen=True)
-class OnlineUpdateSettings:
-    """The ``online_update`` section of ``params.yaml``."""
-
-    buffer_size: int
-    update_interval_s: float
-    rounds: int
-    learning_rate: float | None  # None: continue the parent's learning-rate schedule
-    label_window_s: float
-    min_labelled_rows: int
-    max_impression_age_s: float
-    n_threads: int
-    archive_superseded: bool
-    run_offline_gate: bool
-
-    def __post_init__(self) -> None:
-        for ok, message in (
-            (self.buffer_size >= 1, "buffer_size must be >= 1"),
-            (self.update_interval_s > 0, "update_interval_s must be > 0"),
-            (self.rounds >= 1, "rounds must be >= 1"),
-            (
-                self.learning_rate is None or self.learning_rate > 0,
-                "learning_rate must be > 0 (or null)",
-            ),
-            (self.label_window_s > 0, "label_window_s must be > 0"),
-            (self.min_labelled_rows >= 1, "min_labelled_rows must be >= 1"),
-            (
-                self.max_impression_age_s > self.label_window_s,
-                "max_impression_age_s must be > label_window_s",
-            ),
-            (self.n_threads >= 1, "n_threads must be >= 1"),
-        ):
-            if not ok:
-                raise ValueError(f"online_update.{message}")
-
-    @property
-    def label_window(self) -> pd.Timedelta:
-        return pd.Timedelta(seconds=self.label_window_s)
-
-    @classmethod
-    def from_params(cls, params: Params | Mapping[str, Any]) -> OnlineUpdateSettings:
-        """``online_update`` (``enabled`` is the serving process's choice, not the updater's)."""
-        return cls(**Params.of(params).online_update.model_dump(exclude={"enabled"}))
-
-
-# --------------------------------------------------------------------------------------- result
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    """What one update attempt did: ``updated`` (a candidate registered), ``skipped`` (with the
-    reason; nothing registered) or ``failed`` (the error; nothing registered)."""
-
-    status: str
-    reason: str
-    trigger: str
-    at: str  # ISO time of the attempt
-    events: int = 0  # events buffered since the previous attempt
-    version: str | None = None
-    parent_version: str | None = None
-    stage: str | None = None  # the new version's registry stage after the attempt
-    rows: int = 0  # labelled impressions trained on
-    groups: int = 0
-    positives: int = 0  # rows with label_engaged = 1
-    dropped: dict[str, int] = field(default_factory=dict)
-    rounds_added: dict[str, int] = field(default_factory=dict)
-    impressions_window: tuple[str | None, str | None] = (None, None)
-    gate: str | None = None  # the offline gate's decision and reason, when it ran
-    archived: str | None = None  # this updater's previous candidate, superseded
-    duration_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _Skip(Exception):
     """An update that cannot run now, for a reason that is no error."""
 
 
-# --------------------------------------------------------------------------------------- core
-
-
-def _utc(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values, utc=True)
-
-
-def _iso(ts: pd.Timestamp | None) -> str | None:
-    return None if ts is None else pd.Timestamp(ts).isoformat()
-
-
-def snapshot_matrix(
-    impressions: pd.DataFrame,
-    feature_cols: Sequence[str],
-    cols_by_version: Mapping[str, Sequence[str] | None],
-) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """The feature matrix (float32, ``feature_cols`` order) of the impressions whose logged
-    snapshot can be read as that model's features, the mask of those rows, and the number of
-    dropped rows per reason. ``cols_by_version`` maps each logged model version to its
-    ``feature_cols`` (None when the version is unknown)."""
-    n = len(impressions)
-    X = np.full((n, len(feature_cols)), np.nan, dtype=np.float32)
-    ok = np.zeros(n, dtype=bool)
-    dropped: dict[str, int] = {}
-
-    def drop(reason: str, count: int) -> None:
-        if count:
-            dropped[reason] = dropped.get(reason, 0) + int(count)
-
-    if n == 0:
-        return X, ok, dropped
-    if "features" not in impressions:
-        drop("no_features", n)
-        return X, ok, dropped
-    feats = impressions["features"].to_numpy(dtype=object)
-    has = np.array([f is not None and not (isinstance(f, float) and np.isnan(f)) for f in feats])
-    drop("no_features", int((~has).sum()))
-    if "degraded" in impressions:
-        degraded = impressions["degraded"].fillna(False).to_numpy(dtype=bool)
-        drop("degraded", int((degraded & has).sum()))
-        has &= ~degraded
-    versions = (
-        impressions["model_version"].astype(object).where(impressions["model_version"].notna(), "")
-    )
-    for version, idx in pd.Series(np.arange(n)).groupby(versions.to_numpy(), sort=True):
-        rows = idx.to_numpy()[has[idx.to_numpy()]]
-        if len(rows) == 0:
-            continue
-        cols = cols_by_version.get(str(version)) if version else None
-        if cols is None:
-            drop("unknown_model_version", len(rows))
-            continue
-        cols = list(cols)
-        if not set(feature_cols) <= set(cols):
-            drop("model_lacks_features", len(rows))
-            continue
-        take = np.array([cols.index(c) for c in feature_cols], dtype=np.int64)
-        lengths = np.array([len(feats[i]) for i in rows])
-        good = rows[lengths == len(cols)]
-        drop("snapshot_length", int((lengths != len(cols)).sum()))
-        if len(good):
-            M = np.stack([np.asarray(feats[i], dtype=np.float32) for i in good])
-            X[good] = M[:, take]
-            ok[good] = True
-    return X, ok, dropped
-
-
-def training_rows(
-    impressions: pd.DataFrame,
+def _lineage(
+    trigger: str,
+    window: tuple[str | None, str | None],
     events: pd.DataFrame,
-    feature_cols: Sequence[str],
-    cols_by_version: Mapping[str, Sequence[str] | None],
-    window: pd.Timedelta,
-) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
-    """The labelled training rows of these impressions (sorted by request, then position), their
-    feature matrix in ``feature_cols`` order, and the dropped rows per reason. Labels are
-    :func:`components.ranking.stage.join_outcomes`' (the user's events on the content within ``window``
-    of the impression)."""
-    from components.ranking.stage import join_outcomes
-
-    X, ok, dropped = snapshot_matrix(impressions, feature_cols, cols_by_version)
-    keep = impressions[ok].reset_index(drop=True)
-    X = X[ok]
-    position = pd.to_numeric(keep["position"], errors="coerce") if "position" in keep else 0
-    keep = keep.assign(
-        request_id=keep["request_id"].astype(str),
-        timestamp=_utc(keep["timestamp"]),
-        _pos=position,
-        _row=np.arange(len(keep)),
-    )
-    keep = keep.sort_values(["request_id", "_pos", "_row"], kind="mergesort")
-    X = X[keep["_row"].to_numpy()]
-    keep = keep.drop(columns=["_pos", "_row"]).reset_index(drop=True)
-    if len(keep) == 0:
-        return keep, X, dropped
-    ev = (
-        events
-        if len(events)
-        else pd.DataFrame(columns=["user_id", "content_id", "event_type", "timestamp"])
-    )
-    rows = join_outcomes(keep.drop(columns=["features"], errors="ignore"), ev, window)
-    return rows, X, dropped
-
-
-def _learning_rates(
-    parent_rounds: int, rounds: int, params: Any, fixed: float | None
-) -> list[float]:
-    if fixed is not None:
-        return [float(fixed)] * rounds
-    return [params.learning_rate_at(parent_rounds + j) for j in range(rounds)]
-
-
-def _continue_lightgbm(
-    booster: Any,
-    X: np.ndarray,
-    y: np.ndarray,
-    group_sizes: np.ndarray | None,
-    init: np.ndarray,
-    bp: Mapping[str, Any],
-    rates: Sequence[float],
-    feature_cols: Sequence[str],
-) -> tuple[dict[str, bytes], int]:
-    import lightgbm as lgb
-    from lightgbm.basic import _LIB, _safe_call
-
-    dtrain = lgb.Dataset(
-        X,
-        label=y,
-        group=group_sizes,
-        init_score=init,
-        feature_name=list(feature_cols),
-        params=dict(bp),
-    )
-    new = lgb.Booster(params=dict(bp), train_set=dtrain)
-    # the parent's trees first, as lgb.train(init_model=...) does; scores start from ``init``
-    _safe_call(_LIB.LGBM_BoosterMerge(new._handle, booster._handle))
-    for lr in rates:
-        new.reset_parameter({"learning_rate": lr})
-        if new.update():  # no split left that meets the constraints: the round added no tree
-            break
-    text = new.model_to_string(num_iteration=-1)
-    return {"text": text.encode("utf-8")}, int(new.current_iteration())
-
-
-def _continue_xgboost(
-    booster: Any,
-    X: np.ndarray,
-    y: np.ndarray,
-    qid: np.ndarray | None,
-    base: np.ndarray | None,
-    bp: Mapping[str, Any],
-    rates: Sequence[float],
-    feature_cols: Sequence[str],
-) -> tuple[dict[str, bytes], int]:
-    import xgboost as xgb
-
-    dtrain = xgb.DMatrix(
-        X,
-        label=y,
-        qid=qid,
-        base_margin=base,
-        feature_names=list(feature_cols),
-        nthread=int(bp["nthread"]),
-    )
-    new = xgb.train(
-        dict(bp),
-        dtrain,
-        num_boost_round=len(rates),
-        xgb_model=booster,
-        callbacks=[xgb.callback.LearningRateScheduler(lambda i: float(rates[i]))],
-        verbose_eval=False,
-    )
-    return {"ubj": bytes(new.save_raw("ubj")), "config": new.save_config().encode()}, int(
-        new.num_boosted_rounds()
-    )
-
-
-def continue_training(
-    parent: RankerModel,
-    parent_files: Mapping[str, bytes],
+    dropped: Mapping[str, int],
     rows: pd.DataFrame,
-    X: np.ndarray,
-    *,
-    rounds: int,
-    learning_rate: float | None = None,
-    n_threads: int = 1,
-    lineage: Mapping[str, Any] | None = None,
-) -> RankerModel:
-    """``parent`` with ``rounds`` more trees per head fitted on ``rows`` (labels of
-    :data:`components.ranking.stage.LABEL_COLUMNS`, one group per ``request_id``, contiguous) and ``X``
-    (``parent.feature_cols`` order). ``parent_files`` are the parent artefact's files (heads that
-    are not continued keep theirs). Raises :class:`ValueError` when no head can learn anything.
-    """
-    from components.ranking import ranker
-    from components.ranking.ranker import HeadSpec, RankerModel, label_column
-
-    if len(rows) != len(X) or X.shape[1] != len(parent.feature_cols):
-        raise ValueError(f"rows ({len(rows)}) and X {X.shape} do not match the parent's features")
-    impl = ranker._backend(parent.backend)
-    p = replace(parent.params, n_threads=int(n_threads))
-    margins = parent.predict_heads(X, output="margin")  # trees + base margin, per head
-    codes = pd.factorize(rows["request_id"].astype(str), sort=False)[0]
-    if len(codes) and np.any(np.diff(codes) < 0):
-        raise ValueError("rows must be sorted by request_id (contiguous groups)")
-    files = {name: parent_files[name] for s in parent.heads.values() for name in s.files}
-    heads: dict[str, HeadSpec] = {}
-    added: dict[str, int] = {}
-    skipped: dict[str, str] = {}
-    for name, spec in parent.heads.items():
-        heads[name] = spec
-        col = label_column(name, parent.objective)
-        y = (
-            rows[col].to_numpy(dtype="float64", na_value=np.nan)
-            if col in rows
-            else np.full(len(rows), np.nan)
-        )
-        known = ~np.isnan(y)
-        reason = ""
-        if len(np.unique(y[known])) < 2:
-            reason = f"label {col} has no variation in the new rows"
-        elif spec.kind == "lambdarank" and not known.all():
-            reason = f"{col} has missing values"
-        elif spec.kind != "lambdarank" and int(known.sum()) < 2 * p.min_child_samples:
-            reason = f"only {int(known.sum())} labelled rows (< 2 x min_child_samples)"
-        if reason:
-            skipped[name] = reason
-            log.info("online update: head %s keeps its trees: %s", name, reason)
-            continue
-        rates = _learning_rates(spec.best_iteration, rounds, p, learning_rate)
-        bp = impl.booster_params(spec.kind, p)  # type: ignore[attr-defined]
-        Xh, yh = X[known], y[known]
-        if parent.backend == "lightgbm":
-            sizes = np.bincount(codes[known]) if spec.kind == "lambdarank" else None
-            sizes = sizes[sizes > 0] if sizes is not None else None
-            out, total = _continue_lightgbm(
-                parent.boosters[name],
-                Xh,
-                yh,
-                sizes,
-                margins[name][known],
-                bp,
-                rates,
-                parent.feature_cols,
-            )
-            new_files = {f"{name}.txt": out["text"]}
-        else:
-            qid = codes[known] if spec.kind == "lambdarank" else None
-            base = spec.offset(Xh, parent.feature_cols)
-            out, total = _continue_xgboost(
-                parent.boosters[name], Xh, yh, qid, base, bp, rates, parent.feature_cols
-            )
-            new_files = {f"{name}.ubj": out["ubj"], f"{name}.config.json": out["config"]}
-        if total <= spec.best_iteration:
-            skipped[name] = "boosting found no split that meets the constraints"
-            continue
-        files.update(new_files)
-        heads[name] = replace(spec, best_iteration=total)
-        added[name] = total - spec.best_iteration
-    if not added:
-        raise ValueError(f"no head could be continued: {skipped}")
-    metrics = {
-        "online_update": {
-            **dict(lineage or {}),
-            "parent_version": parent.version,
-            "rows": len(rows),
-            "groups": int(codes.max() + 1) if len(codes) else 0,
-            "rounds_added": added,
-            "skipped_heads": skipped,
-            "learning_rate": learning_rate if learning_rate is not None else "parent schedule",
-        }
+    label_window_s: float,
+) -> dict[str, Any]:
+    """Where an update's rows came from (recorded in the new model's training metrics)."""
+    ev_ts = events["timestamp"] if len(events) else pd.Series(dtype="datetime64[ns, UTC]")
+    return {
+        "trigger": trigger,
+        "impressions_window": {"after": window[0], "until": window[1]},
+        "events_window": {
+            "from": iso(ev_ts.min()) if len(ev_ts) else None,
+            "to": iso(ev_ts.max()) if len(ev_ts) else None,
+        },
+        "events": len(events),
+        "label_window_s": label_window_s,
+        "dropped_rows": dropped,
+        "label_rates": {
+            c: round(float(rows[c].mean()), 6)
+            for c in ("label_engaged", "label_negative")
+            if c in rows
+        },
     }
-    return RankerModel(
-        backend=parent.backend,
-        objective=parent.objective,
-        heads=heads,
-        files=files,
-        feature_cols=parent.feature_cols,
-        feature_service=parent.feature_service,
-        created_from=f"online-update:{parent.version}",
-        training_metrics=metrics,
-        params=parent.params,
-        library_version=impl.library_version,
-    )
-
-
-# --------------------------------------------------------------------------------------- updater
 
 
 class OnlineUpdater:
@@ -526,7 +174,7 @@ class OnlineUpdater:
             if events is None or len(events) == 0:
                 return
             frame = events[[c for c in EVENT_COLUMNS if c in events.columns]].copy()
-            frame["timestamp"] = _utc(frame["timestamp"])
+            frame["timestamp"] = utc(frame["timestamp"])
             frame = frame[frame["timestamp"].notna()]
             with self._lock:
                 self._received += len(events)
@@ -641,8 +289,6 @@ class OnlineUpdater:
 
     def _reg(self) -> ModelRegistry:
         if self._registry is None:
-            from components.deploy.registry import ModelRegistry
-
             self._registry = ModelRegistry(self.paths, actor=ACTOR)
         return self._registry
 
@@ -667,37 +313,63 @@ class OnlineUpdater:
                 self._cols[version] = list(manifest["feature_cols"])
         return self._cols[version]
 
-    def _read_impressions(
-        self, lo: pd.Timestamp, lo_inclusive: bool, hi: pd.Timestamp
-    ) -> pd.DataFrame:
-        """Impression log rows with ``lo < timestamp <= hi`` (``>=`` with ``lo_inclusive``); an
-        unreadable file fails the update (training on a silently partial log would bias it)."""
-        import pyarrow.parquet as pq
+    def _window(
+        self,
+        watermark: pd.Timestamp | None,
+        since: pd.Timestamp | None,
+        hwm: pd.Timestamp | None,
+    ) -> tuple[pd.Timestamp, bool, pd.Timestamp]:
+        """The impressions this update may use: after ``lo`` (from it with the flag) up to ``hi``,
+        the newest event time less the label window."""
+        s = self.settings
+        if watermark is None or since is None:
+            raise _Skip("no events observed yet")
+        hi = watermark - s.label_window
+        lo, inclusive = (since, True) if hwm is None or since > hwm else (hwm, False)
+        if hi <= lo:
+            raise _Skip(
+                f"no impression has a closed outcome window yet (newest event {iso(watermark)}, "
+                f"label window {s.label_window_s:g} s, impressions used up to {iso(lo)})"
+            )
+        return lo, inclusive, hi
 
+    def _archive_previous(self, reg: ModelRegistry, version: str, at: datetime) -> str | None:
+        """Archive this updater's previous candidate, superseded by ``version`` (when set to)."""
+        previous = self._own_versions[-1] if self._own_versions else None
+        archived = None
+        if self.settings.archive_superseded and previous and previous != version:
+            prev = reg.find(previous)
+            if prev is not None and prev.stage == CANDIDATE:
+                reg.archive(
+                    previous,
+                    reason=f"superseded by online update {version}",
+                    now=at,
+                    actor=ACTOR,
+                )
+                archived = previous
+        self._own_versions.append(version)
+        return archived
 
-        parts = []
-        for path in sorted(self.paths.of("impressions").glob("impressions-*.parquet")):
-            if path.name in self._done_files:
-                continue
-            try:
-                table = pq.read_table(path)
-            except Exception as exc:
-                raise OSError(f"impression log {path.name} is unreadable: {exc}") from exc
-            frame = table.select(
-                [c for c in IMPRESSION_COLUMNS if c in table.column_names]
-            ).to_pandas()
-            ts = _utc(frame["timestamp"])
-            if len(ts):
-                self._file_max[path.name] = ts.max()
-            if len(ts) == 0 or ts.max() < lo:
-                self._done_files.add(path.name)  # nothing in it can ever be used
-                continue
-            keep = ((ts >= lo) if lo_inclusive else (ts > lo)) & (ts <= hi)
-            if keep.any():
-                parts.append(frame[keep.to_numpy()].assign(_file=path.name))
-        if not parts:
-            return pd.DataFrame(columns=[*IMPRESSION_COLUMNS, "_file"])
-        return pd.concat(parts, ignore_index=True)
+    def _register(
+        self,
+        reg: ModelRegistry,
+        model: RankerModel,
+        production: ModelRecord,
+        window: tuple[str | None, str | None],
+        n_rows: int,
+        at: datetime,
+    ) -> ModelRecord:
+        """Save the continued model and register it as a candidate."""
+        folder = save(model, self.paths.of("online_models"))
+        online = model.training_metrics["online_update"]
+        return reg.register(
+            folder,
+            metrics={"trained_until": window[1], "online_update": online},
+            data_version=f"{production.data_version}+stream:{window[0]}..{window[1]}",
+            now=at,
+            reason=f"online update of {online['parent_version']}: {n_rows} impressions, +{online['rounds_added']} trees",
+            actor=ACTOR,
+        )
 
     def _update(
         self,
@@ -709,25 +381,16 @@ class OnlineUpdater:
         since: pd.Timestamp | None,
         hwm: pd.Timestamp | None,
     ) -> tuple[UpdateResult, pd.Timestamp | None]:
-        from components.deploy.registry import CANDIDATE
-        from components.ranking import ranker
-
         s = self.settings
         reg = self._reg()
         production = reg.deployment().production
         if production is None:
             raise _Skip("no model in production to continue from")
-        if watermark is None or since is None:
-            raise _Skip("no events observed yet")
-        hi = watermark - s.label_window
-        lo, inclusive = (since, True) if hwm is None or since > hwm else (hwm, False)
-        if hi <= lo:
-            raise _Skip(
-                f"no impression has a closed outcome window yet (newest event {_iso(watermark)}, "
-                f"label window {s.label_window_s:g} s, impressions used up to {_iso(lo)})"
-            )
+        lo, inclusive, hi = self._window(watermark, since, hwm)
         parent, parent_files = self._parent(reg, production.version)
-        impressions = self._read_impressions(lo, inclusive, hi)
+        impressions = read_impressions(
+            self.paths.of("impressions"), self._done_files, self._file_max, lo, inclusive, hi
+        )
         cols = {
             str(v): self._feature_cols(reg, str(v))
             for v in impressions["model_version"].dropna().unique()
@@ -740,30 +403,13 @@ class OnlineUpdater:
         rows, X, dropped = training_rows(
             impressions, events, parent.feature_cols, cols, s.label_window
         )
-        window = (_iso(lo), _iso(hi))
+        window = (iso(lo), iso(hi))
         if len(rows) < s.min_labelled_rows:
             raise _Skip(
                 f"only {len(rows)} labelled impressions with usable feature snapshots in "
                 f"{window[0]} .. {window[1]} (< min_labelled_rows {s.min_labelled_rows}; "
                 f"{len(impressions)} logged, dropped {dropped or 'none'}): kept for the next update"
             )
-        ev_ts = events["timestamp"] if len(events) else pd.Series(dtype="datetime64[ns, UTC]")
-        lineage = {
-            "trigger": trigger,
-            "impressions_window": {"after": window[0], "until": window[1]},
-            "events_window": {
-                "from": _iso(ev_ts.min()) if len(ev_ts) else None,
-                "to": _iso(ev_ts.max()) if len(ev_ts) else None,
-            },
-            "events": len(events),
-            "label_window_s": s.label_window_s,
-            "dropped_rows": dropped,
-            "label_rates": {
-                c: round(float(rows[c].mean()), 6)
-                for c in ("label_engaged", "label_negative")
-                if c in rows
-            },
-        }
         try:
             model = continue_training(
                 parent,
@@ -773,41 +419,19 @@ class OnlineUpdater:
                 rounds=s.rounds,
                 learning_rate=s.learning_rate,
                 n_threads=s.n_threads,
-                lineage=lineage,
+                lineage=_lineage(trigger, window, events, dropped, rows, s.label_window_s),
             )
         except ValueError as exc:
             if "no head could be continued" in str(exc):
                 raise _Skip(f"{exc}: kept for the next update") from exc
             raise
-        folder = ranker.save(model, self.paths.of("online_models"))
-        online = model.training_metrics["online_update"]
-        record = reg.register(
-            folder,
-            metrics={"trained_until": window[1], "online_update": online},
-            data_version=f"{production.data_version}+stream:{window[0]}..{window[1]}",
-            now=at,
-            reason=f"online update of {parent.version}: {len(rows)} impressions, +{online['rounds_added']} trees",
-            actor=ACTOR,
-        )
-        archived = None
-        previous = self._own_versions[-1] if self._own_versions else None
-        if s.archive_superseded and previous and previous != record.version:
-            prev = reg.find(previous)
-            if prev is not None and prev.stage == CANDIDATE:
-                reg.archive(
-                    previous,
-                    reason=f"superseded by online update {record.version}",
-                    now=at,
-                    actor=ACTOR,
-                )
-                archived = previous
-        self._own_versions.append(record.version)
-        gate = None
-        if s.run_offline_gate:
-            gate = self._offline_gate(reg, record.version, at)
+        record = self._register(reg, model, production, window, len(rows), at)
+        archived = self._archive_previous(reg, record.version, at)
+        gate = self._offline_gate(reg, record.version, at) if s.run_offline_gate else None
         stage = reg.get(record.version).stage
         # files whose every row is at or before the new high-water mark are not read again
         self._done_files.update(f for f, t in self._file_max.items() if t <= hi)
+        online = model.training_metrics["online_update"]
         result = UpdateResult(
             status="updated",
             reason=f"continued {parent.version} on {len(rows)} impressions",
@@ -831,8 +455,6 @@ class OnlineUpdater:
     def _offline_gate(self, reg: ModelRegistry, version: str, at: datetime) -> str:
         """The offline gate on the new candidate (pass → shadow, fail → archived); an error in it
         leaves the candidate registered and is reported."""
-        from components.deploy.promote import run_gate
-
         try:
             verdict = run_gate(
                 "offline", self.params, self.paths, version=version, now=at, registry=reg
@@ -892,8 +514,8 @@ class OnlineUpdater:
                 "events_received": self._received,
                 "pending_events": self._pending,
                 "events_in_memory": int(sum(len(f) for f in self._events)),
-                "watermark": _iso(self._watermark),
-                "high_water_mark": _iso(self._hwm),
+                "watermark": iso(self._watermark),
+                "high_water_mark": iso(self._hwm),
                 "attempts": self._attempts,
                 "updates": self._updates,
                 "observe_errors": self._observe_errors,
@@ -904,5 +526,4 @@ class OnlineUpdater:
                 "last_version": last_ok.version if last_ok else None,
                 "last_rows": last_ok.rows if last_ok else None,
                 "last_error": self._last_error,
-                "last_result": last.to_dict() if last else None,
-            }
+                "last_result": last.to_dict() if last else None,            }

@@ -24,7 +24,7 @@
 3. **Scoring** – the production model, or the canary model for users that
    :func:`components.deploy.gates.canary.in_canary` puts in ``promote.canary.share``. A shadow model scores the
    same rows; its scores go to the impression log only. With ``serving.compile_ranker`` the
-   LightGBM heads run as native code (:meth:`components.ranking.ranker.RankerModel.compile`).
+   LightGBM heads run as native code (:meth:`components.ranking.model.RankerModel.compile`).
 4. **Re-ranking** – trend boost ``s + beta * trend * |s|`` (``= s (1 + beta trend)`` for a
    positive score; the absolute value keeps the boost a boost for the ranker's negative,
    standardised scores), with ``trend = g / (1 + g)`` of the trending source's engagement growth
@@ -88,9 +88,10 @@ from components.serving.bundle import ServingBundle, reporters_by_content, seen_
 from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:
-    from components.deploy.registry import ModelCache, ModelRegistry
+    from components.deploy.model_cache import ModelCache
+    from components.deploy.registry import ModelRegistry
     from components.features.store import RequestContext, ServingFeatureFetcher
-    from components.ranking.ranker import RankerModel
+    from components.ranking.model import RankerModel
     from components.retrieval.candidates import Retriever
 
 log = logging.getLogger(__name__)
@@ -418,7 +419,8 @@ class Recommender:
         artefacts; the item feature cache (the bundle's, or the feature store's); the registry's
         models. A missing store or model does not stop the load: requests then fall back until
         :meth:`refresh` finds them."""
-        from components.deploy.registry import ModelCache, ModelRegistry
+        from components.deploy.model_cache import ModelCache
+        from components.deploy.registry import ModelRegistry
         from components.features.store import StoreSettings
 
         t0 = time.perf_counter()

@@ -394,7 +394,7 @@ def test_promotion_and_rollback_are_picked_up_without_a_restart(server: str, pro
 
     from components.core.catalog import DataPaths
     from components.deploy.registry import ModelRegistry
-    from components.ranking.ranker import save
+    from components.ranking.artefact import save
 
     user = _raw_users(project)[0]
 

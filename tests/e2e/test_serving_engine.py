@@ -20,11 +20,13 @@ import yaml
 
 from components.core.catalog import DataPaths
 from components.core.config import deep_merge, load_params
+from components.deploy.artefacts import resolve_model_dir
 from components.deploy.gates.canary import in_canary
-from components.deploy.registry import ModelRegistry, resolve_model_dir
+from components.deploy.registry import ModelRegistry
 from components.deploy.registry import run as register_latest
 from components.features.store import RequestContext
-from components.ranking.ranker import RankerModel, save
+from components.ranking.artefact import load, save
+from components.ranking.model import RankerModel
 from components.serving.engine import (
     Feed,
     FeedItem,
@@ -177,7 +179,6 @@ def read_log(engine: Recommender) -> pd.DataFrame:
 
 def variant(project: Path, weights: dict[str, float], name: str) -> str:
     """Register a re-weighted copy of the trained ranker (another version, other scores)."""
-    from components.ranking.ranker import load
 
     base: RankerModel = load(resolve_model_dir(project / "data" / "models" / "ranker"))
     model = base.with_weights(weights)

@@ -38,7 +38,7 @@ from components.deploy.gates.common import (
 )
 
 if TYPE_CHECKING:
-    from components.ranking.ranker import RankerModel
+    from components.ranking.model import RankerModel
 
 ROLLBACK_CHECKS = ("guardrail", "engagement_not_worse")
 

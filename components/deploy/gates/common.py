@@ -14,7 +14,7 @@ from components.core.config import Params
 from components.core.verdict import Check, Verdict
 
 if TYPE_CHECKING:
-    from components.ranking.ranker import RankerModel
+    from components.ranking.model import RankerModel
 
 REPLAY_EVIDENCE = (
     "replay of held-out events: the latest request groups of the training data, outcomes from "

@@ -32,7 +32,7 @@ from components.deploy.gates.common import (
 )
 
 if TYPE_CHECKING:
-    from components.ranking.ranker import RankerModel
+    from components.ranking.model import RankerModel
 
 DRIFT_FIX = "run `dvc repro drift` (or the monitor_drift DAG)"
 

@@ -32,7 +32,7 @@ from components.deploy.gates.common import (
 )
 
 if TYPE_CHECKING:
-    from components.ranking.ranker import RankerModel
+    from components.ranking.model import RankerModel
 
 EVIDENCE = REPLAY_EVIDENCE + "; shadow scores are logged, never shown"
 

@@ -28,9 +28,13 @@ from components.deploy.gates.canary import arm_outcomes, canary_decision, canary
 from components.deploy.gates.common import PromoteParams
 from components.deploy.gates.offline import offline_gate
 from components.deploy.gates.shadow import shadow_gate
+from components.deploy.model_cache import ModelCache
 from components.deploy.promote import run_all, run_gate
-from components.deploy.registry import ModelCache, ModelRegistry
-from components.ranking.ranker import RankerModel, RankerParams, save, train_ranker
+from components.deploy.registry import ModelRegistry
+from components.ranking.artefact import save
+from components.ranking.model import RankerModel
+from components.ranking.params import RankerParams
+from components.ranking.train import train_ranker
 from tests.fixtures.drift_verdicts import drift_record, write_drift_record
 from tests.fixtures.params import project_params, project_settings
 

@@ -23,7 +23,11 @@ import pandas as pd
 import pytest
 
 from components.core.catalog import PROJECT_ROOT, DataPaths
-from components.deploy.registry import (
+from components.deploy.lineage import data_version, data_version_from_lock
+from components.deploy.model_cache import ModelCache
+from components.deploy.records import HistoryEntry, ModelRecord
+from components.deploy.registry import ModelRegistry, run
+from components.deploy.transitions import (
     ARCHIVED,
     CANARY,
     CANDIDATE,
@@ -31,20 +35,16 @@ from components.deploy.registry import (
     SHADOW,
     STAGES,
     ArtefactError,
-    HistoryEntry,
-    ModelCache,
-    ModelRecord,
-    ModelRegistry,
     NotFoundError,
     RegistryError,
     TransitionError,
     check_transition,
-    data_version,
-    data_version_from_lock,
     find_problems,
-    run,
 )
-from components.ranking.ranker import RankerModel, RankerParams, save, train_ranker
+from components.ranking.artefact import save
+from components.ranking.model import RankerModel
+from components.ranking.params import RankerParams
+from components.ranking.train import train_ranker
 from tests.fixtures.params import project_settings
 from tests.fixtures.ranking_frames import FEATURES, make_frame
 
@@ -521,25 +521,25 @@ CRASH_PROMOTE = """
     import os, sys
     from datetime import UTC, datetime
     from pathlib import Path
-    from components.deploy import registry as r
+    from components.deploy import registry as r, store
 
     CODE = int(sys.argv[-1])
 
     reg = r.ModelRegistry(directory=Path(sys.argv[1]))
     step, version = sys.argv[2], sys.argv[3]
-    original = getattr(r.ModelRegistry, step)
+    original = getattr(store, step)
 
     def crash(*args, **kwargs):
         original(*args, **kwargs)  # the step's writes are in the open transaction
         os._exit(CODE)
 
-    setattr(r.ModelRegistry, step, crash if step != "_insert_history" else staticmethod(crash))
+    setattr(store, step, crash)
     reg.promote(version, "production", now=datetime(2026, 3, 1, tzinfo=UTC), reason="crash")
     sys.exit(0)
 """
 
 
-@pytest.mark.parametrize("step", ["_archive_occupant", "_insert_history", "_bump_revision"])
+@pytest.mark.parametrize("step", ["archive_occupant", "insert_history", "bump_revision"])
 def test_crash_during_promotion_leaves_the_previous_state(
     reg: ModelRegistry, artefacts: list[Path], step: str
 ) -> None:
@@ -567,7 +567,7 @@ CRASH_REGISTER = """
     import os, sys
     from datetime import UTC, datetime
     from pathlib import Path
-    from components.deploy import registry as r
+    from components.deploy import artefacts, registry as r, store
 
     CODE = int(sys.argv[-1])
 
@@ -575,8 +575,8 @@ CRASH_REGISTER = """
     step, model_dir = sys.argv[2], Path(sys.argv[3])
     calls = []
 
-    if step == "_copy_file":  # die after the first file of the copy
-        original = r._copy_file
+    if step == "copy_file":  # die after the first file of the copy
+        original = artefacts.copy_file
 
         def crash(*args, **kwargs):
             if calls:
@@ -584,21 +584,21 @@ CRASH_REGISTER = """
             calls.append(1)
             original(*args, **kwargs)
 
-        r._copy_file = crash
+        artefacts.copy_file = crash
     else:  # die after the artefact is in place, before the commit
-        original_h = r.ModelRegistry._insert_history
+        original_h = store.insert_history
 
         def crash_h(*args, **kwargs):
             original_h(*args, **kwargs)
             os._exit(CODE)
 
-        r.ModelRegistry._insert_history = staticmethod(crash_h)
+        store.insert_history = crash_h
     reg.register(model_dir, metrics={}, data_version="d", now=datetime(2026, 3, 1, tzinfo=UTC))
     sys.exit(0)
 """
 
 
-@pytest.mark.parametrize("step", ["_copy_file", "_insert_history"])
+@pytest.mark.parametrize("step", ["copy_file", "insert_history"])
 def test_crash_during_register_leaves_no_half_registered_version(
     reg: ModelRegistry, artefacts: list[Path], step: str
 ) -> None:
@@ -611,7 +611,7 @@ def test_crash_during_register_leaves_no_half_registered_version(
     assert proc.returncode == CRASH_EXIT, proc.stderr
 
     left = sorted(p.name for p in reg.models_dir.iterdir())
-    if step == "_copy_file":
+    if step == "copy_file":
         assert len(left) == 2 and left[0].startswith(f".tmp-{b}-") and left[1] == a
     else:
         assert left == sorted([a, b])  # a complete copy, never committed

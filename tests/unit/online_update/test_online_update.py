@@ -25,13 +25,15 @@ import pytest
 
 from components.core.catalog import DataPaths
 from components.core.config import deep_merge
-from components.deploy.registry import ModelRegistry, TransitionError
-from components.online_update.update import (
-    OnlineUpdater,
-    OnlineUpdateSettings,
-    training_rows,
-)
-from components.ranking.ranker import RankerParams, save, train_ranker
+from components.deploy.registry import ModelRegistry
+from components.deploy.transitions import TransitionError
+from components.online_update.rows import training_rows
+from components.online_update.settings import OnlineUpdateSettings
+from components.online_update.update import OnlineUpdater
+from components.ranking.artefact import save
+from components.ranking.boosting import LightGBMTrainer
+from components.ranking.params import RankerParams
+from components.ranking.train import train_ranker
 from components.serving.engine import LOG_SCHEMA
 from tests.fixtures.drift_verdicts import write_drift_record
 from tests.fixtures.params import project_params, project_settings
@@ -339,11 +341,9 @@ def test_continued_model_adds_trees_from_the_parent_and_learns_the_new_labels(pr
 
     # the new trees start from the parent's whole margin, its base margin (f0) included: they are
     # what plain LightGBM fits from that init score with the same parameters
-    from components.ranking.ranker import _LightGBM
-
     spec = parent.heads["engaged"]
     assert spec.base_feature == "f0"
-    bp = _LightGBM.booster_params("lambdarank", parent.params)
+    bp = LightGBMTrainer.booster_params("lambdarank", parent.params)
     rates = [parent.params.learning_rate_at(spec.best_iteration + j) for j in range(20)]
     sizes = rows.groupby("request_id", sort=False).size().to_numpy()
     init = parent.predict_heads(X, output="margin")["engaged"]

@@ -22,15 +22,11 @@ from sklearn.metrics import roc_auc_score
 
 from components.core.config import TRAINING_SET_KEYS, deep_merge
 from components.evaluation.metrics import ranking_metrics
-from components.ranking.ranker import (
-    MANIFEST,
-    RankerModel,
-    RankerParams,
-    load,
-    save,
-    time_split,
-    train_ranker,
-)
+from components.ranking.artefact import MANIFEST, load, save
+from components.ranking.model import RankerModel
+from components.ranking.params import RankerParams
+from components.ranking.split import time_split
+from components.ranking.train import train_ranker
 from tests.fixtures.params import project_params, project_settings
 
 FEATURES = [f"f{i}" for i in range(8)] + ["u0"]
@@ -183,7 +179,7 @@ def test_time_split_single_timestamp_falls_back_to_group_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     df = pd.DataFrame({"group_id": np.repeat(np.arange(10), 2), "event_timestamp": 0.0})
-    with caplog.at_level(logging.WARNING, logger="components.ranking.ranker"):
+    with caplog.at_level(logging.WARNING, logger="components.ranking.split"):
         mask = time_split(df, 0.2)
     assert set(df.loc[mask, "group_id"]) == {8, 9}
     assert "share one timestamp" in caplog.text
@@ -336,7 +332,7 @@ def test_head_without_variation_is_skipped(
 ) -> None:
     df = frame.assign(label_share=0)
     p = small_params(heads={"engaged": 1.0, "share": 0.5, "like": 0.0}, n_estimators=10)
-    with caplog.at_level(logging.WARNING, logger="components.ranking.ranker"):
+    with caplog.at_level(logging.WARNING, logger="components.ranking.train"):
         model = train_ranker(df, FEATURES, p)
     assert set(model.heads) == {"engaged"}  # share skipped, like has weight 0
     assert "share" in model.training_metrics["skipped_heads"]
