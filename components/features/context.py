@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.data.preprocess import DEVICE_ALIASES, NETWORK_ALIASES
+from components.core.schema import DEVICE_ALIASES, NETWORK_ALIASES
 
 #: Nominal downlink per network type (Mb/s) and an ordinal tier; unknown -> NaN / 0.
 NETWORK_MBPS: dict[str, float] = {"2g": 0.1, "3g": 2.0, "4g": 20.0, "wifi": 50.0, "5g": 100.0}
