@@ -7,7 +7,7 @@ store. Measured per store:
 * Feast ``get_online_features`` for 1 user (the service's user features);
 * Feast ``get_online_features`` for 1 user + 500 items through the whole FeatureService (user,
   content, creator views and the on-demand views) - the naive serving path, fewer requests;
-* the serving path: :class:`components.features.store.ServingFeatureFetcher` - user features from
+* the serving path: :class:`components.features.online.ServingFeatureFetcher` - user features from
   the online store per request, the 500 item rows gathered from the in-memory item matrix
   (TTL-checked), context computed locally - with and without assembling the model matrix.
 
@@ -36,8 +36,24 @@ import pyarrow.parquet as pq
 
 from components.core.catalog import DataPaths
 from components.core.config import Settings, load_params
-from components.features import compute as F
-from components.features import store as FS
+from components.features.columns import (
+    CONTENT_PROFILE_COLUMNS,
+    CONTENT_SCHEMA,
+    CONTENT_STATS_COLUMNS,
+    CREATOR_COLUMNS,
+    CREATOR_SCHEMA,
+    FILES,
+    PROFILE_SCHEMA,
+    TIMESTAMP,
+    USER_ACTIVITY_COLUMNS,
+    USER_REALTIME_COLUMNS,
+    USER_SCHEMA,
+)
+from components.features.context import RequestContext
+from components.features.feast_repo import DEFAULT_REDIS_URL, StoreSettings, open_store
+from components.features.item_cache import ItemFeatureCache
+from components.features.online import ServingFeatureFetcher
+from components.features.store import apply, materialize
 
 END_MS = int(np.datetime64("2026-01-19T00:00:00", "ms").astype("int64"))
 DAY_MS = 86_400_000
@@ -71,14 +87,14 @@ def _table(
     n = len(ids)
     cols: list[pa.Array] = [
         pa.array(ids, type=pa.string()),
-        pa.array(ts_ms.astype("datetime64[ms]")).cast(F.TIMESTAMP),
+        pa.array(ts_ms.astype("datetime64[ms]")).cast(TIMESTAMP),
     ]
     spec = dict(
-        F.USER_ACTIVITY_COLUMNS
-        + F.USER_REALTIME_COLUMNS
-        + F.CONTENT_STATS_COLUMNS
-        + F.CONTENT_PROFILE_COLUMNS
-        + F.CREATOR_COLUMNS
+        USER_ACTIVITY_COLUMNS
+        + USER_REALTIME_COLUMNS
+        + CONTENT_STATS_COLUMNS
+        + CONTENT_PROFILE_COLUMNS
+        + CREATOR_COLUMNS
     )
     for f in list(schema)[2:]:
         cols.append(
@@ -98,7 +114,7 @@ def write_catalogue(
     creators = [f"creator_{i:05d}" for i in range(n_creators)]
     users = [f"user_{i:05d}" for i in range(n_users)]
     recent = END_MS - rng.integers(0, 3 * DAY_MS, n_items)
-    pq.write_table(_table(F.CONTENT_SCHEMA, items, recent, rng, {}), out / F.FILES["content"])
+    pq.write_table(_table(CONTENT_SCHEMA, items, recent, rng, {}), out / FILES["content"])
     owner = pa.array([creators[i] for i in rng.integers(0, n_creators, n_items)], type=pa.string())
     has_visual = rng.random(n_items) < 0.5
     visual = _column("float_list", n_items, rng, "v")
@@ -115,19 +131,19 @@ def write_catalogue(
     }
     pq.write_table(
         _table(
-            F.PROFILE_SCHEMA,
+            PROFILE_SCHEMA,
             items,
             END_MS - 30 * DAY_MS - rng.integers(0, 60 * DAY_MS, n_items),
             rng,
             profile,
         ),
-        out / F.FILES["content_profile"],
+        out / FILES["content_profile"],
     )
     pq.write_table(
         _table(
-            F.CREATOR_SCHEMA, creators, END_MS - rng.integers(0, 2 * DAY_MS, n_creators), rng, {}
+            CREATOR_SCHEMA, creators, END_MS - rng.integers(0, 2 * DAY_MS, n_creators), rng, {}
         ),
-        out / F.FILES["creator"],
+        out / FILES["creator"],
     )
     user_over = {
         "u_category_share": _column("float_list", n_users, rng, "s", dim=20),
@@ -136,8 +152,8 @@ def write_catalogue(
         ),
     }
     pq.write_table(
-        _table(F.USER_SCHEMA, users, np.full(n_users, END_MS), rng, user_over),
-        out / F.FILES["user"],
+        _table(USER_SCHEMA, users, np.full(n_users, END_MS), rng, user_over),
+        out / FILES["user"],
     )
 
 
@@ -158,26 +174,26 @@ def percentiles(fn: Callable[[int], Any], n: int, warmup: int = 20) -> dict[str,
 
 
 def bench_store(paths: DataPaths, online: str, args: argparse.Namespace) -> dict[str, Any]:
-    redis_url = (Settings.from_env().redis_url or FS.DEFAULT_REDIS_URL).split(",")[0] + ",db=14"
+    redis_url = (Settings.from_env().redis_url or DEFAULT_REDIS_URL).split(",")[0] + ",db=14"
     settings = replace(
-        FS.StoreSettings.from_params(load_params()), project=f"bench{uuid.uuid4().hex[:8]}", online=online, redis_url=redis_url
+        StoreSettings.from_params(load_params()), project=f"bench{uuid.uuid4().hex[:8]}", online=online, redis_url=redis_url
     )
-    store = FS.open_store(paths, settings)
+    store = open_store(paths, settings)
     results: dict[str, Any] = {"online_store": online}
     try:
-        FS.apply(store)
+        apply(store)
         t = time.perf_counter()
-        mat = FS.materialize(store)
+        mat = materialize(store)
         results["materialize_s"] = round(time.perf_counter() - t, 1)
         results["materialized_rows"] = mat.rows
         t = time.perf_counter()
-        items = FS.ItemFeatureCache.from_offline(store, args.service)
+        items = ItemFeatureCache.from_offline(store, args.service)
         results["item_cache_load_s"] = round(time.perf_counter() - t, 2)
         results["item_matrix"] = list(items.matrix.shape)
-        fetcher = FS.ServingFeatureFetcher(store, args.service, items)
+        fetcher = ServingFeatureFetcher(store, args.service, items)
         results["user_features"] = len(fetcher.user_refs)
         results["item_features"] = sum(
-            len(p.features) for p, _ in FS.ItemFeatureCache.item_projections(store, fetcher.service)
+            len(p.features) for p, _ in ItemFeatureCache.item_projections(store, fetcher.service)
         )
         rng = np.random.default_rng(1)
         n_items = len(items.ids)
@@ -185,7 +201,7 @@ def bench_store(paths: DataPaths, online: str, args: argparse.Namespace) -> dict
         users = [f"user_{i:05d}" for i in range(args.users)]
         cands = [list(item_ids[rng.integers(0, n_items, args.candidates)]) for _ in range(64)]
         owners = dict(zip(items.ids, items.creators, strict=True))
-        req = FS.RequestContext(
+        req = RequestContext(
             request_ts_s=END_MS // 1000 + 1800, device_type="ios", network="wifi"
         )
         gc.collect()

@@ -86,13 +86,10 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     from components.core.config import load_params
     from components.data.ingestion.pseudonyms import hmac_key_from_env, pseudonym
     from components.deploy.registry import ModelRegistry
-    from components.features.store import (
-        ItemFeatureCache,
-        ServingFeatureFetcher,
-        StoreSettings,
-        apply,
-        open_store,
-    )
+    from components.features.feast_repo import StoreSettings, open_store
+    from components.features.item_cache import ItemFeatureCache
+    from components.features.online import ServingFeatureFetcher
+    from components.features.store import apply
     from components.retrieval.candidates import Candidates, ContentIndex, Neighbourhood, Retriever
     from components.retrieval.embeddings import EmbeddingModel, Interactions
     from components.serving.bundle import ServingBundle

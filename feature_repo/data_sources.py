@@ -10,8 +10,8 @@ import posixpath
 from feast import FileSource, PushSource, RequestSource
 
 from components.core.catalog import artefact
-from components.features.compute import FILES, REQUEST_COLUMNS
-from components.features.store import feast_fields
+from components.features.columns import FILES, REQUEST_COLUMNS
+from components.features.feast_repo import feast_fields
 
 #: The features folder relative to this repository folder (``../data/features``).
 FEATURES_DIR = posixpath.relpath(artefact("features").path, artefact("feature_repo").path)

@@ -2,7 +2,7 @@
 
 TTL is how old a snapshot may be and still be joined to a training row. Feast's online stores
 return the latest value regardless of age; the serving fetcher
-(``components.features.store.ServingFeatureFetcher``) applies the same TTLs at request time, so
+(``components.features.online.ServingFeatureFetcher``) applies the same TTLs at request time, so
 training and serving agree on what has expired.
 """
 
@@ -18,14 +18,14 @@ from data_sources import (
 from entities import content, creator, user
 from feast import FeatureView
 
-from components.features.compute import (
+from components.features.columns import (
     CONTENT_PROFILE_COLUMNS,
     CONTENT_STATS_COLUMNS,
     CREATOR_COLUMNS,
     USER_ACTIVITY_COLUMNS,
     USER_REALTIME_COLUMNS,
 )
-from components.features.store import feast_fields
+from components.features.feast_repo import feast_fields
 
 user_activity = FeatureView(
     name="user_activity",

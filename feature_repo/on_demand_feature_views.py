@@ -1,6 +1,6 @@
 """On-demand feature views: computed from the request, identically offline and online.
 
-The bodies import the pure functions from ``components.features.compute`` (Feast stores the source text
+The bodies import the pure functions from ``components.features.context`` (Feast stores the source text
 and re-executes it), so training rows, Feast online lookups and the serving fast path all run the
 same code.
 """
@@ -10,8 +10,8 @@ from data_sources import request_context
 from feast.on_demand_feature_view import on_demand_feature_view
 from feature_views import user_realtime
 
-from components.features.compute import CONTEXT_COLUMNS, RECENCY_COLUMNS
-from components.features.store import feast_fields
+from components.features.columns import CONTEXT_COLUMNS, RECENCY_COLUMNS
+from components.features.feast_repo import feast_fields
 
 
 @on_demand_feature_view(
@@ -21,7 +21,7 @@ from components.features.store import feast_fields
     description="Hour of day as sin/cos(2*pi*hour/24), weekday, device type, network speed.",
 )
 def context(inputs: pd.DataFrame) -> pd.DataFrame:
-    from components.features.compute import context_frame
+    from components.features.context import context_frame
 
     return context_frame(inputs)
 
@@ -33,6 +33,6 @@ def context(inputs: pd.DataFrame) -> pd.DataFrame:
     description="Hours between the user's last event and the request.",
 )
 def user_recency(inputs: pd.DataFrame) -> pd.DataFrame:
-    from components.features.compute import recency_frame
+    from components.features.context import recency_frame
 
     return recency_frame(inputs)

@@ -211,6 +211,29 @@ SESSION_SCHEMA = pa.schema(
     ]
 )
 
+#: Request-context spellings seen in the wild, mapped to the project's vocabulary (preprocess
+#: normalises the log with them; the request-time context features read requests with them).
+DEVICE_ALIASES: dict[str, str] = {
+    "iphone": "ios", "ipad": "ios", "ios": "ios", "apple": "ios",
+    "android": "android", "andriod": "android",
+    "web": "web", "desktop": "web", "browser": "web", "pc": "web",
+}
+OS_ALIASES: dict[str, str] = {
+    "ios": "ios", "iphone os": "ios", "ipados": "ios",
+    "android": "android",
+    "windows": "windows", "win": "windows", "win10": "windows", "win11": "windows",
+    "macos": "macos", "mac os x": "macos", "osx": "macos", "mac": "macos",
+    "linux": "linux",
+}
+NETWORK_ALIASES: dict[str, str] = {
+    "wifi": "wifi", "wi-fi": "wifi", "wlan": "wifi",
+    "5g": "5g", "nr": "5g",
+    "4g": "4g", "lte": "4g", "4g lte": "4g",
+    "3g": "3g", "umts": "3g", "hspa": "3g",
+    "2g": "2g", "edge": "2g",
+}
+
+
 #: Columns of an incoming event drop (Parquet or JSON Lines): the raw log without the columns
 #: ingestion adds. ``user_id`` is the producer's raw id; ``timestamp`` is a UTC timestamp
 #: (Parquet: ``timestamp[ms, UTC]``; JSON: ISO-8601 text or epoch milliseconds).

@@ -44,28 +44,6 @@ CLEAN_EVENT_SCHEMA = pa.schema(
 )
 CLEAN_CONTENT_SCHEMA = schema.CONTENT_SCHEMA.append(pa.field("duration_imputed", pa.bool_()))
 
-#: Spellings seen in the wild, mapped to the project's vocabulary.
-DEVICE_ALIASES: dict[str, str] = {
-    "iphone": "ios", "ipad": "ios", "ios": "ios", "apple": "ios",
-    "android": "android", "andriod": "android",
-    "web": "web", "desktop": "web", "browser": "web", "pc": "web",
-}
-OS_ALIASES: dict[str, str] = {
-    "ios": "ios", "iphone os": "ios", "ipados": "ios",
-    "android": "android",
-    "windows": "windows", "win": "windows", "win10": "windows", "win11": "windows",
-    "macos": "macos", "mac os x": "macos", "osx": "macos", "mac": "macos",
-    "linux": "linux",
-}
-NETWORK_ALIASES: dict[str, str] = {
-    "wifi": "wifi", "wi-fi": "wifi", "wlan": "wifi",
-    "5g": "5g", "nr": "5g",
-    "4g": "4g", "lte": "4g", "4g lte": "4g",
-    "3g": "3g", "umts": "3g", "hspa": "3g",
-    "2g": "2g", "edge": "2g",
-}
-
-
 @dataclass(frozen=True)
 class PreprocessParams:
     """The ``preprocess`` section of params.yaml."""
@@ -242,7 +220,7 @@ def preprocess_table(
     n_dups = int((~keep).sum())
     if n_dups:
         events = events.filter(pa.array(keep))
-    for col, aliases in (("device_type", DEVICE_ALIASES), ("os", OS_ALIASES), ("network", NETWORK_ALIASES)):
+    for col, aliases in (("device_type", schema.DEVICE_ALIASES), ("os", schema.OS_ALIASES), ("network", schema.NETWORK_ALIASES)):
         events = events.set_column(events.schema.get_field_index(col), col, normalise_vocab_arrow(events[col], aliases))
     content = clean_content(content)
     extra = content_columns(events["content_id"], content)

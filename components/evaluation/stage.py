@@ -218,7 +218,8 @@ def fit_stage1(
 def build_store(params: Mapping[str, Any], root: Path, train: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame) -> Any:
     """A Feast store under ``root`` whose features come from ``train`` only."""
     from components.features.compute import run as features_run
-    from components.features.store import StoreSettings, apply, open_store
+    from components.features.feast_repo import StoreSettings, open_store
+    from components.features.store import apply
 
     paths = DataPaths(root)
     paths.interim.mkdir(parents=True, exist_ok=True)
@@ -236,7 +237,7 @@ def add_row_features(params: Mapping[str, Any], fitted: Fitted, rows: pd.DataFra
     out = pd.concat([rows.reset_index(drop=True), pair], axis=1)
     if fitted.store is None:
         return out
-    from components.features.store import training_frame
+    from components.features.point_in_time import training_frame
 
     service = Params.of(params).feast.feature_service
     return training_frame(fitted.store, out, service, timestamp_col="event_timestamp")
@@ -697,7 +698,7 @@ def batch_feed(
     Returns ``user_id`` (as given), ``rank``, ``content_id``, ``score``, ``source``.
     """
     from components.data.ingestion.pseudonyms import pseudonym
-    from components.features.store import StoreSettings, open_store
+    from components.features.feast_repo import StoreSettings, open_store
     from components.ranking.ranker import load
     from components.retrieval.candidates import CandidateParams, Retriever
     from components.retrieval.embeddings import EmbeddingParams, load_model

@@ -20,7 +20,7 @@ Training set (:func:`build_training_set`)
     are sampled per group with a generator seeded from ``base.seed`` (rows sorted first, so the
     sample does not depend on input order). Every row is stamped ``event_timestamp = cut`` and its
     features come from the FeatureService ``feast.feature_service`` through Feast's point-in-time
-    join (:func:`components.features.store.training_frame`): a feature row stamped after the cut is
+    join (:func:`components.features.point_in_time.training_frame`): a feature row stamped after the cut is
     never used.
 
 Cuts
@@ -345,7 +345,7 @@ def training_cuts(end: Any, n: int, window: pd.Timedelta) -> list[pd.Timestamp]:
 
 def add_features(store: FeatureStore, rows: pd.DataFrame, service: str) -> pd.DataFrame:
     """The FeatureService's features as of each row's ``event_timestamp`` (point in time)."""
-    from components.features.store import training_frame
+    from components.features.point_in_time import training_frame
 
     return training_frame(store, rows, service, timestamp_col="event_timestamp")
 
@@ -483,7 +483,7 @@ def write_holdout(frame: pd.DataFrame, model: RankerModel, path: Path) -> Path:
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     """Stage: training set → ranker artefact under ``data/models/ranker`` + metrics."""
-    from components.features.store import StoreSettings, open_store
+    from components.features.feast_repo import StoreSettings, open_store
     from components.ranking.ranker import save
 
     settings = StoreSettings.from_params(params)

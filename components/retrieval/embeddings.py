@@ -49,7 +49,7 @@ User profile
     vectors of the contents they engaged with, with the collaborative block replaced by the
     user's ALS factor; users without events fall back on their declared preferred categories.
 
-``components.features.compute`` computes its TF-IDF + SVD text vectors in one fit-and-transform pass
+``components.features.profile`` computes its TF-IDF + SVD text vectors in one fit-and-transform pass
 and keeps no fitted vectoriser, so it cannot embed a content uploaded later; the encoder here
 uses the same scikit-learn pieces but keeps them fitted.
 """

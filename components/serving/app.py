@@ -145,7 +145,7 @@ class ServingState:
 def _request_context(ctx: Context, now_s: int) -> Any:
     from datetime import datetime
 
-    from components.features.store import RequestContext
+    from components.features.context import RequestContext
 
     offset = 0
     if ctx.local_time:
@@ -320,7 +320,8 @@ def build_state(
     """Load the engine and the event consumer from the project's artefacts and the environment
     (``workers``: server processes sharing the port; each enforces ``1/workers`` of the rate limit)."""
     from components.data.ingestion.pseudonyms import hmac_key_from_env
-    from components.features.store import StoreSettings, open_store, push_user_realtime
+    from components.features.feast_repo import StoreSettings, open_store
+    from components.features.online import push_user_realtime
     from components.serving.engine import Recommender
     from components.serving.events import EventSink, StreamFollower, limits_from
     from components.serving.ratelimit import DEFAULT_RATE_PER_S, RateLimiter, parse_api_keys

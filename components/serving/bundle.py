@@ -31,7 +31,7 @@ from components.core.config import Params
 from components.serving.snapshot import CandidateSnapshot
 
 if TYPE_CHECKING:
-    from components.features.store import ItemFeatureCache
+    from components.features.item_cache import ItemFeatureCache
     from components.retrieval.candidates import Retriever
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@
    and minus moderated contents (reported by more than ``serving.moderation_report_threshold``
    distinct users, counted over the batch events and the stream, or blocked by an operator).
 2. **Features** – the user's features from the Feast online store per request
-   (:class:`~components.features.store.ServingFeatureFetcher`, TTLs applied at the request time),
-   the items' from memory (:class:`~components.features.store.ItemFeatureCache`, by rows mapped
+   (:class:`~components.features.online.ServingFeatureFetcher`, TTLs applied at the request time),
+   the items' from memory (:class:`~components.features.item_cache.ItemFeatureCache`, by rows mapped
    once), the pair features of these candidates only
    (:meth:`~components.retrieval.candidates.Retriever.pair_features_at` with the snapshot's per-user
    normalisers: the values :meth:`~components.retrieval.candidates.Retriever.pair_features` gives training)
@@ -90,7 +90,8 @@ from components.serving.snapshot import CandidateSnapshot
 if TYPE_CHECKING:
     from components.deploy.model_cache import ModelCache
     from components.deploy.registry import ModelRegistry
-    from components.features.store import RequestContext, ServingFeatureFetcher
+    from components.features.context import RequestContext
+    from components.features.online import ServingFeatureFetcher
     from components.ranking.model import RankerModel
     from components.retrieval.candidates import Retriever
 
@@ -421,7 +422,7 @@ class Recommender:
         :meth:`refresh` finds them."""
         from components.deploy.model_cache import ModelCache
         from components.deploy.registry import ModelRegistry
-        from components.features.store import StoreSettings
+        from components.features.feast_repo import StoreSettings
 
         t0 = time.perf_counter()
         settings = ServingSettings.from_params(params)
@@ -440,11 +441,9 @@ class Recommender:
         store_settings = StoreSettings.from_params(params)
 
         def make_fetcher() -> ServingFeatureFetcher:
-            from components.features.store import (
-                ItemFeatureCache,
-                ServingFeatureFetcher,
-                open_store,
-            )
+            from components.features.feast_repo import open_store
+            from components.features.item_cache import ItemFeatureCache
+            from components.features.online import ServingFeatureFetcher
 
             store = open_store(paths, store_settings)
             items = b.items if b.items is not None else ItemFeatureCache.from_offline(store, store_settings.feature_service)
@@ -514,7 +513,7 @@ class Recommender:
         """Serve a few throw-away requests (known users and an unknown one): the first calls pay
         one-off set-up (FAISS, BLAS, scipy, Feast's first reads) of up to ~0.2 s each, which would
         otherwise push the first real requests past the time budget. Their impressions are dropped."""
-        from components.features.store import RequestContext
+        from components.features.context import RequestContext
 
         ctx = RequestContext(self.data_now_s or int(self._clock()), 0, None, None)
         known = [str(u) for u in self.snapshot.user_ids[:n]]

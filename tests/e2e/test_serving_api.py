@@ -356,7 +356,7 @@ def test_benchmark_world_replicates_the_project_and_serves(project: Path, tmp_pa
     from components.core.catalog import DataPaths
     from components.core.config import load_params
     from components.data.ingestion.pseudonyms import pseudonym
-    from components.features.store import RequestContext
+    from components.features.context import RequestContext
     from components.serving.engine import Recommender
     from tests.fixtures.tiny_project import HMAC_KEY
 

@@ -24,7 +24,7 @@ from components.deploy.artefacts import resolve_model_dir
 from components.deploy.gates.canary import in_canary
 from components.deploy.registry import ModelRegistry
 from components.deploy.registry import run as register_latest
-from components.features.store import RequestContext
+from components.features.context import RequestContext
 from components.ranking.artefact import load, save
 from components.ranking.model import RankerModel
 from components.serving.engine import (
@@ -248,7 +248,7 @@ def test_serving_features_match_the_training_join(
     offline point-in-time join (:func:`components.evaluation.stage.add_row_features`) gives training,
     for a request after the last materialised feature row."""
     from components.evaluation.stage import Fitted, add_row_features
-    from components.features.store import StoreSettings, open_store
+    from components.features.feast_repo import StoreSettings, open_store
 
     model = engine.models.production()
     fetcher = engine.fetcher

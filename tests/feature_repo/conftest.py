@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from components.core.catalog import DataPaths
-from components.features import store as FS
+from components.features.feast_repo import StoreSettings, open_store
+from components.features.store import apply
 from tests.feature_repo.helpers import build_root
 from tests.fixtures.params import project_settings
 
@@ -45,11 +46,11 @@ def feature_root(tmp_path: Path, built_features: Path) -> DataPaths:
     return paths
 
 
-def _settings(online: str) -> FS.StoreSettings:
+def _settings(online: str) -> StoreSettings:
     project = f"t{uuid.uuid4().hex[:12]}"
     if online == "redis":
-        return project_settings(FS.StoreSettings, project=project, online="redis", redis_url=REDIS_TEST_URL)
-    return project_settings(FS.StoreSettings, project=project, online="sqlite")
+        return project_settings(StoreSettings, project=project, online="redis", redis_url=REDIS_TEST_URL)
+    return project_settings(StoreSettings, project=project, online="sqlite")
 
 
 @pytest.fixture
@@ -84,8 +85,8 @@ def store_factory(request: pytest.FixtureRequest):  # type: ignore[no-untyped-de
         settings = _settings(online)
         if online == "redis":
             request.getfixturevalue("redis_cleanup").append(settings.project)
-        store = FS.open_store(paths, settings)
-        FS.apply(store)
+        store = open_store(paths, settings)
+        apply(store)
         return store
 
     return make

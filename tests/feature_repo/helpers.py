@@ -10,7 +10,8 @@ import pandas as pd
 
 from components.core.catalog import DataPaths
 from components.data.preprocess import sessionise
-from components.features import compute as F
+from components.features.compute import compute_features, write_tables
+from components.features.params import FeatureParams
 from tests.fixtures.params import project_settings
 
 T0 = pd.Timestamp("2026-03-02T00:00:00Z")  # a Monday
@@ -194,10 +195,10 @@ def build_root(
 ) -> DataPaths:
     """Compute the feature tables for an event log and write them under ``root/data/features``."""
     paths = DataPaths(root)
-    p = project_settings(F.FeatureParams, text_dim=4, last_n_viewed=5)
+    p = project_settings(FeatureParams, text_dim=4, last_n_viewed=5)
     ev = events_frame(rows if rows is not None else default_events())
-    tables = F.compute_features(
+    tables = compute_features(
         ev, content if content is not None else content_frame(), NO_USERS, p
     )
-    F.write_tables(tables, p, paths.features)
+    write_tables(tables, p, paths.features)
     return paths

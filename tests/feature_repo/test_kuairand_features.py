@@ -13,7 +13,9 @@ from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import load_params
 from components.data import ingest, preprocess, realdata
 from components.data.ingestion.pseudonyms import pseudonymise
-from components.features import compute as features
+from components.features.columns import FILES
+from components.features.compute import FeaturesResult
+from components.features.compute import run as features_run
 
 SRC = PROJECT_ROOT / "datasets" / "kuairand-subset"
 KEY = b"kuairand-test-key"
@@ -21,7 +23,7 @@ DAY_MS = 86_400_000
 
 
 @pytest.fixture(scope="module")
-def kuairand(tmp_path_factory: pytest.TempPathFactory) -> tuple[DataPaths, features.FeaturesResult]:
+def kuairand(tmp_path_factory: pytest.TempPathFactory) -> tuple[DataPaths, FeaturesResult]:
     root = tmp_path_factory.mktemp("kuairand")
     paths = DataPaths(root)
     drop = root / "drop"
@@ -29,7 +31,7 @@ def kuairand(tmp_path_factory: pytest.TempPathFactory) -> tuple[DataPaths, featu
     params = load_params()
     ingest.run(params, drop, paths, now=pd.Timestamp("2026-01-01", tz="UTC"), key=KEY)
     preprocess.run(params, paths)
-    return paths, features.run(params, paths)
+    return paths, features_run(params, paths)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_row_counts_match_the_raw_interactions(kuairand, raw) -> None:
 
 def test_spot_values_of_the_busiest_user_and_video(kuairand, raw) -> None:
     paths, _ = kuairand
-    users = pd.read_parquet(paths.features / features.FILES["user"])
+    users = pd.read_parquet(paths.features / FILES["user"])
     uid = int(raw["user_id"].value_counts().idxmax())
     pseudo = pseudonymise(pd.Series([f"kr_u{uid}"], dtype="string"), KEY).iloc[0]
     mine = users[users["user_id"] == pseudo].sort_values("event_timestamp")
@@ -83,7 +85,7 @@ def test_spot_values_of_the_busiest_user_and_video(kuairand, raw) -> None:
     assert r["rt_last_viewed"][0] in {f"kr_v{v}" for v in latest["video_id"]}
     assert r["u_device_share_ios"] != r["u_device_share_ios"]  # NaN: no device in the data
 
-    content = pd.read_parquet(paths.features / features.FILES["content"])
+    content = pd.read_parquet(paths.features / FILES["content"])
     vid = int(raw["video_id"].value_counts().idxmax())
     c = content[content["content_id"] == f"kr_v{vid}"].sort_values("event_timestamp").iloc[-1]
     T = int(c["event_timestamp"].value // 1_000_000)

@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.features import store as FS
-from components.features.compute import FILES
+from components.features.columns import FILES
+from components.features.context import RequestContext
+from components.features.feast_repo import ONLINE_ENV
+from components.features.item_cache import ItemFeatureCache, is_missing
+from components.features.online import ServingFeatureFetcher, push_user_realtime
+from components.features.point_in_time import request_columns, training_frame
+from components.features.store import materialize, run_apply, run_materialize
 from tests.feature_repo.conftest import redis_client
 from tests.feature_repo.helpers import DAY, T0, H
 from tests.fixtures.params import project_params
@@ -45,7 +50,7 @@ def test_materialize_is_incremental_with_overlap_and_records_what_it_wrote(
     feature_root, store_factory
 ) -> None:
     store = store_factory(feature_root)
-    first = FS.materialize(store, overlap=timedelta(hours=48))
+    first = materialize(store, overlap=timedelta(hours=48))
     by_view = {v.view: v for v in first.views}
     users = pd.read_parquet(feature_root.features / FILES["user"])
     assert set(by_view) == {
@@ -61,7 +66,7 @@ def test_materialize_is_incremental_with_overlap_and_records_what_it_wrote(
         by_view["user_activity"].end == END.isoformat() and not by_view["user_activity"].incremental
     )
 
-    again = {v.view: v for v in FS.materialize(store, overlap=timedelta(hours=48)).views}
+    again = {v.view: v for v in materialize(store, overlap=timedelta(hours=48)).views}
     ua = again["user_activity"]
     assert ua.incremental and ua.start == (END - 48 * H).isoformat() and ua.end == END.isoformat()
     assert ua.rows == int((users["event_timestamp"] >= END - 48 * H).sum())
@@ -70,7 +75,7 @@ def test_materialize_is_incremental_with_overlap_and_records_what_it_wrote(
     late = users.copy()
     late.loc[late["event_timestamp"] == END, "u_n_events"] = 999
     late.to_parquet(feature_root.features / FILES["user"], index=False)
-    FS.materialize(store, overlap=timedelta(hours=48), views=["user_activity"])
+    materialize(store, overlap=timedelta(hours=48), views=["user_activity"])
     got = store.get_online_features(
         features=["user_activity:u_n_events"], entity_rows=[{"user_id": "u1"}]
     ).to_dict()
@@ -78,11 +83,11 @@ def test_materialize_is_incremental_with_overlap_and_records_what_it_wrote(
 
 
 def test_materialize_stage_writes_range_rows_and_timing_apart(feature_root, monkeypatch) -> None:
-    monkeypatch.delenv(FS.ONLINE_ENV, raising=False)
+    monkeypatch.delenv(ONLINE_ENV, raising=False)
     params = project_params(base={"seed": 1}, feast={"project": "stage", "materialize_overlap_hours": 24, "online_store": "sqlite"})
-    applied = FS.run_apply(params, feature_root)
+    applied = run_apply(params, feature_root)
     assert applied.online_store == "sqlite" and "ranker_v2" in applied.feature_services
-    result = FS.run_materialize(params, feature_root)
+    result = run_materialize(params, feature_root)
     record = json.loads((feature_root.metrics / "materialize.json").read_text())
     assert record["rows"] == result.rows > 0 and "seconds" not in record
     assert (
@@ -101,10 +106,10 @@ def test_materialize_stage_writes_range_rows_and_timing_apart(feature_root, monk
 
 
 def test_materialize_before_apply_fails_instead_of_writing_nothing(feature_root, monkeypatch) -> None:
-    monkeypatch.delenv(FS.ONLINE_ENV, raising=False)
+    monkeypatch.delenv(ONLINE_ENV, raising=False)
     params = project_params(base={"seed": 1}, feast={"project": "never_applied", "online_store": "sqlite"})
     with pytest.raises(RuntimeError, match="no feature views registered"):
-        FS.run_materialize(params, feature_root)
+        run_materialize(params, feature_root)
 
 
 def test_offline_and_online_paths_return_identical_values(
@@ -112,7 +117,7 @@ def test_offline_and_online_paths_return_identical_values(
 ) -> None:
     """Same FeatureService, same entity and time: get_historical_features == get_online_features."""
     store = store_factory(feature_root, online)
-    FS.materialize(store)
+    materialize(store)
     at = END  # every row joined is within its view's TTL (online stores do not apply TTLs)
     pairs = [("u1", "c1"), ("u2", "c2"), ("u3", "c3"), ("u1", "c4")]
     lab = pd.DataFrame(
@@ -124,8 +129,8 @@ def test_offline_and_online_paths_return_identical_values(
     )
     lab["device_type"] = ["ios", "android", None, "web"]
     lab["network"] = ["wifi", "3g", "4g", None]
-    offline = FS.training_frame(store, lab, "ranker_v2")
-    req = FS.request_columns(offline["event_timestamp"], lab)
+    offline = training_frame(store, lab, "ranker_v2")
+    req = request_columns(offline["event_timestamp"], lab)
     rows = [
         {"user_id": u, "content_id": c, "creator_id": k, **r}
         for u, c, k, r in zip(
@@ -157,9 +162,9 @@ def test_serving_fast_path_returns_the_training_values(feature_root, store_facto
     """Fetcher (online user lookup + in-memory items + local on-demand code) == training frame,
     including TTL expiry at the request time (u3's real-time row is older than 2 days)."""
     store = store_factory(feature_root, online)
-    FS.materialize(store)
-    items = FS.ItemFeatureCache.from_offline(store, "ranker_v2")
-    from_online = FS.ItemFeatureCache.from_online(store, "ranker_v2", list(items.ids))
+    materialize(store)
+    items = ItemFeatureCache.from_offline(store, "ranker_v2")
+    from_online = ItemFeatureCache.from_online(store, "ranker_v2", list(items.ids))
     assert from_online.columns == items.columns
     np.testing.assert_array_equal(from_online.matrix, items.matrix)
     for view in items.view_ts:
@@ -167,11 +172,11 @@ def test_serving_fast_path_returns_the_training_values(feature_root, store_facto
     assert items.asof == END and items.matrix.dtype == np.float64
     assert {"c_text_vec_0", "c_visual_vec_2", "cr_followers", "c_like_rate"} <= set(items.columns)
 
-    fetcher = FS.ServingFeatureFetcher(store, "ranker_v2", items)
+    fetcher = ServingFeatureFetcher(store, "ranker_v2", items)
     at = END + 5 * H
     cands = ["c1", "c2", "c3", "c4"]
     for user, device, network in (("u1", "iPhone", "5g"), ("u3", None, "3g")):
-        req = FS.RequestContext(
+        req = RequestContext(
             request_ts_s=int(at.timestamp()), utc_offset_min=0, device_type=device, network=network
         )
         got = fetcher.fetch(user, cands, req)
@@ -184,7 +189,7 @@ def test_serving_fast_path_returns_the_training_values(feature_root, store_facto
                 "network": network,
             }
         )
-        offline = FS.training_frame(store, lab, "ranker_v2")
+        offline = training_frame(store, lab, "ranker_v2")
         for name, value in got.user.items():
             if name in offline and name != "user_id":
                 assert_same(name, [value] * len(cands), offline[name])
@@ -196,7 +201,7 @@ def test_serving_fast_path_returns_the_training_values(feature_root, store_facto
             else:  # an element of a vector feature
                 base, _, idx = col.rpartition("_")
                 expected = [
-                    v[int(idx)] if not FS._is_missing(v) and len(v) > int(idx) else None
+                    v[int(idx)] if not is_missing(v) and len(v) > int(idx) else None
                     for v in offline[base]
                 ]
                 assert_same(col, got.items[:, j], expected)
@@ -218,15 +223,15 @@ def test_a_push_changes_what_the_next_serving_lookup_sees(
     feature_root, store_factory, online
 ) -> None:
     store = store_factory(feature_root, online)
-    FS.materialize(store)
-    fetcher = FS.ServingFeatureFetcher(
-        store, "ranker_v2", FS.ItemFeatureCache.from_offline(store, "ranker_v2")
+    materialize(store)
+    fetcher = ServingFeatureFetcher(
+        store, "ranker_v2", ItemFeatureCache.from_offline(store, "ranker_v2")
     )
-    req = FS.RequestContext(request_ts_s=int((END + 1 * H).timestamp()))
+    req = RequestContext(request_ts_s=int((END + 1 * H).timestamp()))
     before = fetcher.fetch("u1", ["c1"], req)
     assert before.user["rt_events_1h"] == 1  # the view at 23:54
     now = END + 30 * pd.Timedelta(minutes=1)
-    FS.push_user_realtime(
+    push_user_realtime(
         store,
         pd.DataFrame(
             {
@@ -250,14 +255,14 @@ def test_a_push_changes_what_the_next_serving_lookup_sees(
 
 def test_item_cache_refreshes_after_a_materialisation(feature_root, store_factory) -> None:
     store = store_factory(feature_root)
-    FS.materialize(store, end=(END - DAY).to_pydatetime())
-    fetcher = FS.ServingFeatureFetcher(
-        store, "ranker_v2", FS.ItemFeatureCache.from_offline(store, "ranker_v2")
+    materialize(store, end=(END - DAY).to_pydatetime())
+    fetcher = ServingFeatureFetcher(
+        store, "ranker_v2", ItemFeatureCache.from_offline(store, "ranker_v2")
     )
     col = fetcher.items.columns.index("c_n_view")
     stale = fetcher.items.gather(["c1"])[0, col]
     assert not fetcher.refresh_items()
-    FS.materialize(store)
+    materialize(store)
     assert fetcher.refresh_items() and fetcher.items.asof == END
     assert fetcher.items.gather(["c1"])[0, col] > stale
 
@@ -268,7 +273,7 @@ def test_redis_holds_the_materialised_rows_under_the_project_and_reads_back(
 ) -> None:
     store = store_factory(feature_root, "redis")
     assert store.config.online_store.type == "redis"
-    FS.materialize(store)
+    materialize(store)
     client = redis_client()
     keys = list(client.scan_iter(match=b"*" + store.project.encode()))
     assert len(keys) == 3 + 4 + 2  # users, contents, creators (one hash per entity)

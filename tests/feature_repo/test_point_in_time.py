@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.features import store as FS
+from components.features.point_in_time import historical_features, request_columns, training_frame
 from tests.feature_repo.helpers import DAY, T0, H, build_root
 
 MS = pd.Timedelta(milliseconds=1)
@@ -42,7 +42,7 @@ def test_features_that_change_after_the_label_never_reach_its_row(
     paths = build_root(tmp_path, rows)
     store = store_factory(paths)
     label_time = T0 + DAY + 12 * H
-    frame = FS.training_frame(
+    frame = training_frame(
         store,
         labels(
             [("u1", "c1", label_time), ("u1", "c1", T0 + 2 * DAY - MS), ("u1", "c1", T0 + 2 * DAY)]
@@ -81,7 +81,7 @@ def test_every_label_row_comes_back_with_nulls_where_nothing_was_known(
         ("u1", "c1", T0 + 30 * H),  # exact duplicate of the first row
         ("nobody", "c4", T0 + 3 * DAY),  # unknown user, content never interacted with
     ]
-    frame = FS.training_frame(store, labels(rows), "ranker_v2")
+    frame = training_frame(store, labels(rows), "ranker_v2")
     assert len(frame) == 5 and frame["clicked"].tolist() == [0, 1, 0, 1, 0]
     assert frame["user_id"].tolist() == [r[0] for r in rows]
     assert frame.loc[0, "u_like_24h"] == 1 and frame.loc[3, "u_like_24h"] == 1
@@ -102,13 +102,13 @@ def test_feast_single_call_loses_rows_that_the_per_view_join_keeps(
     store = store_factory(feature_root)
     ent = labels([("u3", "c3", T0 + 2 * H), ("u1", "c1", T0 + 30 * H), ("u1", "c1", T0 + 30 * H)])
     ent["event_timestamp"] = ent.pop("timestamp")
-    ent = ent.join(FS.request_columns(ent["event_timestamp"]))
+    ent = ent.join(request_columns(ent["event_timestamp"]))
     ent["creator_id"] = ["k2", "k1", "k1"]
     ent = ent.astype({"user_id": "string", "content_id": "string", "creator_id": "string"})
     raw = store.get_historical_features(
         entity_df=ent, features=store.get_feature_service("ranker_v1")
     ).to_df()
-    ours = FS.historical_features(store, ent, "ranker_v1")
+    ours = historical_features(store, ent, "ranker_v1")
     assert len(raw) < len(ent) == len(ours)
 
 
@@ -117,7 +117,7 @@ def test_context_features_come_from_the_label_request(feature_root, store_factor
     lab = labels([("u1", "c1", T0 + 6 * H), ("u1", "c1", T0 + 18 * H)])
     lab["device_type"] = ["iPhone", None]
     lab["network"] = ["LTE", "wifi"]
-    frame = FS.training_frame(store, lab, "ranker_v1")
+    frame = training_frame(store, lab, "ranker_v1")
     assert frame["ctx_hour_sin"].tolist() == pytest.approx([1.0, -1.0])
     assert frame["ctx_device_ios"].tolist() == [1, 0] and frame["ctx_network_tier"].tolist() == [
         3,
@@ -129,4 +129,4 @@ def test_context_features_come_from_the_label_request(feature_root, store_factor
 def test_labels_need_entity_and_time_columns(feature_root, store_factory) -> None:
     store = store_factory(feature_root)
     with pytest.raises(KeyError, match="timestamp"):
-        FS.training_frame(store, pd.DataFrame({"user_id": ["u1"], "content_id": ["c1"]}))
+        training_frame(store, pd.DataFrame({"user_id": ["u1"], "content_id": ["c1"]}))

@@ -12,8 +12,24 @@ import pytest
 import yaml
 
 from components.core.catalog import PROJECT_ROOT, DataPaths
-from components.features import compute as F
-from components.features import store as FS
+from components.features.columns import (
+    CONTENT_PROFILE_COLUMNS,
+    CONTENT_STATS_COLUMNS,
+    CREATOR_COLUMNS,
+    USER_ACTIVITY_COLUMNS,
+    USER_REALTIME_COLUMNS,
+)
+from components.features.feast_repo import (
+    ONLINE_ENV,
+    PUSH_SOURCE,
+    REDIS_URL_ENV,
+    StoreSettings,
+    config_dict,
+    load_definitions,
+    repo_config,
+    write_feature_store_yaml,
+)
+from components.features.store import apply
 from tests.fixtures.params import project_params
 
 
@@ -21,14 +37,14 @@ def test_definitions_follow_the_feature_tables() -> None:
     from feast import FeatureService, FeatureView
     from feast.on_demand_feature_view import OnDemandFeatureView
 
-    objs = FS.load_definitions()
+    objs = load_definitions()
     views = {o.name: o for o in objs if type(o) is FeatureView}
     expected = {
-        "user_activity": F.USER_ACTIVITY_COLUMNS,
-        "user_realtime": F.USER_REALTIME_COLUMNS,
-        "content_stats": F.CONTENT_STATS_COLUMNS,
-        "content_profile": F.CONTENT_PROFILE_COLUMNS,
-        "creator_stats": F.CREATOR_COLUMNS,
+        "user_activity": USER_ACTIVITY_COLUMNS,
+        "user_realtime": USER_REALTIME_COLUMNS,
+        "content_stats": CONTENT_STATS_COLUMNS,
+        "content_profile": CONTENT_PROFILE_COLUMNS,
+        "creator_stats": CREATOR_COLUMNS,
     }
     assert set(views) == set(expected)
     for name, cols in expected.items():
@@ -36,7 +52,7 @@ def test_definitions_follow_the_feature_tables() -> None:
         assert views[name].ttl is not None
     assert (
         views["user_realtime"].stream_source is not None
-        and views["user_realtime"].stream_source.name == FS.PUSH_SOURCE
+        and views["user_realtime"].stream_source.name == PUSH_SOURCE
     )
     assert {o.name for o in objs if isinstance(o, OnDemandFeatureView)} == {
         "context",
@@ -57,26 +73,26 @@ def test_apply_is_idempotent_and_removes_what_is_no_longer_defined(
     feature_root, store_factory
 ) -> None:
     store = store_factory(feature_root)
-    again = FS.apply(store)
+    again = apply(store)
     assert again.removed == [] and set(again.feature_views) >= {"user_activity", "content_profile"}
     assert again.feature_views["content_profile"]["ttl_s"] == 0
-    objs = [o for o in FS.load_definitions() if o.name != "ranker_v1"]
-    assert FS.apply(store, objs).removed == ["FeatureService:ranker_v1"]
+    objs = [o for o in load_definitions() if o.name != "ranker_v1"]
+    assert apply(store, objs).removed == ["FeatureService:ranker_v1"]
     assert {s.name for s in store.list_feature_services()} == {"ranker_v2"}
 
 
 def test_online_store_is_chosen_by_configuration(tmp_path: Path) -> None:
     paths = DataPaths(tmp_path)
-    default = FS.StoreSettings.from_params(project_params(feast={"project": "p", "online_store": "sqlite"}), env={})
+    default = StoreSettings.from_params(project_params(feast={"project": "p", "online_store": "sqlite"}), env={})
     assert default.online == "sqlite"
-    cfg = FS.config_dict(paths, default)
+    cfg = config_dict(paths, default)
     assert cfg["online_store"] == {
         "type": "sqlite",
         "path": str(tmp_path / "feature_repo/data/online_store.db"),
     }
-    env = {FS.ONLINE_ENV: "redis", FS.REDIS_URL_ENV: "redis.internal:6380,db=3"}
-    redis = FS.StoreSettings.from_params(project_params(feast={"project": "p"}), env=env)
-    rcfg = FS.config_dict(paths, redis)
+    env = {ONLINE_ENV: "redis", REDIS_URL_ENV: "redis.internal:6380,db=3"}
+    redis = StoreSettings.from_params(project_params(feast={"project": "p"}), env=env)
+    rcfg = config_dict(paths, redis)
     assert rcfg["online_store"] == {
         "type": "redis",
         "connection_string": "redis.internal:6380,db=3",
@@ -86,14 +102,14 @@ def test_online_store_is_chosen_by_configuration(tmp_path: Path) -> None:
         and Path(rcfg["registry"]["path"]).is_absolute()
     )
     with pytest.raises(ValueError, match="sqlite"):
-        FS.StoreSettings.from_params(project_params(), env={FS.ONLINE_ENV: "memcached"})
+        StoreSettings.from_params(project_params(), env={ONLINE_ENV: "memcached"})
 
     # the alternate YAML, its relative paths taken from the root's repository folder
-    config = FS.repo_config(
+    config = repo_config(
         paths, default, PROJECT_ROOT / "feature_repo" / "feature_store.redis.yaml"
     )
     assert config.online_store.type == "redis" and config.repo_path == tmp_path / "feature_repo"
-    written = FS.write_feature_store_yaml(paths, redis)
+    written = write_feature_store_yaml(paths, redis)
     assert yaml.safe_load(written.read_text())["online_store"]["type"] == "redis"
     committed = yaml.safe_load((PROJECT_ROOT / "feature_repo" / "feature_store.yaml").read_text())
     assert committed["online_store"] == {"type": "sqlite", "path": "data/online_store.db"}

@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.core.schema import DEVICE_ALIASES, NETWORK_ALIASES
 from components.data.preprocess import (
-    DEVICE_ALIASES,
-    NETWORK_ALIASES,
     PreprocessParams,
     clean_content,
     normalise_vocab,

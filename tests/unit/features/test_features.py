@@ -16,7 +16,20 @@ import pytest
 from components.core.catalog import DataPaths
 from components.core.schema import ENGAGEMENT_TYPES
 from components.data.preprocess import session_table, sessionise
-from components.features import compute as F
+from components.features.columns import (
+    CONTEXT_COLUMNS,
+    FILES,
+    META_FILE,
+    TABLE_SCHEMAS,
+    USER_SCHEMA,
+)
+from components.features.compute import run as features_run
+from components.features.content import content_features
+from components.features.context import context_arrays, context_frame, recency_frame
+from components.features.creator import creator_features
+from components.features.params import FeatureParams
+from components.features.profile import category_vocab, content_profile
+from components.features.user import user_features
 from tests.fixtures.params import project_params
 
 T0 = pd.Timestamp("2026-03-02T00:00:00Z")  # a Monday, 00:00 UTC
@@ -95,7 +108,7 @@ NO_USERS = pd.DataFrame(
         "signup_timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
     }
 )
-P = F.FeatureParams.from_params(project_params())
+P = FeatureParams.from_params(project_params())
 
 
 def row(frame: pd.DataFrame, key: str, entity: str, at: pd.Timestamp) -> pd.Series:
@@ -117,7 +130,7 @@ def test_decayed_engagement_matches_formula_across_snapshots() -> None:
             {"t": 53, "type": "comment"},
         ]
     )
-    out = F.user_features(ev, NO_USERS, ["food"], P)
+    out = user_features(ev, NO_USERS, ["food"], P)
     assert list(out["event_timestamp"]) == [T0 + DAY, T0 + 3 * DAY]  # day 1 had no activity
 
     def w(age_h: float, weight: float) -> float:
@@ -130,7 +143,7 @@ def test_decayed_engagement_matches_formula_across_snapshots() -> None:
         w(70, 1.0) + w(52, 3.0) + w(19, 2.0), rel=1e-12
     )
 
-    flat = F.user_features(ev, NO_USERS, ["food"], replace(P, lambda_decay=0.0))
+    flat = user_features(ev, NO_USERS, ["food"], replace(P, lambda_decay=0.0))
     assert list(flat["u_engagement_decayed"]) == pytest.approx([4.0, 6.0])
 
 
@@ -151,14 +164,14 @@ def test_category_engagement_share_is_category_over_total() -> None:
         ]
     )
     cats = ["music", "food", "pets"]
-    r = row(F.user_features(ev, NO_USERS, cats, P), "user_id", "u1", T0 + DAY)
+    r = row(user_features(ev, NO_USERS, cats, P), "user_id", "u1", T0 + DAY)
     assert list(r["u_category_share"]) == pytest.approx([0.0, 2 / 3, 1 / 3])
     assert r["u_top_category_idx"] == 1 and r["u_top_category_share"] == pytest.approx(2 / 3)
     assert r["u_n_engagements"] == 4  # the follow counts as engagement, not towards a category
 
 
 def test_no_engagement_gives_zero_shares_and_no_top_category() -> None:
-    r = F.user_features(
+    r = user_features(
         events_frame([{"t": 1, "type": "view"}]), NO_USERS, ["food", "pets"], P
     ).iloc[0]
     assert list(r["u_category_share"]) == [0.0, 0.0]
@@ -177,7 +190,7 @@ def test_sliding_windows_are_half_open_and_end_at_the_snapshot() -> None:
             {"t": T, "type": "like"},  # belongs to the next snapshot
         ]
     )
-    out = F.user_features(ev, NO_USERS, ["food"], P)
+    out = user_features(ev, NO_USERS, ["food"], P)
     r = row(out, "user_id", "u1", T)
     assert (r["u_like_1h"], r["u_like_24h"], r["u_like_7d"]) == (1, 3, 4)
     assert r["u_n_engagements"] == 5
@@ -199,7 +212,7 @@ def test_rates_recency_devices_and_last_viewed() -> None:
         ]
     )
     r = row(
-        F.user_features(ev, NO_USERS, ["food"], replace(P, last_n_viewed=3)),
+        user_features(ev, NO_USERS, ["food"], replace(P, last_n_viewed=3)),
         "user_id",
         "u1",
         T0 + DAY,
@@ -227,7 +240,7 @@ def test_session_stats_cut_at_the_snapshot() -> None:
             {"t": 24 + 10 / 60, "type": "view", "content": "c5"},
         ]
     )
-    out = F.user_features(ev, NO_USERS, ["food"], P)
+    out = user_features(ev, NO_USERS, ["food"], P)
     d0 = row(out, "user_id", "u1", T0 + DAY)  # C seen up to 23:50 only
     assert d0["u_n_sessions"] == 3
     assert d0["u_avg_session_duration_s"] == pytest.approx((1200 + 0 + 0) / 3)
@@ -247,7 +260,7 @@ def test_uploads_are_not_user_activity_and_account_age() -> None:
     )
     users = pd.DataFrame({"user_id": ["u1"], "signup_timestamp": [T0 - 10 * DAY]})
     users["signup_timestamp"] = users["signup_timestamp"].astype("datetime64[ms, UTC]")
-    out = F.user_features(ev, users, ["food"], P)
+    out = user_features(ev, users, ["food"], P)
     assert list(out["user_id"]) == ["u1"]
     assert out.iloc[0]["u_account_age_days"] == pytest.approx(11.0)
 
@@ -268,7 +281,7 @@ def test_content_rates_watch_ratio_and_growth() -> None:
     ]
     rows += [{"t": 30 + i, "type": "like"} for i in range(5)] + [{"t": 40, "type": "comment"}]
     content = content_frame([{"content": "c1", "upload": -24.0}])
-    out = F.content_features(events_frame(rows), content, P)
+    out = content_features(events_frame(rows), content, P)
     d0 = row(out, "content_id", "c1", T0 + DAY)
     assert (d0["c_n_view"], d0["c_n_like"], d0["c_n_skip"]) == (3, 2, 1)
     assert d0["c_like_rate"] == pytest.approx(2 / 3) and d0["c_completion_rate"] == pytest.approx(
@@ -286,7 +299,7 @@ def test_content_rates_watch_ratio_and_growth() -> None:
 
 
 def test_content_without_views_has_undefined_rates_and_unknown_upload_has_no_age() -> None:
-    out = F.content_features(
+    out = content_features(
         events_frame([{"t": 1, "type": "like"}]), content_frame([{"content": "c1"}]), P
     )
     r = out.iloc[0]
@@ -315,7 +328,7 @@ def test_creator_followers_rates_content_count_and_engagement() -> None:
             {"t": 6, "type": "like", "content": "x"},  # creator unknown: no creator row
         ]
     )
-    out = F.creator_features(ev, content, P)
+    out = creator_features(ev, content, P)
     assert set(out["creator_id"]) == {"k1"}
     d0 = row(out, "creator_id", "k1", T0 + DAY)
     assert (d0["cr_followers"], d0["cr_follows_7d"], d0["cr_unfollows_7d"]) == (1, 2, 1)
@@ -353,7 +366,7 @@ def test_content_profile_text_hashtags_vectors_and_availability() -> None:
         ]
     )
     ev = events_frame([{"t": 7, "type": "view", "content": "b"}])
-    out = F.content_profile(
+    out = content_profile(
         ev, content, ["food", "pets", "other"], replace(P, text_dim=4)
     ).set_index("content_id")
     assert out.loc["a", "event_timestamp"] == T0 + 5 * H  # upload time
@@ -376,8 +389,8 @@ def test_category_vocab_caps_with_other() -> None:
     content = content_frame(
         [{"content": f"c{i}", "category": cat} for i, cat in enumerate("aabbbcd")]
     )
-    assert F.category_vocab(content, 10) == ["b", "a", "c", "d"]
-    assert F.category_vocab(content, 3) == ["b", "a", "other"]
+    assert category_vocab(content, 10) == ["b", "a", "c", "d"]
+    assert category_vocab(content, 3) == ["b", "a", "other"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +400,7 @@ def test_category_vocab_caps_with_other() -> None:
 def test_context_hour_sin_cos_weekday_device_network() -> None:
     monday = int(pd.Timestamp("2026-03-02T00:00:00Z").timestamp())
     ts = [monday + h * 3600 for h in (0, 6, 12, 18)] + [monday + 23 * 3600, monday + 5 * 86400]
-    out = F.context_arrays(
+    out = context_arrays(
         ts,
         [0, 0, 0, 0, 120, 0],
         ["iPhone", "android", "Desktop", None, "ios", "toaster"],
@@ -409,7 +422,7 @@ def test_context_hour_sin_cos_weekday_device_network() -> None:
     ]
     assert list(out["ctx_network_tier"]) == [3, 4, 5, 0, 1, 0]
     np.testing.assert_allclose(out["ctx_network_mbps"], [20.0, 50.0, 100.0, np.nan, 0.1, np.nan])
-    frame = F.context_frame(
+    frame = context_frame(
         pd.DataFrame(
             {
                 "request_ts_s": ts,
@@ -419,13 +432,13 @@ def test_context_hour_sin_cos_weekday_device_network() -> None:
             }
         )
     )
-    assert list(frame.columns) == [c for c, _ in F.CONTEXT_COLUMNS]
+    assert list(frame.columns) == [c for c, _ in CONTEXT_COLUMNS]
     for col in frame:
         np.testing.assert_array_equal(frame[col].to_numpy(), out[col])
 
 
 def test_recency_hours() -> None:
-    out = F.recency_frame(
+    out = recency_frame(
         pd.DataFrame({"request_ts_s": [7200, 7200], "rt_last_event_ts_s": [0, None]})
     )
     assert out["rt_hours_since_last_event"].iloc[0] == 2.0 and np.isnan(
@@ -453,7 +466,7 @@ def test_vectorised_features_match_brute_force() -> None:
     ]
     ev = events_frame(rows)
     cats = ["food", "pets", "news"]
-    out = F.user_features(ev, NO_USERS, cats, P)
+    out = user_features(ev, NO_USERS, cats, P)
     w = P.engagement_weights
     for _, r in out.sample(12, random_state=1).iterrows():
         T = r["event_timestamp"]
@@ -475,7 +488,7 @@ def test_vectorised_features_match_brute_force() -> None:
         assert list(r["u_category_share"]) == pytest.approx(list(share), abs=1e-6)
         assert r["u_n_sessions"] == mine["session_id"].nunique()
     content = content_frame([{"content": f"c{i}"} for i in range(6)])
-    cf = F.content_features(ev, content, P)
+    cf = content_features(ev, content, P)
     for _, r in cf.sample(10, random_state=2).iterrows():
         T = r["event_timestamp"]
         mine = ev[(ev["content_id"] == r["content_id"]) & (ev["timestamp"] < T)]
@@ -494,9 +507,9 @@ def test_snapshots_never_use_events_at_or_after_their_timestamp() -> None:
         for _ in range(60)
     ]
     ev = events_frame(rows)
-    full = F.user_features(ev, NO_USERS, ["food"], P)
+    full = user_features(ev, NO_USERS, ["food"], P)
     for T in full["event_timestamp"]:
-        cut = F.user_features(ev[ev["timestamp"] < T], NO_USERS, ["food"], P)
+        cut = user_features(ev[ev["timestamp"] < T], NO_USERS, ["food"], P)
         a = (
             full[full["event_timestamp"] == T]
             .drop(columns=["rt_last_viewed", "u_category_share"])
@@ -515,7 +528,7 @@ def test_snapshots_never_use_events_at_or_after_their_timestamp() -> None:
 
 
 def test_params_from_yaml_section_and_validation() -> None:
-    p = F.FeatureParams.from_params(
+    p = FeatureParams.from_params(
         project_params(base={"seed": 7}, features={"lambda_decay": 0.2, "engagement_weights": {"like": 5}})
     )
     assert (p.lambda_decay, p.seed, p.engagement_weights["like"]) == (0.2, 7, 5.0)
@@ -530,8 +543,8 @@ def test_params_from_yaml_section_and_validation() -> None:
 
 def test_empty_inputs_give_empty_tables_with_schema() -> None:
     ev = events_frame([{"t": 1}]).iloc[:0]
-    out = F.user_features(ev, NO_USERS, ["food"], P)
-    assert len(out) == 0 and list(out.columns) == F.USER_SCHEMA.names
+    out = user_features(ev, NO_USERS, ["food"], P)
+    assert len(out) == 0 and list(out.columns) == USER_SCHEMA.names
 
 
 def _write_interim(root: Path) -> None:
@@ -573,14 +586,14 @@ def test_run_writes_tables_meta_and_deterministic_metrics(tmp_path: Path) -> Non
     _write_interim(tmp_path)
     paths = DataPaths(tmp_path)
     params = project_params(base={"seed": 1}, features={"text_dim": 4})
-    r = F.run(params, paths)
+    r = features_run(params, paths)
     first = (paths.metrics / "features.json").read_text()
-    F.run(params, paths)
+    features_run(params, paths)
     assert (paths.metrics / "features.json").read_text() == first
     metrics = json.loads(first)
     assert "seconds" not in metrics and metrics["rows"] == r.rows
     assert r.rows == {"user": 6, "content": 5, "content_profile": 3, "creator": 6}
-    for name, (schema, _) in F.TABLE_SCHEMAS.items():
-        assert pq.read_schema(paths.features / F.FILES[name]).equals(schema, check_metadata=False)
-    meta = json.loads((paths.features / F.META_FILE).read_text())
+    for name, (schema, _) in TABLE_SCHEMAS.items():
+        assert pq.read_schema(paths.features / FILES[name]).equals(schema, check_metadata=False)
+    meta = json.loads((paths.features / META_FILE).read_text())
     assert meta["categories"] == ["food"] and meta["text_dim"] == 4 and meta["decay_unit"] == "days"

@@ -160,13 +160,14 @@ def test_training_cuts_are_day_boundaries() -> None:
 
 def test_features_come_from_the_point_in_time_join(tmp_path: Path) -> None:
     """A feature row stamped after the cut is not used; the row sees the snapshot before it."""
-    from components.features import store as FS
+    from components.features.feast_repo import StoreSettings, open_store
+    from components.features.store import apply
     from tests.feature_repo.helpers import build_root, default_events
     from tests.fixtures.params import project_settings
 
     paths = build_root(tmp_path)
-    store = FS.open_store(paths, project_settings(FS.StoreSettings, project=f"t{uuid.uuid4().hex[:12]}", online="sqlite"))
-    FS.apply(store)
+    store = open_store(paths, project_settings(StoreSettings, project=f"t{uuid.uuid4().hex[:12]}", online="sqlite"))
+    apply(store)
     events = events_frame(default_events())
     cut = T0 + 2 * 24 * H  # day 2 starts; u1 has later activity on day 3
     out = R.build_training_set(events, cands("u1", ["c1", "c3"]), cut, 2 * W, negatives_per_group=5)
