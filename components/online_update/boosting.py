@@ -162,7 +162,7 @@ def continue_training(
     lineage: Mapping[str, Any] | None = None,
 ) -> RankerModel:
     """``parent`` with ``rounds`` more trees per head fitted on ``rows`` (labels of
-    :data:`components.ranking.stage.LABEL_COLUMNS`, one group per ``request_id``, contiguous) and ``X``
+    :data:`components.ranking.labels.LABEL_COLUMNS`, one group per ``request_id``, contiguous) and ``X``
     (``parent.feature_cols`` order). ``parent_files`` are the parent artefact's files (heads that
     are not continued keep theirs). Raises :class:`ValueError` when no head can learn anything.
     """

@@ -1,5 +1,5 @@
 """The online update's training rows: impressions from the log with their logged feature
-snapshot, joined to the events that followed them (:func:`components.ranking.stage.join_outcomes`).
+snapshot, joined to the events that followed them (:func:`components.ranking.labels.join_outcomes`).
 
 The impression log holds, per shown item, the serving model's version and its feature vector
 (``features``, in that model's ``feature_cols`` order). Rows without a snapshot (degraded /
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from components.ranking.stage import join_outcomes
+from components.ranking.labels import join_outcomes
 
 #: event columns the outcome join reads (``watch_ratio`` only when the events carry it)
 EVENT_COLUMNS: tuple[str, ...] = ("user_id", "content_id", "event_type", "timestamp", "watch_ratio")
@@ -109,7 +109,7 @@ def training_rows(
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """The labelled training rows of these impressions (sorted by request, then position), their
     feature matrix in ``feature_cols`` order, and the dropped rows per reason. Labels are
-    :func:`components.ranking.stage.join_outcomes`' (the user's events on the content within ``window``
+    :func:`components.ranking.labels.join_outcomes`' (the user's events on the content within ``window``
     of the impression)."""
     X, ok, dropped = snapshot_matrix(impressions, feature_cols, cols_by_version)
     keep = impressions[ok].reset_index(drop=True)

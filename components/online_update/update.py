@@ -15,7 +15,7 @@ Training rows (log and join)
     The impression log (``data/logs/impressions``, written by the engine) holds, per shown item,
     the serving model's version and its feature vector (``features``, in that model's
     ``feature_cols`` order). The events seen since start are kept in memory and used as outcomes
-    (:func:`components.ranking.stage.join_outcomes`: the user's events on the content within
+    (:func:`components.ranking.labels.join_outcomes`: the user's events on the content within
     ``label_window_s`` of the impression). Event time drives the join: the *watermark* is the
     newest event timestamp seen, and only impressions whose outcome window has closed
     (``timestamp <= watermark - label_window_s``) and which are newer than the last update's
@@ -48,7 +48,7 @@ Result
     never raised into event ingestion.
 
 Written here: the buffer, the trigger, the windowing and the orchestration; the join is
-:mod:`components.ranking.stage`'s, the boosting LightGBM's / XGBoost's, the artefact and the registry
+:mod:`components.ranking.labels`', the boosting LightGBM's / XGBoost's, the artefact and the registry
 :mod:`components.ranking.artefact`'s and :mod:`components.deploy.registry`'s.
 """
 

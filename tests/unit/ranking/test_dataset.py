@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.ranking import stage as R
+from components.ranking import dataset as R
+from components.ranking import labels as L
 from tests.feature_repo.helpers import T0, events_frame
 
 H = pd.Timedelta(hours=1)
@@ -99,7 +100,7 @@ def test_window_boundaries_and_events_before_the_cut() -> None:
     # events outside the window change nothing
     inside = ev([(48, "like", "u1", "c3"), (30, "view", "u1", "c5")])
     again = R.build_training_set(inside, cands("u1", ["c1", "c2", "c4"]), CUT, W, negatives_per_group=10)
-    cols = ["user_id", "content_id", *R.LABEL_COLUMNS]
+    cols = ["user_id", "content_id", *L.LABEL_COLUMNS]
     pd.testing.assert_frame_equal(out[cols], again[cols])
 
 
@@ -144,13 +145,13 @@ def test_join_outcomes_within_window_only() -> None:
             "f_x": [1.0, 2.0],
         }
     )
-    out = R.join_outcomes(imps, events, H)
+    out = L.join_outcomes(imps, events, H)
     assert list(out.columns[:7]) == list(imps.columns)
     assert out["label_like"].tolist() == [1, 0]
     assert out["label_share"].tolist() == [0, 0]
     assert out["relevance"].tolist() == [2, 0]
     with pytest.raises(KeyError):
-        R.join_outcomes(imps.drop(columns="timestamp"), events, H)
+        L.join_outcomes(imps.drop(columns="timestamp"), events, H)
 
 
 def test_training_cuts_are_day_boundaries() -> None:
@@ -186,7 +187,7 @@ def test_features_come_from_the_point_in_time_join(tmp_path: Path) -> None:
         feats[user_cols].reset_index(drop=True), same[user_cols].reset_index(drop=True)
     )
     assert set(R.feature_columns(feats)) & set(user_cols)
-    assert not set(R.feature_columns(feats)) & set(R.LABEL_COLUMNS)
+    assert not set(R.feature_columns(feats)) & set(L.LABEL_COLUMNS)
 
 
 def test_negative_label_is_content_negative_feedback_not_an_unfollow() -> None:
