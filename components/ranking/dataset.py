@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.config import TRAINING_SET_KEYS, Params
-from components.features.store import training_frame
+from components.features.point_in_time import training_frame
 from components.ranking.labels import LABEL_COLUMNS, outcome_labels, utc, utc_series
 from components.ranking.split import time_split
 

@@ -93,6 +93,7 @@ from components.core.schema import (
     POSITIVE_TYPES,
 )
 from components.core.splits import before, quantile_cut
+from components.data.prepare import prepare_data
 from components.retrieval.embeddings import (
     UNKNOWN,
     EmbeddingModel,
@@ -1137,6 +1138,24 @@ class Retriever:
         return ids
 
 
+def fit_retrieval(
+    events: pd.DataFrame,
+    content: pd.DataFrame,
+    users: pd.DataFrame,
+    cut: pd.Timestamp,
+    cp: CandidateParams,
+    ep: EmbeddingParams,
+    *,
+    embeddings: EmbeddingModel | None = None,
+    index: ContentIndex | None = None,
+) -> Retriever:
+    """Every retrieval source as of ``cut`` from the events before it; the embeddings are fitted
+    on those events unless given (a stage's saved model), the index built unless given. The
+    retrieval step of :class:`components.pipeline.Pipeline`."""
+    model = embeddings if embeddings is not None else fit_embeddings(events, content, ep, now=cut)[0]
+    return Retriever.fit(model, events, content, users, cut, cp, ep, index=index)
+
+
 def trending_scores(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp, p: CandidateParams) -> Candidates:
     """Engagement growth over the last window vs. the one before (ranked, ties by volume)."""
     g = pd.Timedelta(hours=p.trending_window_hours)
@@ -1287,8 +1306,8 @@ def hold_out_run(
 ) -> HoldOutRun:
     """Fit embeddings and sources on the events before the cut; retrieve for every test user."""
     split = hold_out(events, content, ev_p)
-    model, _ = fit_embeddings(split.train, content, emb_p, now=split.cut)
-    retr = Retriever.fit(model, split.train, content, users, split.cut, p, emb_p)
+    retr = fit_retrieval(split.train, content, users, split.cut, p, emb_p)
+    model = retr.model
     user_list = sorted(split.truth)
     if ev_p.max_users and len(user_list) > ev_p.max_users:
         rng = np.random.default_rng(p.seed)
@@ -1431,30 +1450,10 @@ def run(params: Mapping[str, Any], paths: DataPaths, dataset: str | None = None)
 # Evaluation on all three data sets
 
 
-def prepare_dataset(params: Mapping[str, Any], dataset: str, root: Path) -> DataPaths:
-    """Ingest + preprocess one data set's drop under ``root`` (building the drop if missing)."""
-    from components.data import datagen, realdata
-    from components.data.ingest import run as ingest_run
-    from components.data.preprocess import run as preprocess_run
-
-    drop = DataPaths().of("drop", dataset=dataset)
-    if not (drop / "events").exists():
-        drop = root / "drop"
-        if dataset == "synthetic":
-            datagen.run(params, drop)
-        else:
-            realdata.run(dataset, realdata.default_src(dataset), drop)
-    local = {**params, "data": {"source": dataset}}
-    paths = DataPaths(root)
-    # the key only pseudonymises ids inside this throw-away store; "now" only bounds timestamps
-    ingest_run(dict(local), drop, paths, now=pd.Timestamp("2100-01-01", tz="UTC"), key=b"candidate-evaluation")
-    preprocess_run(dict(local), paths)
-    return paths
-
-
 def evaluate_dataset(params: Mapping[str, Any], dataset: str, work: Path | None = None) -> dict[str, Any]:
+    """Hold-out recall of one named data set, ingested and preprocessed into a throw-away folder."""
     with tempfile.TemporaryDirectory(dir=work) as tmp:
-        paths = prepare_dataset(params, dataset, Path(tmp))
+        paths = prepare_data(params, dataset, Path(tmp))
         events, content, users = read_interim(paths)
     p = CandidateParams.from_params(params, dataset)
     emb_p = EmbeddingParams.from_params(params)

@@ -245,10 +245,10 @@ def test_serving_features_match_the_training_join(
     engine: Recommender, params: dict[str, Any], project: Path
 ) -> None:
     """Serving (online store + item cache + pair features) gives the model the values the
-    offline point-in-time join (:func:`components.evaluation.stage.add_row_features`) gives training,
+    offline point-in-time join (:meth:`components.pipeline.Pipeline.row_features`) gives training,
     for a request after the last materialised feature row."""
-    from components.evaluation.stage import Fitted, add_row_features
     from components.features.feast_repo import StoreSettings, open_store
+    from components.pipeline import Fitted, Pipeline
 
     model = engine.models.production()
     fetcher = engine.fetcher
@@ -269,7 +269,7 @@ def test_serving_features_match_the_training_join(
         }
     )
     store = open_store(DataPaths(project), StoreSettings.from_params(params))
-    offline = add_row_features(params, Fitted(engine.retriever, at, store), rows)
+    offline = Pipeline.of(params).row_features(Fitted(engine.retriever, at, store), rows)
     online = pd.DataFrame(
         {
             c: np.broadcast_to(np.asarray(served[c], dtype=float), len(cids))

@@ -14,7 +14,10 @@ import pytest
 from components.core.catalog import DataPaths
 from components.core.config import load_params
 from components.data.adapters.brought import table_to_drop
+from components.evaluation import protocols as P
+from components.evaluation import report as Rp
 from components.evaluation import stage as V
+from components.pipeline import Pipeline
 from components.retrieval.embeddings import interaction_events
 from tests.fixtures.worlds import T0, events_frame, make_world
 
@@ -47,10 +50,10 @@ def world() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 # Splits and relevance
 
 
-@pytest.mark.parametrize("protocol", V.PROTOCOLS)
+@pytest.mark.parametrize("protocol", P.PROTOCOLS)
 def test_split_keeps_every_event_once_and_units_whole(protocol: str, world: tuple[pd.DataFrame, ...]) -> None:
     ev = world[0]
-    train, test = V.split_events(ev, protocol, test_fraction=0.25, cut_quantile=0.8, seed=42)
+    train, test = P.split_events(ev, protocol, test_fraction=0.25, cut_quantile=0.8, seed=42)
     assert len(train) + len(test) == len(ev)
     assert not set(train.index) & set(test.index)
     assert (train["event_type"] == "content_upload").sum() == 1  # supply stays with train
@@ -64,7 +67,7 @@ def test_split_keeps_every_event_once_and_units_whole(protocol: str, world: tupl
         assert (last_train.loc[first_test.index] <= first_test).all()
     if protocol == "global_time":
         assert interaction_events(train)["timestamp"].max() < test["timestamp"].min()
-    again = V.split_events(ev, protocol, test_fraction=0.25, cut_quantile=0.8, seed=42)
+    again = P.split_events(ev, protocol, test_fraction=0.25, cut_quantile=0.8, seed=42)
     assert again[1].index.equals(test.index)
 
 
@@ -84,19 +87,19 @@ def test_relevant_items_exclude_seen_and_respect_types() -> None:
             {"type": "like", "user": "newcomer", "content": "c2", "t": 5},  # no train history
         ]
     )
-    assert V.relevant_items(train, test, ["like"]) == {"a": {"c2"}}
-    assert V.relevant_items(train, test, []) == {"a": {"c2", "c3"}, "b": {"c4"}}
+    assert P.relevant_items(train, test, ["like"]) == {"a": {"c2"}}
+    assert P.relevant_items(train, test, []) == {"a": {"c2", "c3"}, "b": {"c4"}}
 
 
 def test_settings_overrides_and_validation() -> None:
     params = load_params(None)
-    kr = V.EvalSettings.from_params(params, "kuairand")
+    kr = P.EvalSettings.from_params(params, "kuairand")
     assert kr.protocol == "temporal_per_user" and kr.positive_types == ("like",)
-    ml = V.EvalSettings.from_params(params, "movielens")
+    ml = P.EvalSettings.from_params(params, "movielens")
     assert ml.protocol == "random_per_user" and ml.test_fraction == 0.25 and ml.positive_types == ()
-    assert V.EvalSettings.from_params(params, "synthetic").protocol == "global_time"
+    assert P.EvalSettings.from_params(params, "synthetic").protocol == "global_time"
     assert kr.ranker.heads["like"] == 0.0 and kr.ranker.heads["engaged"] == 1.0  # evaluate.overrides.kuairand.ranking
-    synthetic = V.EvalSettings.from_params(params, "synthetic")
+    synthetic = P.EvalSettings.from_params(params, "synthetic")
     assert synthetic.ranker.heads == params["ranking"]["heads"]  # no ranking override: the ranking section
     with pytest.raises(ValueError, match="protocol"):
         replace(synthetic, protocol="leave_one_out")
@@ -106,25 +109,25 @@ def test_settings_overrides_and_validation() -> None:
 # The whole protocol on a small world
 
 
-def run_split(params: dict[str, Any], train: pd.DataFrame, test: pd.DataFrame, world: tuple[pd.DataFrame, ...], tmp: Path) -> V.EvalResult:
-    s = V.EvalSettings.from_params(params, "synthetic")
-    return V.evaluate_split(params, "synthetic", train, test, world[1], world[2], s, tmp)
+def run_split(params: dict[str, Any], train: pd.DataFrame, test: pd.DataFrame, world: tuple[pd.DataFrame, ...], tmp: Path) -> Rp.EvalResult:
+    s = P.EvalSettings.from_params(params, "synthetic")
+    return P.evaluate_split(params, "synthetic", train, test, world[1], world[2], s, tmp)
 
 
 @pytest.fixture(scope="module")
 def split(world: tuple[pd.DataFrame, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return V.split_events(world[0], "random_per_user", test_fraction=0.25, cut_quantile=0.8, seed=42)
+    return P.split_events(world[0], "random_per_user", test_fraction=0.25, cut_quantile=0.8, seed=42)
 
 
 @pytest.fixture(scope="module")
-def result(world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> V.EvalResult:
+def result(world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Rp.EvalResult:
     params = small_params(protocol="random_per_user", test_fraction=0.25, positive_types=["like"])
     return run_split(params, split[0], split[1], world, tmp_path_factory.mktemp("eval"))
 
 
-def test_every_model_is_scored_with_the_same_users(result: V.EvalResult) -> None:
+def test_every_model_is_scored_with_the_same_users(result: Rp.EvalResult) -> None:
     models = result.summary["models"]
-    assert set(models) == {V.PIPELINE, *V.BASELINES}
+    assert set(models) == {Rp.PIPELINE, *Rp.BASELINES}
     n = {m["users_evaluated"] for m in models.values()}
     assert n == {float(result.summary["users_evaluated"])}
     for m in models.values():
@@ -132,13 +135,13 @@ def test_every_model_is_scored_with_the_same_users(result: V.EvalResult) -> None
             for name in ("precision", "recall", "ndcg", "map", "hit_rate"):
                 assert 0.0 <= m[f"{name}@{k}"] <= 1.0
     # users love one category: the pipeline must beat "most popular" clearly
-    assert models[V.PIPELINE]["ndcg@10"] > 1.5 * models["popularity"]["ndcg@10"]
+    assert models[Rp.PIPELINE]["ndcg@10"] > 1.5 * models["popularity"]["ndcg@10"]
     assert set(result.curves["model"]) == set(models) and result.curves["k"].max() == 10
     assert "| **pipeline** |" in result.report and "| popularity |" in result.report
 
 
 def test_no_hold_out_event_influences_training(
-    world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFrame], result: V.EvalResult, tmp_path: Path
+    world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFrame], result: Rp.EvalResult, tmp_path: Path
 ) -> None:
     """The same train part with a different test part trains the very same ranker (same
     version: same features, labels and boosters), and every training label is a train event."""
@@ -149,8 +152,8 @@ def test_no_hold_out_event_influences_training(
     assert other.summary["ranker"]["version"] == result.summary["ranker"]["version"]
     assert other.summary["ranker"]["training_rows"] == result.summary["ranker"]["training_rows"]
 
-    s = V.EvalSettings.from_params(params, "synthetic")
-    _, frame = V.train_on(params, "synthetic", s, train, world[1], world[2], tmp_path / "again")
+    s = P.EvalSettings.from_params(params, "synthetic")
+    _, frame = P.train_on(params, "synthetic", s, train, world[1], world[2], tmp_path / "again")
     positives = frame[frame["label_engaged"] == 1][["user_id", "content_id"]]
     train_pairs = set(zip(train["user_id"].astype(str), train["content_id"].astype(str), strict=False))
     test_only = set(zip(test["user_id"].astype(str), test["content_id"].astype(str), strict=False)) - train_pairs
@@ -158,7 +161,7 @@ def test_no_hold_out_event_influences_training(
     assert got and got <= train_pairs and not got & test_only
 
 
-def test_protocol_is_deterministic(world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFrame], result: V.EvalResult, tmp_path: Path) -> None:
+def test_protocol_is_deterministic(world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFrame], result: Rp.EvalResult, tmp_path: Path) -> None:
     params = small_params(protocol="random_per_user", test_fraction=0.25, positive_types=["like"])
     again = run_split(params, split[0], split[1], world, tmp_path)
     assert json.dumps(again.summary, sort_keys=True) == json.dumps(result.summary, sort_keys=True)
@@ -167,10 +170,11 @@ def test_protocol_is_deterministic(world: tuple[pd.DataFrame, ...], split: tuple
 
 def test_lists_never_contain_train_items(world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     params = small_params()
-    fitted = V.fit_stage1(params, "synthetic", split[0], world[1], world[2])
-    users = sorted(V.relevant_items(split[0], split[1], ["like"]))[:6]
-    cand = V.candidate_rows(fitted, users)
-    lists = V.baseline_lists(fitted.retriever, users, 20, cand)
+    pipe = Pipeline.of(params, "synthetic")
+    fitted = pipe.fit(split[0], world[1], world[2], P.cut_of(split[0]))
+    users = sorted(P.relevant_items(split[0], split[1], ["like"]))[:6]
+    cand = pipe.candidates(fitted, users)
+    lists = Rp.baseline_lists(fitted.retriever, users, 20, cand)
     seen = interaction_events(split[0]).groupby("user_id")["content_id"].agg(set)
     for name, per_user in lists.items():
         for u, items in per_user.items():
@@ -207,7 +211,7 @@ def test_run_files_trains_on_train_and_scores_test(world: tuple[pd.DataFrame, ..
             "timestamp": (ratings["timestamp"].astype("int64") // 10**9).to_numpy(),
         }
     )
-    sp = V.split_events(world[0], "random_per_user", test_fraction=0.25, cut_quantile=0.8, seed=7)
+    sp = P.split_events(world[0], "random_per_user", test_fraction=0.25, cut_quantile=0.8, seed=7)
     test_keys = set(zip(sp[1]["user_id"], sp[1]["content_id"], strict=True))
     is_test = np.array([(u, i) in test_keys for u, i in zip(table["user"], table["item"], strict=True)])
     table[~is_test].to_csv(tmp_path / "train.csv", index=False)
@@ -223,14 +227,14 @@ def test_run_files_trains_on_train_and_scores_test(world: tuple[pd.DataFrame, ..
     assert res.summary["train_events"] == 2 * (~is_test).sum() - (table[~is_test]["rating"] < 4).sum() + (table[~is_test]["rating"] <= 1.5).sum()
     assert (paths.metrics / "evaluate_mine.json").exists() and (paths.reports / "evaluation_mine.md").exists()
     assert (paths.metrics / "plots" / "evaluate_mine" / "pipeline.csv").exists()
-    assert res.summary["models"][V.PIPELINE]["ndcg@10"] > res.summary["models"]["popularity"]["ndcg@10"]
+    assert res.summary["models"][Rp.PIPELINE]["ndcg@10"] > res.summary["models"]["popularity"]["ndcg@10"]
     assert T0 is not None
 
 
 def test_cross_validation_averages_folds(world: tuple[pd.DataFrame, ...], tmp_path: Path) -> None:
     params = small_params(positive_types=["like"], inner_folds=1)
-    cv = V.cross_validate(params, "synthetic", world[0], world[1], world[2], 2, tmp_path)
-    assert cv["folds"] == 2 and set(cv["models"]) == {V.PIPELINE, *V.BASELINES}
-    m = cv["models"][V.PIPELINE]["ndcg@10"]
+    cv = P.cross_validate(params, "synthetic", world[0], world[1], world[2], 2, tmp_path)
+    assert cv["folds"] == 2 and set(cv["models"]) == {Rp.PIPELINE, *Rp.BASELINES}
+    m = cv["models"][Rp.PIPELINE]["ndcg@10"]
     assert 0.0 < m["mean"] <= 1.0 and m["std"] >= 0.0
-    assert cv["models"][V.PIPELINE]["ndcg@10"]["mean"] > cv["models"]["popularity"]["ndcg@10"]["mean"]
+    assert cv["models"][Rp.PIPELINE]["ndcg@10"]["mean"] > cv["models"]["popularity"]["ndcg@10"]["mean"]
