@@ -70,7 +70,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,12 +104,14 @@ from components.retrieval.embeddings import (
     load_model,
     read_interim,
 )
+from components.retrieval.faiss_search import search, set_search_params
 from components.retrieval.pair_features import (
     KNN_SCORING,
     NEG_INF,
     PAIR_SOURCES,
     KnnState,
     PairState,
+    minmax,
     normalisers,
     z_scores,
 )
@@ -248,28 +250,6 @@ def _faiss() -> Any:
     return faiss
 
 
-def _walk(index: Any) -> Iterable[Any]:
-    """The index and its wrapped sub-indexes (ID maps, refinement), downcast."""
-    faiss = _faiss()
-    idx = faiss.downcast_index(index)
-    yield idx
-    if hasattr(idx, "id_map"):
-        yield from _walk(idx.index)
-    elif hasattr(idx, "base_index"):
-        yield from _walk(idx.base_index)
-
-
-def set_search_params(index: Any, ef_search: int | None = None, nprobe: int | None = None, k_factor: float | None = None) -> None:
-    """Set efSearch (HNSW), nprobe (IVF) and k_factor (refinement) wherever they apply."""
-    for idx in _walk(index):
-        if ef_search is not None and hasattr(idx, "hnsw"):
-            idx.hnsw.efSearch = int(ef_search)
-        if nprobe is not None and hasattr(idx, "nprobe"):
-            idx.nprobe = int(nprobe)
-        if k_factor is not None and hasattr(idx, "k_factor"):
-            idx.k_factor = float(k_factor)
-
-
 def auto_nlist(n: int, nlist: int = 0) -> int:
     """Lists for an IVF index: ``nlist`` or about ``4 sqrt(n)``, with >= 39 training points each."""
     want = nlist if nlist > 0 else round(4 * float(np.sqrt(max(n, 1))))
@@ -373,17 +353,7 @@ class ContentIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the ``k`` best contents per query; id -1 where fewer were found."""
-        k = int(min(k, self.ntotal))
-        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if k <= 0:
-            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        if self.p.type == "hnsw" and k > self.p.ef_search:
-            set_search_params(self.index, ef_search=k)
-            try:
-                return self.index.search(q, k)  # type: ignore[no-any-return]
-            finally:
-                set_search_params(self.index, ef_search=self.p.ef_search)
-        return self.index.search(q, k)  # type: ignore[no-any-return]
+        return search(self.index, queries, k, hnsw_ef_search=self.p.ef_search if self.p.type == "hnsw" else None)
 
     def version(self) -> str:
         faiss = _faiss()
@@ -614,13 +584,6 @@ def _top(scores: np.ndarray, k: int) -> list[Candidates]:
         sel = part[order]
         out.append(Candidates(sel.astype(np.int64), row[sel].astype(np.float32)))
     return out
-
-
-def minmax(x: np.ndarray) -> np.ndarray:
-    if len(x) == 0:
-        return x.astype(np.float32)
-    lo, hi = float(np.min(x)), float(np.max(x))
-    return np.ones_like(x, dtype=np.float32) if hi - lo < 1e-12 else ((x - lo) / (hi - lo)).astype(np.float32)
 
 
 def followed_creators(users: pd.DataFrame, events: pd.DataFrame) -> dict[str, set[str]]:

@@ -46,6 +46,14 @@ def dense_columns(m: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
     return out[:, inverse]
 
 
+def minmax(x: np.ndarray) -> np.ndarray:
+    """Scores scaled to [0, 1] (all ones when they do not spread): merging and the fallback list."""
+    if len(x) == 0:
+        return x.astype(np.float32)
+    lo, hi = float(np.min(x)), float(np.max(x))
+    return np.ones_like(x, dtype=np.float32) if hi - lo < 1e-12 else ((x - lo) / (hi - lo)).astype(np.float32)
+
+
 def z_scores(vals: np.ndarray, mean: np.float32, sd: np.float32) -> np.ndarray:
     """z-scores in float32 arithmetic (the training features' exact values); NaN when the
     user's scores have no spread."""
@@ -277,6 +285,7 @@ __all__ = [
     "as_csr",
     "dense_columns",
     "feature_columns",
+    "minmax",
     "normalisers",
     "z_scores",
 ]
