@@ -96,8 +96,8 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     from components.retrieval.candidates import Candidates, ContentIndex, Neighbourhood, Retriever
     from components.retrieval.embeddings import EmbeddingModel, Interactions
     from components.retrieval.export import artifact_set, build_snapshot, fit_retriever, producer
-    from components.serving.artifacts import artifacts_dir, write_artifacts
-    from components.serving.snapshot import COLD_USER, CandidateSnapshot
+    from components.retrieval.serving_set import artifacts_dir, write_artifacts
+    from components.retrieval.snapshot import COLD_USER, CandidateSnapshot
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -3,7 +3,7 @@
 Fits the batch :class:`~components.retrieval.candidates.Retriever` at the candidates stage's cut
 (the end of the events) over the saved embeddings and FAISS index, turns the candidates stage's
 table into the per-user snapshot (plus the users with declared categories but no events, and
-the cold row), and writes what a request reads (:mod:`components.serving.artifacts`): index,
+the cold row), and writes what a request reads (:mod:`components.retrieval.serving_set`): index,
 snapshot, per-user profiles and normalisers, the pair-feature arrays, item vectors and feature
 rows, trending / recent / popular lists, seen contents and reports, and a manifest with the
 producing versions (code, data and model hashes). Serving maps that set and fits nothing.
@@ -46,7 +46,7 @@ from components.retrieval.embeddings import (
     load_model,
     read_interim,
 )
-from components.serving.artifacts import (
+from components.retrieval.serving_set import (
     ArtifactSet,
     RankedList,
     SeenSets,
@@ -54,7 +54,7 @@ from components.serving.artifacts import (
     artifacts_dir,
     write_artifacts,
 )
-from components.serving.snapshot import COLD_USER, CandidateSnapshot
+from components.retrieval.snapshot import COLD_USER, CandidateSnapshot
 
 if TYPE_CHECKING:
     from components.features.store import ItemFeatureCache
@@ -68,8 +68,8 @@ CODE = (
     "components/retrieval/embeddings.py",
     "components/retrieval/pair_features.py",
     "components/retrieval/faiss_search.py",
-    "components/serving/artifacts.py",
-    "components/serving/snapshot.py",
+    "components/retrieval/serving_set.py",
+    "components/retrieval/snapshot.py",
 )
 
 

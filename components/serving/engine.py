@@ -4,7 +4,7 @@
 :meth:`Recommender.load`; a request then runs, single-threaded:
 
 1. **Candidates** – the user's row of the exported
-   :class:`~components.serving.snapshot.CandidateSnapshot` (every source merged in batch, the
+   :class:`~components.retrieval.snapshot.CandidateSnapshot` (every source merged in batch, the
    FAISS content index included, at the export's cut; users with declared categories but no
    events have their own rows; any other unknown user gets the cold row of trending, fresh and
    popular contents), plus the FAISS neighbours of

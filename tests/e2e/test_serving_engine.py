@@ -335,7 +335,7 @@ def test_snapshot_candidates_are_the_retrievers(engine: Recommender, retriever: 
     """The exported snapshot holds what live retrieval returns (same contents, same sources) for
     the batch's users, users with declared categories only and unknown users, and survives a
     save / memory-mapped load unchanged."""
-    from components.serving.snapshot import CandidateSnapshot
+    from components.retrieval.snapshot import CandidateSnapshot
 
     snap = engine.snapshot
     declared = declared_only(retriever)
