@@ -104,7 +104,7 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     params = load_params(source / "params.yaml")
     src_paths = DataPaths(source)
     r0, _ = fit_retriever(params, src_paths)
-    table = pd.read_parquet(src_paths.data / "candidates" / "candidates.parquet", columns=["user_id", "content_id", "score", "source", "rank"])
+    table = pd.read_parquet(src_paths.of("candidates_table"), columns=["user_id", "content_id", "score", "source", "rank"])
     s0 = build_snapshot(r0, table, r0.p.per_user)
     m0, k0 = r0.model, r0.knn
     i0, u0 = r0.n_fit, len(m0.user_ids)

@@ -29,19 +29,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from components.core.config import stage_context, stage_parser
-from components.core.paths import PROJECT_ROOT, DataPaths
+from components.core.catalog import PROJECT_ROOT, DataPaths
+from components.core.config import Params, stage_context, stage_parser
 from components.retrieval.candidates import (
     CandidateParams,
     ContentIndex,
     Retriever,
     candidate_table,
-    candidates_dir,
-    index_dir,
 )
 from components.retrieval.embeddings import (
     EmbeddingParams,
-    embeddings_dir,
     interaction_events,
     load_model,
     read_interim,
@@ -159,14 +156,13 @@ def artifact_set(
 def fit_retriever(params: Mapping[str, Any], paths: DataPaths) -> tuple[Retriever, pd.DataFrame]:
     """The retriever at the end of the events over the saved embeddings and index, and the
     events; :class:`ExportError` when the index does not belong to the embeddings."""
-    dataset = str((params.get("data", {}) or {}).get("source", "synthetic"))
-    cp = CandidateParams.from_params(params, dataset)
+    cp = CandidateParams.from_params(params, Params.of(params).data.source)
     events, content, users = read_interim(paths)
-    emb = load_model(embeddings_dir(paths))
+    emb = load_model(paths.of("embeddings"))
     try:
-        index = ContentIndex.load(index_dir(paths))
+        index = ContentIndex.load(paths.of("faiss_index"))
     except (OSError, ValueError, KeyError) as exc:
-        raise ExportError(f"no usable FAISS index under {index_dir(paths)} ({exc}): run `dvc repro candidates`") from exc
+        raise ExportError(f"no usable FAISS index under {paths.of('faiss_index')} ({exc}): run `dvc repro candidates`") from exc
     if index.content_ids != [str(c) for c in emb.item_ids]:
         raise ExportError("the FAISS index does not match the embeddings' catalogue: run `dvc repro candidates`")
     now = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(milliseconds=1)
@@ -188,13 +184,13 @@ def _digest(paths: Sequence[Path]) -> str | None:
 
 def producer(paths: DataPaths, retr: Retriever) -> dict[str, Any]:
     """The producing versions: hashes of the code, the input data and the ranker beside the set."""
-    ranker = paths.data / "models" / "ranker" / "LATEST"
+    ranker = paths.of("ranker_latest")
     return {
         "code": {c: _digest([PROJECT_ROOT / c]) for c in CODE},
         "data": {
-            "interim": _digest([paths.data / "interim"]),
-            "embeddings": _digest([embeddings_dir(paths)]),
-            "candidates": _digest([candidates_dir(paths)]),
+            "interim": _digest([paths.interim]),
+            "embeddings": _digest([paths.of("embeddings")]),
+            "candidates": _digest([paths.of("candidates_table")]),
             "index": retr.index.parent,
         },
         "model": ranker.read_text().strip() if ranker.exists() else None,
@@ -224,7 +220,7 @@ def run(params: Mapping[str, Any], paths: DataPaths, out: Path | None = None) ->
     and ``metrics/export.json``."""
     t0 = time.perf_counter()
     retr, events = fit_retriever(params, paths)
-    path = candidates_dir(paths) / "candidates.parquet"
+    path = paths.of("candidates_table")
     if not path.exists():
         raise ExportError(f"no candidates table at {path}: run `dvc repro candidates`")
     table = pd.read_parquet(path, columns=["user_id", "content_id", "score", "source", "rank"])
@@ -242,7 +238,7 @@ def run(params: Mapping[str, Any], paths: DataPaths, out: Path | None = None) ->
     )
     paths.metrics.mkdir(parents=True, exist_ok=True)
     metrics = {k: v for k, v in result.__dict__.items() if k not in ("directory", "seconds")}
-    (paths.metrics / "export.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    paths.of("metrics_export").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info("serving artefact set %s: %s", directory, result)
     return result
 

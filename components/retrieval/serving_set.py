@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from components.core.paths import DataPaths
+from components.core.catalog import DataPaths
 from components.retrieval import pair_features
 from components.retrieval.faiss_search import search
 from components.retrieval.pair_features import PAIR_SOURCES, PairState
@@ -51,7 +51,7 @@ SCHEMA_VERSION = 1
 
 def artifacts_dir(paths: DataPaths) -> Path:
     """Where the export stage writes the set and serving reads it (``data/serving/artifacts``)."""
-    return paths.data / "serving" / "artifacts"
+    return paths.of("serving_artifacts")
 
 
 def feature_version() -> str:

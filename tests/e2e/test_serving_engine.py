@@ -442,7 +442,7 @@ def test_serving_imports_no_training_code(project: Path, params: dict[str, Any])
     code = (
         "import sys, yaml\n"
         "from pathlib import Path\n"
-        "from components.core.paths import DataPaths\n"
+        "from components.core.catalog import DataPaths\n"
         "from components.features.store import RequestContext\n"
         "from components.serving.engine import Recommender\n"
         f"p = yaml.safe_load(Path({str(project / 'params.yaml')!r}).read_text())\n"
