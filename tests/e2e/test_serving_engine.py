@@ -446,7 +446,7 @@ def test_serving_imports_no_training_code(project: Path, params: dict[str, Any])
         "from components.features.store import RequestContext\n"
         "from components.serving.engine import Recommender\n"
         f"p = yaml.safe_load(Path({str(project / 'params.yaml')!r}).read_text())\n"
-        "p['serving'] = {'compile_ranker': False}\n"
+        "p['serving']['compile_ranker'] = False\n"
         f"rec = Recommender.load(p, DataPaths(Path({str(project)!r})))\n"
         "feed = rec.recommend('u_nobody', 5, RequestContext(rec.data_now_s, 0, None, None), request_id='x')\n"
         "assert not feed.degraded, feed.reason\n"
