@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -124,7 +125,7 @@ async def _connection(port: int, users: list[str], cold_share: float, k: int, st
         writer.close()
 
 
-def run_level(port: int, users: list[str], k: int, concurrency: int, seconds: float, server: list[psutil.Process], cold_share: float) -> dict[str, float | int | list[str]]:
+def run_level(port: int, users: list[str], k: int, concurrency: int, seconds: float, server: list[psutil.Process], cold_share: float) -> dict[str, Any]:
     out = Level()
     stop = time.monotonic() + seconds
     peak = [0]
@@ -156,6 +157,7 @@ def run_level(port: int, users: list[str], k: int, concurrency: int, seconds: fl
         asyncio.run(clients())
     wall = time.monotonic() - t0
     mem.join()
+    memory = _memory(server)
     lat = np.array(out.latencies) * 1000.0
     pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
     return {
@@ -169,8 +171,22 @@ def run_level(port: int, users: list[str], k: int, concurrency: int, seconds: fl
         "errors": out.errors,
         "degraded": out.degraded,
         "peak_rss_mb": peak[0] / 2**20,
+        **memory,
         "error_samples": out.error_samples,
     }
+
+
+def _memory(server: list[psutil.Process]) -> dict[str, float | list[float]]:
+    """At the end of a level: each server process's RSS, and the processes' total RSS and PSS
+    (proportional set size: a page mapped by N processes counts 1/N in each, so memory-mapped
+    artefacts shared by the workers are counted once; RSS counts them in every process)."""
+    rss, pss = [], 0.0
+    for p in server:
+        with contextlib.suppress(psutil.Error):
+            info = p.memory_full_info()
+            rss.append(round(info.rss / 2**20, 1))
+            pss += getattr(info, "pss", info.rss) / 2**20
+    return {"rss_mb_per_process": rss, "rss_mb_total": round(sum(rss), 1), "pss_mb_total": round(pss, 1)}
 
 
 def _processes(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
@@ -224,12 +240,12 @@ def main(argv: list[str] | None = None) -> int:
               f"ready after {ready_s:.0f} s")
         if args.warmup > 0:
             run_level(port, users, args.k, 4, args.warmup, _processes(proc), args.cold_share)
-        print(f"{'conc':>5} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7} {'degraded':>9} {'peak MB':>8}")
+        print(f"{'conc':>5} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7} {'degraded':>9} {'peak MB':>8} {'PSS MB':>8}  RSS MB per process")
         for c in args.concurrency:
             r = run_level(port, users, args.k, c, args.seconds, _processes(proc), args.cold_share)
             results.append(r)
             print(f"{r['concurrency']:>5} {r['requests']:>9} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-                  f"{r['max_ms']:>8.1f} {r['errors']:>7} {r['degraded']:>9} {r['peak_rss_mb']:>8.0f}", flush=True)
+                  f"{r['max_ms']:>8.1f} {r['errors']:>7} {r['degraded']:>9} {r['peak_rss_mb']:>8.0f} {r['pss_mb_total']:>8.0f}  {r['rss_mb_per_process']}", flush=True)
             for sample in r["error_samples"]:  # type: ignore[union-attr]
                 print(f"      error: {sample}")
     finally:

@@ -2,9 +2,9 @@
 
 The batch pipeline on one laptop does not reach a million contents (the embeddings and every
 candidate source score users against the whole catalogue), so this builds the *serving* state
-of such a catalogue directly, in the exact formats serving loads (a
-:class:`~components.serving.bundle.ServingBundle`, a Feast online store, a model registry), by
-replicating the real artefacts of a project built by ``make demo``:
+of such a catalogue directly, in the exact formats serving loads (the serving artefact set of
+:mod:`components.serving.artifacts`, a Feast online store, a model registry), by replicating the
+real artefacts of a project built by ``make demo``:
 
 * contents: the project's ``I0`` contents copied ``ceil(n_items / I0)`` times ("universes");
   copy ``c`` of content ``i`` sits at catalogue position ``c * I0 + i``. Its unified embedding
@@ -92,15 +92,17 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     from components.features.store import apply
     from components.retrieval.candidates import Candidates, ContentIndex, Neighbourhood, Retriever
     from components.retrieval.embeddings import EmbeddingModel, Interactions
-    from components.serving.bundle import ServingBundle
-    from components.serving.snapshot import COLD_USER, CandidateSnapshot
+    from components.retrieval.export import artifact_set, build_snapshot, fit_retriever, producer
+    from components.retrieval.serving_set import artifacts_dir, write_artifacts
+    from components.retrieval.snapshot import COLD_USER, CandidateSnapshot
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     params = load_params(source / "params.yaml")
     src_paths = DataPaths(source)
-    base = ServingBundle.fit(params, src_paths)
-    r0, s0 = base.retriever, base.snapshot
+    r0, _ = fit_retriever(params, src_paths)
+    table = pd.read_parquet(src_paths.of("candidates_table"), columns=["user_id", "content_id", "score", "source", "rank"])
+    s0 = build_snapshot(r0, table, r0.p.per_user)
     m0, k0 = r0.model, r0.knn
     i0, u0 = r0.n_fit, len(m0.user_ids)
     if len(r0.index.content_ids) != i0:
@@ -272,15 +274,11 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
         for i, stage in enumerate(("shadow", "canary", "production")):
             reg.promote(rec.version, stage, reason="benchmark world", now=at + timedelta(seconds=i + 1))
 
-    bundle = ServingBundle(
-        retr,
-        snapshot,
-        seen={},
-        reporters={},
-        items=item_cache,
-        description=f"synthetic: {n_items} contents, {n_users} users, {copies} copies of {i0} contents of {source}",
-    )
-    bundle.save(paths.of("serving_bundle"))
+    t1 = time.perf_counter()
+    made = producer(src_paths, r0)
+    made["synthetic"] = f"{n_items} contents, {n_users} users, {copies} copies of {i0} contents of {source}"
+    write_artifacts(artifacts_dir(paths), artifact_set(retr, snapshot, {}, {}, item_cache), made)
+    log.info("serving artefact set written in %.0f s", time.perf_counter() - t1)
     meta = {
         "items": n_items,
         "users": n_users,

@@ -160,7 +160,8 @@ CATALOG: Mapping[str, Artefact] = _entries(
     ("score_logs", "data/logs/scores", "parquet", None, "shadow/production scores appended by the live gate"),
     # online update and serving (their own processes)
     ("online_models", "data/models/online", "dir", None, "rankers continued online (online_update)"),
-    ("serving_bundle", "data/serving/bundle", "dir", None, "the saved serving bundle"),
+    ("serving_artifacts", "data/serving/artifacts", "dir", "export", "the serving artefact set (retrieval.serving_set; serving maps it)"),
+    ("metrics_export", "metrics/export.json", "json", "export", "serving artefact set size"),
     ("serving_compiled", "data/serving/compiled", "dir", None, "compiled scoring heads"),
     ("online_update_lock", "data/serving/online_update.lock", "lock", None, "one online update at a time"),
     ("impressions", "data/logs/impressions", "parquet", None, "served feeds (impression log)"),

@@ -70,8 +70,7 @@ import logging
 import shutil
 import tempfile
 import time
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,20 +105,27 @@ from components.retrieval.embeddings import (
     load_model,
     read_interim,
 )
+from components.retrieval.faiss_search import search, set_search_params
+from components.retrieval.pair_features import (
+    KNN_SCORING,
+    NEG_INF,
+    PAIR_SOURCES,
+    KnnState,
+    PairState,
+    minmax,
+    normalisers,
+    z_scores,
+)
 
 log = logging.getLogger(__name__)
 
 SOURCES: tuple[str, ...] = (
     "content", "item_knn", "user_knn", "hybrid", "mf", "graph", "ease", "trending", "recent", "fresh", "followed",
 )
-#: sources whose score is defined for every (user, content) pair, used as ranking features
-PAIR_SOURCES: tuple[str, ...] = ("content", "item_knn", "user_knn", "mf", "graph", "ease")
 BASELINE = "popularity"
-KNN_SCORING: tuple[str, ...] = ("global", "normalised", "aggregate")
 INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivf", "ivfpq")
 ADD_BATCH = 100_000
 DATASETS: tuple[str, ...] = ("synthetic", "kuairand", "movielens")
-NEG_INF = np.float32(-np.inf)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,28 +251,6 @@ def _faiss() -> Any:
     return faiss
 
 
-def _walk(index: Any) -> Iterable[Any]:
-    """The index and its wrapped sub-indexes (ID maps, refinement), downcast."""
-    faiss = _faiss()
-    idx = faiss.downcast_index(index)
-    yield idx
-    if hasattr(idx, "id_map"):
-        yield from _walk(idx.index)
-    elif hasattr(idx, "base_index"):
-        yield from _walk(idx.base_index)
-
-
-def set_search_params(index: Any, ef_search: int | None = None, nprobe: int | None = None, k_factor: float | None = None) -> None:
-    """Set efSearch (HNSW), nprobe (IVF) and k_factor (refinement) wherever they apply."""
-    for idx in _walk(index):
-        if ef_search is not None and hasattr(idx, "hnsw"):
-            idx.hnsw.efSearch = int(ef_search)
-        if nprobe is not None and hasattr(idx, "nprobe"):
-            idx.nprobe = int(nprobe)
-        if k_factor is not None and hasattr(idx, "k_factor"):
-            idx.k_factor = float(k_factor)
-
-
 def auto_nlist(n: int, nlist: int = 0) -> int:
     """Lists for an IVF index: ``nlist`` or about ``4 sqrt(n)``, with >= 39 training points each."""
     want = nlist if nlist > 0 else round(4 * float(np.sqrt(max(n, 1))))
@@ -370,17 +354,7 @@ class ContentIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) of the ``k`` best contents per query; id -1 where fewer were found."""
-        k = int(min(k, self.ntotal))
-        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if k <= 0:
-            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        if self.p.type == "hnsw" and k > self.p.ef_search:
-            set_search_params(self.index, ef_search=k)
-            try:
-                return self.index.search(q, k)  # type: ignore[no-any-return]
-            finally:
-                set_search_params(self.index, ef_search=self.p.ef_search)
-        return self.index.search(q, k)  # type: ignore[no-any-return]
+        return search(self.index, queries, k, hnsw_ef_search=self.p.ef_search if self.p.type == "hnsw" else None)
 
     def version(self) -> str:
         faiss = _faiss()
@@ -532,21 +506,6 @@ def item_activity(events: pd.DataFrame, item_ids: np.ndarray, now: pd.Timestamp,
     return out
 
 
-def dense_columns(m: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
-    """Dense ``m[:, cols]`` (columns in the given order, repeats allowed) at a cost that grows with
-    ``m``'s stored entries, not its width: scipy's column indexing allocates the full width."""
-    m = m.tocsr()
-    uniq, inverse = np.unique(np.asarray(cols, dtype=np.int64), return_inverse=True)
-    out = np.zeros((m.shape[0], len(uniq)), dtype=m.dtype)
-    if m.nnz and len(uniq):
-        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-        at = np.searchsorted(uniq, m.indices)
-        hit = at < len(uniq)
-        hit[hit] = uniq[at[hit]] == m.indices[hit]
-        out[rows[hit], at[hit]] = m.data[hit]
-    return out[:, inverse]
-
-
 @dataclass
 class Neighbourhood:
     """Item and user similarities, baselines and residuals of the training interactions."""
@@ -579,68 +538,29 @@ class Neighbourhood:
             user_sim=cosine_knn(pos.T.tocsr(), p.knn_k),
         )
 
-    def _combine(
-        self,
-        rows: np.ndarray,
-        num: np.ndarray,
-        support: np.ndarray,
-        implicit: np.ndarray,
-        n_neigh: np.ndarray,
-        p: CandidateParams,
-        cols: np.ndarray | None = None,
-    ) -> np.ndarray:
-        b_item = self.b_item if cols is None else self.b_item[cols]
-        base = self.mu + self.b_user[rows][:, None] + b_item[None, :]
-        if p.knn_scoring == "aggregate":
-            score = implicit
-        elif p.knn_scoring == "normalised":
-            score = base + num / (support + p.knn_shrinkage)
-        else:  # global: Koren (2008) global neighbourhood model with w = c = s
-            scale = 1.0 / np.sqrt(np.maximum(n_neigh, 1.0))[:, None]
-            score = base + scale * (num + implicit)
-        return np.where(support > 0, score, NEG_INF).astype(np.float32)
+    def state(self, p: CandidateParams) -> KnnState:
+        """The scoring side (:class:`~components.retrieval.pair_features.KnnState`) under ``p``'s rule."""
+        return KnnState(
+            mu=self.mu,
+            b_user=self.b_user,
+            b_item=self.b_item,
+            residual=self.residual,
+            observed=self.observed,
+            item_sim=self.item_sim,
+            user_sim=self.user_sim,
+            scoring=p.knn_scoring,
+            shrinkage=p.knn_shrinkage,
+        )
 
     def item_scores(self, rows: np.ndarray, p: CandidateParams, cols: np.ndarray | None = None) -> np.ndarray:
         """Item-kNN scores of users ``rows`` over all contents, or only the contents at ``cols``
         (-inf without a neighbour)."""
-        obs = self.observed[rows]
-        n_neigh = np.diff(obs.indptr).astype(np.float32)
-        if cols is not None:
-            # only the users' own contents matter: small dense products instead of sparse ones
-            # whose format conversions walk the whole catalogue
-            used = np.unique(obs.indices)
-            s = dense_columns(self.item_sim[cols], used)
-            o = dense_columns(obs, used)
-            r = dense_columns(self.residual[rows], used)
-            support = (o @ np.abs(s).T).astype(np.float32)
-            num = (r @ s.T).astype(np.float32)
-            implicit = (o @ s.T).astype(np.float32)
-            return self._combine(rows, num, support, implicit, n_neigh, p, cols)
-        sim = self.item_sim
-        support = np.asarray((obs @ abs(sim).T).todense(), dtype=np.float32)
-        num = np.asarray((self.residual[rows] @ sim.T).todense(), dtype=np.float32)
-        implicit = np.asarray((obs @ sim.T).todense(), dtype=np.float32)
-        return self._combine(rows, num, support, implicit, n_neigh, p, cols)
+        return self.state(p).item_scores(rows, cols)
 
     def user_scores(self, rows: np.ndarray, p: CandidateParams, cols: np.ndarray | None = None) -> np.ndarray:
         """User-kNN scores of users ``rows`` over all contents, or only the contents at ``cols``
         (-inf without a neighbour)."""
-        sim = self.user_sim[rows]
-        n_neigh = np.diff(sim.indptr).astype(np.float32)
-        if cols is not None:
-            # only the neighbours' rows matter: small dense products (see item_scores)
-            near = np.unique(sim.indices)
-            w = dense_columns(sim, near)
-            o = dense_columns(self.observed[near], cols)
-            r = dense_columns(self.residual[near], cols)
-            support = (np.abs(w) @ o).astype(np.float32)
-            num = (w @ r).astype(np.float32)
-            implicit = (w @ o).astype(np.float32)
-            return self._combine(rows, num, support, implicit, n_neigh, p, cols)
-        support = np.asarray((abs(sim) @ self.observed).todense(), dtype=np.float32)
-        num = np.asarray((sim @ self.residual).todense(), dtype=np.float32)
-        implicit = np.asarray((sim @ self.observed).todense(), dtype=np.float32)
-        return self._combine(rows, num, support, implicit, n_neigh, p, cols)
+        return self.state(p).user_scores(rows, cols)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,13 +585,6 @@ def _top(scores: np.ndarray, k: int) -> list[Candidates]:
         sel = part[order]
         out.append(Candidates(sel.astype(np.int64), row[sel].astype(np.float32)))
     return out
-
-
-def minmax(x: np.ndarray) -> np.ndarray:
-    if len(x) == 0:
-        return x.astype(np.float32)
-    lo, hi = float(np.min(x)), float(np.max(x))
-    return np.ones_like(x, dtype=np.float32) if hi - lo < 1e-12 else ((x - lo) / (hi - lo)).astype(np.float32)
 
 
 def followed_creators(users: pd.DataFrame, events: pd.DataFrame) -> dict[str, set[str]]:
@@ -833,12 +746,7 @@ class Retriever:
     def ease_scores(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         """EASE scores of known user rows over the fitted catalogue (or its contents ``cols``)."""
         assert self.ease_b is not None
-        x = (self.inter.positive()[rows] > 0).astype(np.float32)
-        if cols is None:
-            return np.asarray(x @ self.ease_b, dtype=np.float32)
-        # only the rows of B the users' contents select: O(contents × cols), not O(catalogue × cols)
-        used = np.unique(x.indices)
-        return np.asarray(x[:, used] @ self.ease_b[np.ix_(used, cols)], dtype=np.float32)
+        return self.pair_state()._ease(rows, cols)
 
     def ease(self, rows: np.ndarray, k: int) -> list[Candidates]:
         if self.ease_b is None:
@@ -956,40 +864,38 @@ class Retriever:
         parts["followed"] = self.followed(rows, user_ids, k)
         return parts
 
+    def pair_state(self) -> PairState:
+        """The arrays the pair features read (:mod:`components.retrieval.pair_features`), over
+        this retriever's fitted members; built once per retriever."""
+        key = (id(self.model), id(self.knn), id(self.inter), id(self.ease_b), id(self.activity), self.p)
+        got = self.__dict__.get("_pair_state")
+        if got is not None and got[0] == key:
+            return got[1]  # type: ignore[no-any-return]
+        m = self.model
+        state = PairState(
+            user_mf=m.user_mf,
+            item_mf=m.item_mf,
+            user_graph=m.user_graph,
+            item_graph=m.item_graph,
+            item_unified=m.item_unified,
+            knn=self.knn.state(self.p),
+            ease_b=self.ease_b,
+            ease_x=(self.inter.positive() > 0).astype(np.float32) if self.ease_b is not None else None,
+            activity=self.activity_matrix if self.activity is not None else None,
+            activity_columns=[str(c) for c in self.activity.columns] if self.activity is not None else [],
+            n_fit=self.n_fit,
+        )
+        self.__dict__["_pair_state"] = (key, state)
+        return state
+
     def dense_scores(
         self, rows: np.ndarray, source: str, queries: np.ndarray | None = None, cols: np.ndarray | None = None
     ) -> np.ndarray:
         """One pair source's raw scores of user rows over the fitted catalogue, or over its
         contents at positions ``cols`` only (NaN: undefined, e.g. unknown users, contents without
-        a neighbour or without a graph vector)."""
-        n = self.n_fit if cols is None else len(cols)
-        m = self.model
-
-        def at(a: np.ndarray) -> np.ndarray:
-            return a if cols is None else a[cols]
-
-        if source == "content":
-            q = self.profiles(rows) if queries is None else queries
-            out = (q @ at(m.item_unified[: self.n_fit]).T).astype(np.float32)
-            out[np.linalg.norm(q, axis=1) == 0] = np.nan
-            return out
-        fns = {
-            "item_knn": lambda r: self.knn.item_scores(r, self.p, cols),
-            "user_knn": lambda r: self.knn.user_scores(r, self.p, cols),
-            "mf": lambda r: m.user_mf[r] @ at(m.item_mf).T,
-            "graph": lambda r: np.where(
-                (np.linalg.norm(at(m.item_graph), axis=1) > 0)[None, :],
-                m.user_graph[r] @ at(m.item_graph).T,
-                NEG_INF,
-            ),
-        }
-        if source == "ease":
-            if self.ease_b is None:
-                return np.full((len(rows), n), np.nan, dtype=np.float32)
-            fns["ease"] = lambda r: self.ease_scores(r, cols)
-        out = self._dense(rows, fns[source], n)
-        out[~np.isfinite(out)] = np.nan
-        return out
+        a neighbour or without a graph vector); :meth:`PairState.scores`."""
+        q = self.profiles(rows) if queries is None else queries
+        return self.pair_state().scores(rows, source, q, cols)
 
     def _queries(self, user_ids: Sequence[str], rows: np.ndarray) -> np.ndarray:
         q = self.profiles(rows)
@@ -1005,38 +911,12 @@ class Retriever:
         score any few contents of the user without scoring the catalogue."""
         users = [str(u) for u in user_ids]
         out = np.full((len(users), len(PAIR_SOURCES), 2), np.nan, dtype=np.float32)
+        state = self.pair_state()
         for b0 in range(0, len(users), batch):
             chunk = users[b0 : b0 + batch]
             rows = self.user_rows(chunk)
-            q = self._queries(chunk, rows)
-            for j, s in enumerate(PAIR_SOURCES):
-                dense = self.dense_scores(rows, s, q if s == "content" else None)
-                if not dense.size:
-                    continue
-                with warnings.catch_warnings():  # rows without any defined score: NaN, as wanted
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    out[b0 : b0 + len(chunk), j, 0] = np.nanmean(dense, axis=1)
-                    out[b0 : b0 + len(chunk), j, 1] = np.nanstd(dense, axis=1)
+            out[b0 : b0 + len(chunk)] = state.stats(rows, self._queries(chunk, rows))
         return out
-
-    @staticmethod
-    def _z(vals: np.ndarray, mean: np.float32, sd: np.float32) -> np.ndarray:
-        """z-scores in float32 arithmetic (the training features' exact values)."""
-        if np.isfinite(sd) and sd > 0:
-            return ((vals - mean) / sd).astype(np.float32)
-        return np.full(len(vals), np.nan, dtype=np.float32)
-
-    def _activity_columns(self, pos: np.ndarray, out: dict[str, np.ndarray]) -> None:
-        """The contents' activity (``item_<column>``) at catalogue positions ``pos`` (NaN for -1
-        and for contents added after fitting)."""
-        if self.activity is None:
-            return
-        act = self.activity_matrix
-        ok = (pos >= 0) & (pos < len(act))
-        got = np.full((len(pos), act.shape[1]), np.nan, dtype=np.float32)
-        got[ok] = act[pos[ok]]
-        for j, c in enumerate(self.activity.columns):
-            out[f"item_{c}"] = got[:, j]
 
     @property
     def activity_matrix(self) -> np.ndarray:
@@ -1049,23 +929,11 @@ class Retriever:
 
     def pair_features_at(self, user_id: str, positions: np.ndarray, stats: np.ndarray) -> dict[str, np.ndarray]:
         """:meth:`pair_features` of one user and the contents at catalogue ``positions``, given
-        the user's :meth:`pair_stats` row: the same values, at a cost that grows with the number
-        of contents instead of the catalogue (the serving path). Positions outside the fitted
-        catalogue (-1, contents added later) get NaN pair scores."""
-        pos = np.asarray(positions, dtype=np.int64)
-        fit = (pos >= 0) & (pos < self.n_fit)
-        cols = pos[fit]
+        the user's :meth:`pair_stats` row (:meth:`PairState.features_at`, what serving calls on
+        the exported arrays)."""
         rows = self.user_rows([user_id])
         q = self._queries([user_id], rows)
-        out: dict[str, np.ndarray] = {}
-        for j, s in enumerate(PAIR_SOURCES):
-            vals = np.full(len(pos), np.nan, dtype=np.float32)
-            if len(cols):
-                vals[fit] = self.dense_scores(rows, s, q if s == "content" else None, cols)[0]
-            out[f"score_{s}"] = vals
-            out[f"z_{s}"] = self._z(vals, stats[j, 0], stats[j, 1])
-        self._activity_columns(pos, out)
-        return out
+        return self.pair_state().features_at(int(rows[0]), q[0], positions, stats)
 
     def pair_features(self, user_ids: Sequence[str], content_ids: Sequence[str], batch: int = 256) -> pd.DataFrame:
         """Ranking features of arbitrary (user, content) pairs, defined identically whether or not
@@ -1075,6 +943,7 @@ class Retriever:
         users = np.asarray([str(u) for u in user_ids], dtype=object)
         pos = pd.Index(self.index.content_ids[: self.n_fit]).get_indexer(pd.Index([str(c) for c in content_ids]))
         out = {f"{kind}_{s}": np.full(len(users), np.nan, dtype=np.float32) for s in PAIR_SOURCES for kind in ("score", "z")}
+        state = self.pair_state()
         order = np.argsort(users, kind="stable")
         uniq, starts = np.unique(users[order], return_index=True)
         bounds = np.append(starts, len(order))
@@ -1083,11 +952,8 @@ class Retriever:
             rows = self.user_rows(list(chunk))
             q = self._queries(list(chunk), rows)
             for s in PAIR_SOURCES:
-                dense = self.dense_scores(rows, s, q if s == "content" else None)
-                with warnings.catch_warnings():  # rows without any defined score: NaN, as wanted
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    mean = np.nanmean(dense, axis=1, keepdims=True) if dense.size else dense
-                    std = np.nanstd(dense, axis=1, keepdims=True) if dense.size else dense
+                dense = state.scores(rows, s, q)
+                mean, std = normalisers(dense)
                 for i in range(len(chunk)):
                     sel = order[bounds[b0 + i] : bounds[b0 + i + 1]]
                     p_ = pos[sel]
@@ -1095,8 +961,8 @@ class Retriever:
                     vals = np.full(len(sel), np.nan, dtype=np.float32)
                     vals[ok] = dense[i, p_[ok]]
                     out[f"score_{s}"][sel] = vals
-                    out[f"z_{s}"][sel] = self._z(vals, mean[i, 0], std[i, 0])
-        self._activity_columns(pos, out)
+                    out[f"z_{s}"][sel] = z_scores(vals, mean[i], std[i])
+        out.update(state.activity_columns_at(pos))
         return pd.DataFrame(out)
 
     def cold_profile(self, user_id: str) -> np.ndarray:

@@ -419,7 +419,7 @@ def stop_background(state: ServingState, stop: threading.Event) -> None:
 
 def worker_app() -> FastAPI:
     """uvicorn factory of one worker process (``RECO_WORKERS`` > 1): each worker loads its own
-    engine (the serving bundle's snapshot is memory-mapped, so shared through the page cache)."""
+    engine (the serving artefact set is memory-mapped, so shared through the page cache)."""
     import atexit
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -3,20 +3,21 @@
 :class:`Recommender` is what the HTTP layer calls. Everything heavy is loaded once in
 :meth:`Recommender.load`; a request then runs, single-threaded:
 
-1. **Candidates** – the user's row of the :class:`~components.serving.snapshot.CandidateSnapshot`
-   (every source merged in batch, the FAISS content index included, at the serving bundle's
-   cut; an unknown user gets the snapshot's cold row of trending, fresh and popular contents,
-   and one with declared categories the retriever's live answer), plus the FAISS neighbours of
+1. **Candidates** – the user's row of the exported
+   :class:`~components.retrieval.snapshot.CandidateSnapshot` (every source merged in batch, the
+   FAISS content index included, at the export's cut; users with declared categories but no
+   events have their own rows; any other unknown user gets the cold row of trending, fresh and
+   popular contents), plus the FAISS neighbours of
    the user's real-time interest (source ``realtime``), minus the contents seen since load
    (:meth:`Recommender.note_seen`, streamed events; the snapshot already leaves out earlier ones)
    and minus moderated contents (reported by more than ``serving.moderation_report_threshold``
    distinct users, counted over the batch events and the stream, or blocked by an operator).
 2. **Features** – the user's features from the Feast online store per request
    (:class:`~components.features.online.ServingFeatureFetcher`, TTLs applied at the request time),
-   the items' from memory (:class:`~components.features.item_cache.ItemFeatureCache`, by rows mapped
-   once), the pair features of these candidates only
-   (:meth:`~components.retrieval.candidates.Retriever.pair_features_at` with the snapshot's per-user
-   normalisers: the values :meth:`~components.retrieval.candidates.Retriever.pair_features` gives training)
+   the items' from the exported rows (:class:`~components.features.item_cache.ItemFeatureCache`,
+   memory-mapped), the pair features of these candidates only
+   (:meth:`~components.retrieval.pair_features.PairState.features_at` on the exported arrays with
+   the snapshot's per-user normalisers: the maths the batch retriever trains on)
    and the context from the request: the same columns
    :func:`components.ranking.stage.pipeline_training_set` trains on. The matrix holds exactly the
    model's ``feature_cols`` (a column no source produces is NaN and is logged once per model
@@ -51,8 +52,12 @@ other requests) and, with ``serving.gc_freeze``, calls :func:`gc.freeze` so that
 collections stop walking the long-lived objects built at load (objects frozen there are still
 freed by reference counting; only reference cycles among them would stay).
 
-Thread safety: FAISS searches (HNSW changes ``efSearch`` for large ``k``) and live retrieval run
-under a lock; pair features only read; the seen-set, moderation and the log buffer have their
+Everything a request reads comes from the serving artefact set
+(:mod:`components.serving.artifacts`, written by the ``export`` stage), memory-mapped: N workers
+share its pages, start-up fits nothing, and a set that does not match this code or the
+production model stops the load with a message that says what to run.
+
+Thread safety: FAISS searches (HNSW changes ``efSearch`` for large ``k``) run under a lock; pair features only read; the seen-set, moderation and the log buffer have their
 own locks. Feast's online store client is used
 from the calling thread as is.
 
@@ -84,8 +89,8 @@ from components.core.io import atomic_write_parquet
 from components.core.schema import POSITIVE_TYPES
 from components.deploy.gates.canary import in_canary
 from components.retrieval.exploration import ExplorationParams, dpp_rerank, explore_slate
-from components.serving.bundle import ServingBundle, reporters_by_content, seen_by_user
-from components.serving.snapshot import CandidateSnapshot
+from components.retrieval.pair_features import minmax
+from components.serving.artifacts import ArtifactSet, artifacts_dir, check_model, open_artifacts
 
 if TYPE_CHECKING:
     from components.deploy.model_cache import ModelCache
@@ -93,7 +98,6 @@ if TYPE_CHECKING:
     from components.features.context import RequestContext
     from components.features.online import ServingFeatureFetcher
     from components.ranking.model import RankerModel
-    from components.retrieval.candidates import Retriever
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +193,15 @@ class ServingSettings:
 def over_threshold(reporters: Mapping[str, set[str]], threshold: int) -> frozenset[str]:
     """Contents reported by more than ``threshold`` distinct users."""
     return frozenset(c for c, u in reporters.items() if len(u) > threshold)
+
+
+def reporters_by_content(events: pd.DataFrame) -> dict[str, set[str]]:
+    """The distinct users who reported each content."""
+    rep = events[(events["event_type"].astype(str) == "report") & events["content_id"].notna()]
+    return {
+        str(c): set(g.astype(str))
+        for c, g in rep.groupby(rep["content_id"].astype(str), sort=False)["user_id"]
+    }
 
 
 def moderated_contents(events: pd.DataFrame, threshold: int) -> frozenset[str]:
@@ -355,13 +368,10 @@ class Recommender:
         self,
         *,
         settings: ServingSettings,
-        retriever: Retriever,
-        snapshot: CandidateSnapshot,
+        artifacts: ArtifactSet,
         models: ModelCache,
         fetcher: ServingFeatureFetcher | None,
-        seen: Mapping[str, frozenset[str]],
         moderated: frozenset[str],
-        popular: Sequence[tuple[str, float, str]],
         impressions: ImpressionLog,
         reporters: Mapping[str, set[str]] | None = None,
         feature_service: str = "ranker_v2",
@@ -370,19 +380,18 @@ class Recommender:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.retriever = retriever
-        self.snapshot = snapshot
+        self.artifacts = artifacts
+        self.snapshot = artifacts.snapshot
         self.models = models
         self.fetcher = fetcher
         self.moderated = frozenset(moderated)
         self._reporters = {c: set(u) for c, u in (reporters or {}).items()}
         self.impressions = impressions
         self.feature_service = feature_service
-        self._seen = dict(seen)
         self._noted: dict[str, set[str]] = {}
         # real-time interest: sum of the unit vectors of contents engaged with since load, count
         self._fresh: dict[str, tuple[np.ndarray, int]] = {}
-        self._popular = list(popular)
+        self._popular = _fallback_list(artifacts)
         self._store_factory = store_factory
         self._registry = registry
         self._clock = clock
@@ -393,14 +402,14 @@ class Recommender:
         self._warned: set[str] = set()
         self._rows_of: tuple[Any, np.ndarray] | None = None  # (item cache, catalogue -> its rows)
         self.load_seconds: dict[str, float] = {}
-        ids = retriever.index.content_ids
+        ids = artifacts.content_ids
         self._positions = pd.Index(ids)
         self._ids = np.asarray(ids, dtype=object)
         self._id_rank = np.empty(len(ids), dtype=np.int64)  # rank of each content id in id order
         self._id_rank[np.argsort(self._ids, kind="stable")] = np.arange(len(ids))
-        self._source_names = np.asarray(snapshot.source_names, dtype=object)
+        self._source_names = np.asarray(self.snapshot.source_names, dtype=object)
         self._moderated_pos = self._to_positions(moderated)
-        t = retriever.trending
+        t = artifacts.trending
         self._trend = trend_factors(len(ids), t.items, t.scores)
 
     # ---- construction
@@ -413,12 +422,13 @@ class Recommender:
         *,
         registry_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
-        bundle: Path | None = None,
+        artifacts: Path | None = None,
     ) -> Recommender:
-        """Load every artefact once: the serving bundle saved under ``bundle`` (default
-        ``data/serving/bundle``) when there is one, else :meth:`ServingBundle.fit` from the project's
-        artefacts; the item feature cache (the bundle's, or the feature store's); the registry's
-        models. A missing store or model does not stop the load: requests then fall back until
+        """Map the serving artefact set under ``artifacts`` (default ``data/serving/artifacts``,
+        written by the ``export`` stage), open the feature store with the set's item feature rows
+        and load the registry's models. Refuses to start (:class:`~components.serving.artifacts.ArtifactError`,
+        saying what to run) when the set is missing or does not match this code or the production
+        model; a missing store or model does not stop the load: requests then fall back until
         :meth:`refresh` finds them."""
         from components.deploy.model_cache import ModelCache
         from components.deploy.registry import ModelRegistry
@@ -426,17 +436,9 @@ class Recommender:
 
         t0 = time.perf_counter()
         settings = ServingSettings.from_params(params)
-        saved = Path(bundle) if bundle is not None else paths.of("serving_bundle")
-        if (saved / "bundle.json").exists():
-            b = ServingBundle.load(saved)
-        else:
-            b = ServingBundle.fit(params, paths)
-        t_fit = time.perf_counter() - t0
-        retr, snapshot = b.retriever, b.snapshot
-        now = b.now
-        popular = _fallback_list(retr)
-        seen = b.seen
-        reporters = b.reporters
+        art = open_artifacts(Path(artifacts) if artifacts is not None else artifacts_dir(paths))
+        t_open = time.perf_counter() - t0
+        reporters = {c: set(u) for c, u in art.reporters.items()}
         moderated = over_threshold(reporters, settings.moderation_report_threshold)
         store_settings = StoreSettings.from_params(params)
 
@@ -446,7 +448,7 @@ class Recommender:
             from components.features.online import ServingFeatureFetcher
 
             store = open_store(paths, store_settings)
-            items = b.items if b.items is not None else ItemFeatureCache.from_offline(store, store_settings.feature_service)
+            items = art.items if art.items is not None else ItemFeatureCache.from_offline(store, store_settings.feature_service)
             fetcher = ServingFeatureFetcher(store, store_settings.feature_service, items)
             fetcher.user_features("__warmup__")  # first online read pays Feast's set-up
             return fetcher
@@ -468,43 +470,46 @@ class Recommender:
             models.refresh()
         except Exception:
             log.exception("model registry unavailable at load: requests fall back until refresh()")
+        try:
+            production = models.production()
+        except Exception:
+            production = None
+        if production is not None:
+            check_model(art, production.feature_cols, production.version)
         rec = cls(
             settings=settings,
-            retriever=retr,
-            snapshot=snapshot,
+            artifacts=art,
             models=models,
             fetcher=fetcher,
-            seen=seen,
             moderated=moderated,
             reporters=reporters,
-            popular=popular,
             impressions=ImpressionLog(paths.of("impressions"), settings.log_flush_records, clock),
             feature_service=store_settings.feature_service,
             store_factory=make_fetcher,
             registry=registry,
             clock=clock,
         )
-        rec.data_now_s = int(now.timestamp())
+        rec.data_now_s = int(art.now.timestamp())
         if settings.faiss_threads > 0:
             import faiss
 
             faiss.omp_set_num_threads(settings.faiss_threads)
         rec._warm_up()
         if settings.gc_freeze:
-            # full collections walking the ~0.3 M long-lived objects built above cost ~150 ms
+            # full collections walking the long-lived objects built above cost ~150 ms
             # every few dozen requests (p99 210 ms -> 70 ms on the default data)
             gc.collect()
             gc.freeze()
         rec.load_seconds = {
-            "bundle": round(t_fit, 3),
+            "artifacts": round(t_open, 3),
             "total": round(time.perf_counter() - t0, 3),
         }
         log.info(
-            "recommender loaded in %.1f s (bundle %.1f s): %d contents, %d users, %d moderated",
+            "recommender loaded in %.1f s (artefact set mapped in %.2f s): %d contents, %d users, %d moderated",
             rec.load_seconds["total"],
-            t_fit,
-            len(retr.index.content_ids),
-            len(seen),
+            t_open,
+            len(art.content_ids),
+            art.snapshot.n_users,
             len(moderated),
         )
         return rec
@@ -533,7 +538,7 @@ class Recommender:
             out["model"] = self.models.production() is not None
         except Exception:
             out["model"] = False
-        out["index"] = self.retriever.index.ntotal > 0
+        out["index"] = self.artifacts.index.ntotal > 0
         if self.fetcher is not None and time.monotonic() >= self._store_down_until:
             try:
                 self.fetcher.user_features("__readiness__")
@@ -618,7 +623,7 @@ class Recommender:
         if not ok.any():
             return
         with self._retr_lock:
-            vecs = np.asarray(self.retriever.item_vectors(pos[ok]), dtype=np.float64)
+            vecs = np.asarray(self.artifacts.item_vectors[pos[ok]], dtype=np.float64)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         vecs = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
         users = ev["user_id"].astype(str).to_numpy()[ok]
@@ -644,14 +649,14 @@ class Recommender:
         """Catalogue positions of the fresh interest's nearest contents in the FAISS index
         (source ``realtime``)."""
         with self._retr_lock:
-            _, ids = self.retriever.index.search(vector.reshape(1, -1), self.settings.realtime_candidates)
+            _, ids = self.artifacts.index.search(vector.reshape(1, -1), self.settings.realtime_candidates)
         return ids[0][ids[0] >= 0].astype(np.int64)
 
     def _interest_boost(self, fresh: tuple[np.ndarray, float], pos: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """``weight · n/(n+2) · cos(content, interest) · std(scores)``: in the scores' own units,
         so the pull of fresh engagements does not depend on the model's scale."""
         vector, strength = fresh
-        vecs = np.asarray(self.retriever.item_vectors(pos), dtype=np.float64)
+        vecs = np.asarray(self.artifacts.item_vectors[pos], dtype=np.float64)
         norms = np.linalg.norm(vecs, axis=1)
         cos = np.divide(vecs @ vector.astype(np.float64), norms, out=np.zeros(len(vecs)), where=norms > 0)
         scale = float(np.std(scores)) or 1.0
@@ -666,8 +671,8 @@ class Recommender:
         return {stage: (r.version if r is not None else None) for stage, r in slots.items()}
 
     def catalogue(self) -> list[str]:
-        """The content ids the retriever knows (index order)."""
-        return list(self.retriever.index.content_ids)
+        """The content ids of the exported catalogue (index order)."""
+        return list(self.artifacts.content_ids)
 
     def _noted_of(self, user_id: str) -> list[str]:
         """Contents noted as seen since load (the snapshot already leaves out earlier ones)."""
@@ -677,8 +682,8 @@ class Recommender:
     def seen(self, user_id: str) -> frozenset[str]:
         with self._seen_lock:
             extra = self._noted.get(user_id)
-            base = self._seen.get(user_id, frozenset())
-            return base | extra if extra else base
+        base = frozenset(self._ids[self.artifacts.seen.of(user_id)].tolist())
+        return base | extra if extra else base
 
     def flush(self) -> Path | None:
         return self.impressions.flush()
@@ -704,22 +709,18 @@ class Recommender:
         pos = self._positions.get_indexer(pd.Index(ids))
         return np.unique(pos[pos >= 0]).astype(np.int64)
 
+    def _row(self, user_id: str) -> int:
+        """The user's snapshot row; the cold row for a user the export did not know."""
+        row = self.snapshot.row(user_id)
+        return row if row >= 0 else self.snapshot.cold_row
+
     def _candidates(self, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """(catalogue positions, source names, pair stats, cold) of the user's candidates: the
-        snapshot's row for a user the batch knew; for an unknown user with declared categories,
-        the retriever's live answer; for any other unknown user, the snapshot's cold row."""
-        snap = self.snapshot
-        row = snap.row(user_id)
-        if row < 0 and self.retriever.preferred.get(user_id):
-            with self._retr_lock:
-                cand = self.retriever.retrieve(user_id)
-                stats = self.retriever.pair_stats([user_id])[0]
-            pos = self._positions.get_indexer(pd.Index(cand["content_id"].astype(str)))
-            ok = pos >= 0
-            return pos[ok].astype(np.int64), cand["source"].astype(str).to_numpy(dtype=object)[ok], stats, True
-        r = row if row >= 0 else snap.cold_row
-        pos, codes, _ = snap.candidates(r)
-        return pos, self._source_names[codes], np.asarray(snap.stats[r]), row < 0
+        snapshot's row (the batch's users, and users with declared categories but no events,
+        both exported), else the cold row; cold: the batch had no events of the user."""
+        r = self._row(user_id)
+        pos, codes, _ = self.snapshot.candidates(r)
+        return pos, self._source_names[codes], np.asarray(self.snapshot.stats[r]), not bool(self.artifacts.known[r])
 
     def _item_rows(self, fetcher: ServingFeatureFetcher) -> np.ndarray:
         """Catalogue position -> row of the fetcher's item matrix (-1: no features; one extra
@@ -727,17 +728,21 @@ class Recommender:
         items = fetcher.items
         cached = self._rows_of
         if cached is None or cached[0] is not items:
-            rows = items.positions(list(self.retriever.index.content_ids))
+            rows = items.positions(self.artifacts.content_ids)
             cached = (items, np.append(rows, -1).astype(np.int64))
             self._rows_of = cached
         return cached[1]
 
     def _stats(self, user_id: str) -> np.ndarray:
-        row = self.snapshot.row(user_id)
-        if row >= 0 or not self.retriever.preferred.get(user_id):
-            return np.asarray(self.snapshot.stats[row if row >= 0 else self.snapshot.cold_row])
-        with self._retr_lock:
-            return self.retriever.pair_stats([user_id])[0]
+        return np.asarray(self.snapshot.stats[self._row(user_id)])
+
+    def pair_features(self, user_id: str, positions: np.ndarray, stats: np.ndarray) -> dict[str, np.ndarray]:
+        """The pair features of the user and the contents at catalogue ``positions`` from the
+        exported arrays (:meth:`~components.retrieval.pair_features.PairState.features_at`, the
+        maths the batch trains on)."""
+        r = self._row(user_id)
+        art = self.artifacts
+        return art.pair.features_at(int(art.model_rows[r]), art.queries[r], positions, stats)
 
     def features(
         self, user_id: str, content_ids: Sequence[str], context: RequestContext
@@ -777,7 +782,7 @@ class Recommender:
             v = _scalar(value)
             if v is not None:
                 cols[name] = v
-        cols.update(self.retriever.pair_features_at(user_id, pos, stats))
+        cols.update(self.pair_features(user_id, pos, stats))
         return cols
 
     def _matrix(self, model: RankerModel, cols: Mapping[str, Any], n: int) -> np.ndarray:
@@ -946,7 +951,7 @@ class Recommender:
         tie = self._id_rank[pos]  # ties by content id, compared as integers
         order = np.lexsort((tie, -boosted))
         pool = order[: max(self.settings.rerank_pool, k)]
-        vectors = np.asarray(self.retriever.item_vectors(pos[pool]), dtype=np.float64)
+        vectors = np.asarray(self.artifacts.item_vectors[pos[pool]], dtype=np.float64)
         picked = pool[dpp_rerank(boosted[pool], vectors, k, self.settings.exploration.dpp_theta)]
         slate = picked[np.lexsort((tie[picked], -boosted[picked]))]
         rest = order[~np.isin(order, slate)]
@@ -1043,18 +1048,16 @@ class Recommender:
         )
 
 
-def _fallback_list(retr: Retriever) -> list[tuple[str, float, str]]:
+def _fallback_list(art: ArtifactSet) -> list[tuple[str, float, str]]:
     """Recent (most engaged in the recent window), then all-time popular contents, deduplicated,
     each list's scores min-max normalised."""
-    from components.retrieval.candidates import minmax
-
-    ids = retr.index.content_ids
+    ids = art.content_ids
     out: list[tuple[str, float, str]] = []
     taken: set[str] = set()
-    for name, c in (("recent", retr.recent), ("popular", retr.popularity)):
+    for name, c in (("recent", art.recent), ("popular", art.popular)):
         if c is None:
             continue
-        for p, s in zip(c.items.tolist(), minmax(c.scores).tolist(), strict=True):
+        for p, s in zip(np.asarray(c.items).tolist(), minmax(np.asarray(c.scores)).tolist(), strict=True):
             cid = ids[int(p)]
             if cid not in taken:
                 taken.add(cid)
@@ -1072,6 +1075,5 @@ __all__ = [
     "model_matrix",
     "moderated_contents",
     "reporters_by_content",
-    "seen_by_user",
     "trend_factors",
 ]

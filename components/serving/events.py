@@ -259,7 +259,7 @@ class StreamFollower:
     all the events, not only those it received, within ``poll_s``.
 
     Files present when it starts are skipped (they precede this process's state, like the
-    events the serving bundle was built from)."""
+    events the serving artefact set was exported from)."""
 
     def __init__(self, sink: EventSink, poll_s: float = 0.25) -> None:
         self.sink = sink

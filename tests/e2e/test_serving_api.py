@@ -349,7 +349,7 @@ def test_online_update_registers_a_candidate_never_production(project: Path, tmp
 def test_benchmark_world_replicates_the_project_and_serves(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The load benchmark's synthetic world at a small scale (3 copies of the contents, users in 2
     groups): each user lives in its group's copy of the catalogue, the server code loads it as
-    a bundle and answers every known user with a real (not degraded) feed from that copy."""
+    a serving artefact set and answers every known user with a real (not degraded) feed from that copy."""
     import json
 
     from benchmarks.synthetic_catalogue import RAW_USER, build
@@ -363,7 +363,7 @@ def test_benchmark_world_replicates_the_project_and_serves(project: Path, tmp_pa
     monkeypatch.setenv("RECO_HMAC_KEY", HMAC_KEY)
     monkeypatch.delenv("RECO_DEMO", raising=False)
     src = Recommender.load(load_params(project / "params.yaml"), DataPaths(project))
-    i0, u0 = len(src.catalogue()), src.snapshot.n_users
+    i0, u0 = len(src.catalogue()), int(src.artifacts.known.sum())  # the batch's users
     src.close()
     world = build(project, tmp_path / "world", n_items=3 * i0, n_users=u0 + 5, seed=1)
     meta = json.loads((world / "catalogue.json").read_text())

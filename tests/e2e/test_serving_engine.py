@@ -1,4 +1,6 @@
-"""The serving engine on a tiny project built by the real pipeline (materialize, candidates, train).
+"""The serving engine on a tiny project built by the real pipeline (materialize, candidates, train,
+export): it serves from the exported artefact set; the batch retriever fitted beside it is what
+it must agree with.
 
 One module-scoped project (~1.5 min to build); the registry then gets the trained ranker in
 production, and re-weighted copies of it (other versions, other scores) as canary and shadow.
@@ -27,6 +29,9 @@ from components.deploy.registry import run as register_latest
 from components.features.context import RequestContext
 from components.ranking.artefact import load, save
 from components.ranking.model import RankerModel
+from components.retrieval.candidates import Retriever
+from components.retrieval.export import fit_retriever, seen_by_user
+from components.retrieval.export import run as export
 from components.serving.engine import (
     Feed,
     FeedItem,
@@ -35,7 +40,6 @@ from components.serving.engine import (
     ServingSettings,
     boost,
     moderated_contents,
-    seen_by_user,
     trend_factors,
 )
 from tests.fixtures.params import project_params
@@ -150,6 +154,12 @@ def params(project: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def retriever(project: Path, params: dict[str, Any]) -> Retriever:
+    """The batch retriever at the export's cut (training code: what serving must agree with)."""
+    return fit_retriever(params, DataPaths(project))[0]
+
+
+@pytest.fixture(scope="module")
 def engine(project: Path, params: dict[str, Any]) -> Iterator[Recommender]:
     rec = Recommender.load(params, DataPaths(project))
     yield rec
@@ -165,11 +175,17 @@ def production_version(project: Path) -> str:
 
 
 def ctx(engine: Recommender) -> RequestContext:
-    return RequestContext(int(engine.retriever.now.timestamp()), 60, "ios", "wifi")
+    return RequestContext(int(engine.artifacts.now.timestamp()), 60, "ios", "wifi")
+
+
+def batch_users(engine: Recommender) -> list[str]:
+    """The users the batch had events of (snapshot rows flagged known)."""
+    snap = engine.snapshot
+    return [str(u) for u, k in zip(snap.user_ids, engine.artifacts.known, strict=True) if k]
 
 
 def known_users(engine: Recommender) -> list[str]:
-    return [str(u) for u in engine.retriever.model.user_ids if engine.seen(str(u))]
+    return [u for u in batch_users(engine) if engine.seen(u)]
 
 
 def read_log(engine: Recommender) -> pd.DataFrame:
@@ -242,7 +258,7 @@ def test_unknown_user_gets_a_cold_start_feed(engine: Recommender, production_ver
 
 
 def test_serving_features_match_the_training_join(
-    engine: Recommender, params: dict[str, Any], project: Path
+    engine: Recommender, retriever: Retriever, params: dict[str, Any], project: Path
 ) -> None:
     """Serving (online store + item cache + pair features) gives the model the values the
     offline point-in-time join (:meth:`components.pipeline.Pipeline.row_features`) gives training,
@@ -255,10 +271,10 @@ def test_serving_features_match_the_training_join(
     assert fetcher is not None
     end = fetcher.items.asof
     assert end is not None
-    at = max(pd.Timestamp(end), engine.retriever.now) + pd.Timedelta(seconds=1)
+    at = max(pd.Timestamp(end), engine.artifacts.now) + pd.Timedelta(seconds=1)
     context = RequestContext(int(at.timestamp()), 0, None, None)
     u = known_users(engine)[1]
-    cids = engine.retriever.retrieve(u)["content_id"].astype(str).tolist()[:60]
+    cids = retriever.retrieve(u)["content_id"].astype(str).tolist()[:60]
     served = engine.features(u, cids, context)
     assert not (set(model.feature_cols) - set(served)), "serving lacks model columns"
     rows = pd.DataFrame(
@@ -269,7 +285,7 @@ def test_serving_features_match_the_training_join(
         }
     )
     store = open_store(DataPaths(project), StoreSettings.from_params(params))
-    offline = Pipeline.of(params).row_features(Fitted(engine.retriever, at, store), rows)
+    offline = Pipeline.of(params).row_features(Fitted(retriever, at, store), rows)
     online = pd.DataFrame(
         {
             c: np.broadcast_to(np.asarray(served[c], dtype=float), len(cids))
@@ -287,39 +303,50 @@ def test_serving_features_match_the_training_join(
     assert not differ, f"train/serve skew in {differ}"
 
 
-def test_pair_features_at_equal_the_batch_pair_features(engine: Recommender) -> None:
-    """The serving path's per-request pair features (candidates only, batch normalisers) equal
-    the batch's catalogue-wide ones, for a known user, the cold row and a user with declared
-    categories, at candidate and random positions."""
-    retr = engine.retriever
+def declared_only(retr: Retriever) -> list[str]:
+    """Users with declared categories but no events (exported with their own snapshot row)."""
+    return [u for u in retr.preferred if retr.user_rows([u])[0] < 0]
+
+
+def test_pair_features_at_equal_the_batch_pair_features(engine: Recommender, retriever: Retriever) -> None:
+    """Serving's per-request pair features (the exported, memory-mapped arrays; candidates only;
+    exported normalisers) equal the batch's catalogue-wide ones and the batch retriever's own
+    at-positions path, for a known user, the cold row and users with declared categories, at
+    candidate and random positions."""
+    retr = retriever
     rng = np.random.default_rng(0)
     n = len(retr.index.content_ids)
-    declared = next(iter(retr.preferred), None)
-    users = [known_users(engine)[4], "u_unknown_pair", *([declared] if declared else [])]
+    declared = [*declared_only(retr)[:1], *[u for u in retr.preferred if retr.user_rows([u])[0] >= 0][:1]]
+    users = [known_users(engine)[4], "u_unknown_pair", *declared]
     for u in users:
         pos, _, stats, _ = engine._candidates(u)
         pos = np.concatenate([pos[:80], rng.integers(0, n, 40)])
-        fast = retr.pair_features_at(u, pos, stats)
+        served = engine.pair_features(u, pos, stats)
+        at = retr.pair_features_at(u, pos, stats)
         batch = retr.pair_features([u] * len(pos), [retr.index.content_ids[p] for p in pos])
-        assert set(fast) == set(batch.columns)
+        assert set(served) == set(batch.columns) == set(at)
         for c in batch.columns:
-            assert np.allclose(fast[c], batch[c].to_numpy(), rtol=1e-5, atol=1e-6, equal_nan=True), (u, c)
-        assert np.isfinite(fast["score_content"]).any() or u == "u_unknown_pair"
+            assert np.allclose(served[c], batch[c].to_numpy(), rtol=1e-5, atol=1e-6, equal_nan=True), (u, c)
+            assert np.array_equal(served[c], at[c], equal_nan=True), (u, c)
+        assert np.isfinite(served["score_content"]).any() or u == "u_unknown_pair"
 
 
-def test_snapshot_candidates_are_the_retrievers(engine: Recommender, tmp_path: Path) -> None:
-    """The snapshot holds what live retrieval returns (same contents, same sources), and
-    survives a save / memory-mapped load unchanged."""
-    from components.serving.snapshot import CandidateSnapshot
+def test_snapshot_candidates_are_the_retrievers(engine: Recommender, retriever: Retriever, tmp_path: Path) -> None:
+    """The exported snapshot holds what live retrieval returns (same contents, same sources) for
+    the batch's users, users with declared categories only and unknown users, and survives a
+    save / memory-mapped load unchanged."""
+    from components.retrieval.snapshot import CandidateSnapshot
 
     snap = engine.snapshot
-    assert snap.n_users == len(engine.retriever.model.user_ids)
-    for u in [*known_users(engine)[5:8], "u_unknown_snap"]:
-        live = engine.retriever.retrieve(u)
+    declared = declared_only(retriever)
+    assert snap.n_users == len(retriever.model.user_ids) + len(declared)
+    for u in [*known_users(engine)[5:8], *declared[:2], "u_unknown_snap"]:
+        live = retriever.retrieve(u)
         pos, sources, _, cold = engine._candidates(u)
-        assert cold == (u == "u_unknown_snap")
+        assert cold == (u == "u_unknown_snap" or u in declared)
         got = dict(zip(engine._ids[pos], sources, strict=True))
         assert got == dict(zip(live["content_id"], live["source"], strict=True))
+    assert engine.seen(known_users(engine)[0]) <= set(engine.catalogue())
     back = CandidateSnapshot.load(snap.save(tmp_path / "snap"))
     assert not back.positions.flags.owndata and not back.positions.flags.writeable  # mapped, read-only
     for name in ("indptr", "positions", "sources", "scores", "stats"):
@@ -327,22 +354,29 @@ def test_snapshot_candidates_are_the_retrievers(engine: Recommender, tmp_path: P
     assert list(back.user_ids) == list(snap.user_ids) and back.source_names == snap.source_names
 
 
-def test_saved_bundle_serves_the_same_feeds(
+def test_seen_sets_are_the_events(engine: Recommender, project: Path) -> None:
+    """The exported seen sets are every catalogue content each user interacted with."""
+    events = pd.read_parquet(DataPaths(project).interim / "events.parquet")
+    catalogue = set(engine.catalogue())
+    for u, contents in list(seen_by_user(events).items())[:30]:
+        assert engine.seen(u) == contents & catalogue, u
+
+
+def test_exported_set_round_trip_serves_the_same_feeds(
     engine: Recommender, params: dict[str, Any], project: Path, tmp_path: Path
 ) -> None:
-    """A recommender loaded from a saved serving bundle (no events read) answers exactly like the
-    one fitted from the artefacts."""
-    from components.serving.bundle import ServingBundle
-
-    saved = ServingBundle(
-        engine.retriever, engine.snapshot, dict(engine._seen), dict(engine._reporters)
-    ).save(tmp_path / "bundle")
-    other = Recommender.load(params, DataPaths(project), bundle=saved)
+    """Export again into another folder, load a recommender from it: same manifest arrays, same
+    feeds as the one loaded from the stage's output; nothing of it is a private copy."""
+    out = export(params, DataPaths(project), tmp_path / "set")
+    assert out.users == engine.snapshot.n_users and out.contents == len(engine.catalogue())
+    other = Recommender.load(params, DataPaths(project), artifacts=out.directory)
     try:
-        assert other.snapshot.n_users == engine.snapshot.n_users
-        for i, u in enumerate([*known_users(engine)[:5], "u_cold_bundle"]):
-            a = engine.recommend(u, K, ctx(engine), request_id=f"bundle-{i}")
-            b = other.recommend(u, K, ctx(engine), request_id=f"bundle-{i}")
+        assert other.artifacts.manifest["arrays"] == engine.artifacts.manifest["arrays"]
+        assert not other.artifacts.item_vectors.flags.owndata and not other.artifacts.item_vectors.flags.writeable
+        assert not other.artifacts.pair.knn.item_sim.data.flags.writeable
+        for i, u in enumerate([*known_users(engine)[:5], "u_cold_set"]):
+            a = engine.recommend(u, K, ctx(engine), request_id=f"set-{i}")
+            b = other.recommend(u, K, ctx(engine), request_id=f"set-{i}")
             assert not b.degraded, b.reason
             assert [(it.content_id, it.source, it.exploration) for it in a.items] == [
                 (it.content_id, it.source, it.exploration) for it in b.items
@@ -350,6 +384,82 @@ def test_saved_bundle_serves_the_same_feeds(
             assert np.allclose([it.score for it in a.items], [it.score for it in b.items])
     finally:
         other.close()
+
+
+def test_serving_refuses_a_stale_or_missing_set(
+    engine: Recommender, params: dict[str, Any], project: Path, tmp_path: Path
+) -> None:
+    """No set, another schema version, an array of the wrong shape, another pair-feature version,
+    a production model asking for pair features the set does not produce: the load refuses,
+    saying what to run."""
+    import json
+    import shutil
+
+    from components.serving.artifacts import ArtifactError, artifacts_dir, check_model
+
+    src = artifacts_dir(DataPaths(project))
+    with pytest.raises(ArtifactError, match=r"no serving artefact set .*dvc repro export"):
+        Recommender.load(params, DataPaths(project), artifacts=tmp_path / "nothing")
+
+    def broken(name: str, edit: Any) -> Path:
+        d = tmp_path / name
+        shutil.copytree(src, d)
+        edit(d)
+        return d
+
+    def manifest_edit(**changes: Any) -> Any:
+        def edit(d: Path) -> None:
+            m = json.loads((d / "manifest.json").read_text())
+            m.update(changes)
+            (d / "manifest.json").write_text(json.dumps(m))
+
+        return edit
+
+    cases = {
+        "schema": (manifest_edit(schema_version=0), r"schema version 0, this serving code reads 1"),
+        "features": (manifest_edit(feature_version="0" * 16), r"pair-feature version 0000000000000000"),
+        "shape": (
+            lambda d: np.save(d / "catalogue" / "item_vectors.npy", np.zeros((3, 2), np.float32)),
+            r"catalogue/item_vectors.npy is float32\[3, 2\], the manifest says",
+        ),
+        "missing": (lambda d: (d / "pair" / "knn.item_sim.data.npy").unlink(), r"knn.item_sim.data.npy is missing"),
+        "index": (lambda d: (d / "index.faiss").unlink(), r"index.faiss is missing"),
+    }
+    for name, (edit, message) in cases.items():
+        with pytest.raises(ArtifactError, match=message + r".*dvc repro export"):
+            Recommender.load(params, DataPaths(project), artifacts=broken(name, edit))
+    with pytest.raises(ArtifactError, match=r"needs pair features \['score_tfidf'\].*dvc repro ranking export"):
+        check_model(engine.artifacts, ["score_content", "score_tfidf"], "v-test")
+    check_model(engine.artifacts, engine.models.production().feature_cols, "production")
+
+
+def test_serving_imports_no_training_code(project: Path, params: dict[str, Any]) -> None:
+    """Loading a recommender from the set and serving a request imports neither the batch
+    retriever, the embeddings, the export, the ranking stage nor evaluation."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, yaml\n"
+        "from pathlib import Path\n"
+        "from components.core.catalog import DataPaths\n"
+        "from components.features.context import RequestContext\n"
+        "from components.serving.engine import Recommender\n"
+        f"p = yaml.safe_load(Path({str(project / 'params.yaml')!r}).read_text())\n"
+        "p['serving']['compile_ranker'] = False\n"
+        f"rec = Recommender.load(p, DataPaths(Path({str(project)!r})))\n"
+        "feed = rec.recommend('u_nobody', 5, RequestContext(rec.data_now_s, 0, None, None), request_id='x')\n"
+        "assert not feed.degraded, feed.reason\n"
+        "rec.close()\n"
+        "bad = ('components.retrieval.candidates', 'components.retrieval.embeddings', 'components.retrieval.export',\n"
+        "       'components.ranking.stage', 'components.evaluation.stage')\n"
+        "print(sorted(m for m in bad if m in sys.modules))\n"
+    )
+    from tests.fixtures.tiny_project import tool_env
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=tool_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
 def test_logged_feature_snapshot_reproduces_the_score(engine: Recommender) -> None:
@@ -412,7 +522,7 @@ def test_canary_routing_and_shadow_scores(
         "canary": canary_v,
         "shadow": shadow_v,
     }
-    users = [str(u) for u in engine.retriever.model.user_ids]
+    users = batch_users(engine)
     expected = in_canary(users, engine.settings.canary_share, engine.settings.canary_salt)
     feeds = [
         engine.recommend(u, K, ctx(engine), request_id=f"arm-{i}") for i, u in enumerate(users)

@@ -15,27 +15,20 @@ for each known user, what the batch computed at the same cut:
 * a ``cold`` row: the candidates and normalisers of a user nobody knows (trending, fresh,
   popular), shared by every unknown user without declared categories.
 
-The arrays are saved as ``.npy`` files and loaded memory-mapped, so several worker processes on
-one machine share one copy through the page cache.
+The export stage builds it (:func:`components.retrieval.export.build_snapshot`) into the serving
+artefact set; the arrays are saved as ``.npy`` files and loaded memory-mapped, so several worker
+processes on one machine share one copy through the page cache.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    from components.retrieval.candidates import Retriever
-
-log = logging.getLogger(__name__)
 
 #: the id under which the snapshot keeps the candidates of an unknown user
 COLD_USER = "__cold__"
@@ -114,36 +107,6 @@ class CandidateSnapshot:
             source_names=names,
             n_items=len(catalogue),
         )
-
-    @classmethod
-    def build(
-        cls,
-        retr: Retriever,
-        user_ids: Sequence[str],
-        k: int,
-        table: pd.DataFrame | None = None,
-    ) -> CandidateSnapshot:
-        """Candidates and pair stats of ``user_ids`` plus the cold row, as the retriever computes
-        them (``table``: the candidates stage's output for those users, when at hand)."""
-        from components.retrieval.candidates import candidate_table
-
-        t0 = time.perf_counter()
-        users = [str(u) for u in user_ids if str(u) != COLD_USER]
-        if table is None:
-            table = candidate_table(retr, users, k)
-        else:
-            table = table[table["user_id"].astype(str).isin(set(users))]
-        cold = candidate_table(retr, [COLD_USER], k)
-        table = pd.concat([table, cold], ignore_index=True)
-        everyone = [*users, COLD_USER]
-        snap = cls.from_table(table, retr.index.content_ids, retr.pair_stats(everyone), everyone)
-        log.info(
-            "candidate snapshot: %d users, %d candidates in %.1f s",
-            snap.n_users,
-            len(snap.positions),
-            time.perf_counter() - t0,
-        )
-        return snap
 
     # ---- files
 
