@@ -9,6 +9,8 @@ Crashes are real too: a child process patches a step that runs inside the transa
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -23,6 +25,7 @@ import pandas as pd
 import pytest
 
 from components.core.catalog import PROJECT_ROOT, DataPaths
+from components.deploy import registry_cli
 from components.deploy.lineage import data_version, data_version_from_lock
 from components.deploy.model_cache import ModelCache
 from components.deploy.records import HistoryEntry, ModelRecord
@@ -632,15 +635,23 @@ def test_crash_during_register_leaves_no_half_registered_version(
 # ---------------------------------------------------------------- CLI
 
 
-def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "components.deploy.registry", "--root", str(root), *args],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _cli(root: Path, *args: str, subprocess_run: bool = False) -> subprocess.CompletedProcess[str]:
+    """The registry CLI on ``root``: in this process (``registry_cli.main``, its stdout, stderr
+    and exit code) or, with ``subprocess_run``, as ``python -m components.deploy.registry``."""
+    argv = ["--root", str(root), *args]
+    if subprocess_run:
+        return subprocess.run(
+            [sys.executable, "-m", "components.deploy.registry", *argv],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = registry_cli.main(argv)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def test_cli_register_list_show_promote_refuse_rollback(
@@ -650,7 +661,7 @@ def test_cli_register_list_show_promote_refuse_rollback(
     metrics.write_text(json.dumps({"ndcg@10": 0.42}))
     a, b = artefacts[0].name, artefacts[1].name
 
-    r = _cli(tmp_path, "register", "--model-dir", str(artefacts[0]), "--metrics", str(metrics))
+    r = _cli(tmp_path, "register", "--model-dir", str(artefacts[0]), "--metrics", str(metrics), subprocess_run=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{a}: candidate (data unknown)"
     with ModelRegistry(DataPaths(tmp_path)) as reg:
@@ -697,5 +708,5 @@ def test_cli_register_list_show_promote_refuse_rollback(
     assert r.returncode == 2
     r = _cli(tmp_path, "show", "f" * 16)
     assert r.returncode == 1 and r.stderr.strip() == f"error: version {'f' * 16} is not registered"
-    r = _cli(tmp_path, "check")
+    r = _cli(tmp_path, "check", subprocess_run=True)
     assert (r.returncode, r.stdout.strip()) == (0, "ok")
