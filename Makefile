@@ -10,6 +10,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.synced
+# pytest-xdist workers for `make test` (a module's tests stay on one worker); 2 fits this machine's cores
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo promote airflow serve test test-fast lint bench clean
@@ -55,8 +57,8 @@ airflow: install ## Start Airflow (standalone: SQLite, the project's DAGs) on ht
 	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ \
 	RECO_DEMO=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
-test: install ## Run the whole test suite (unit, feature repo, DAGs, end to end)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+test: install ## Run the whole test suite (unit, feature repo, DAGs, end to end) on TEST_WORKERS processes
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: install ## Unit tests only
 	$(BIN)/python -m pytest tests/unit

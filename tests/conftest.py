@@ -1,17 +1,35 @@
 """Session-wide fixtures: one tiny project through the whole training pipeline, shared (by copy)
-by the serving, DAG and pipeline tests instead of each running `dvc repro` again."""
+by the serving, DAG and pipeline tests instead of each running `dvc repro` again.
+
+``make test`` runs the suite on two pytest-xdist workers (``--dist loadscope``: a module's tests
+stay on one worker, so module fixtures are built once). The session project is then built once
+for both workers: the first to need it builds it under a file lock in the run's shared temporary
+folder, the other waits and reuses it.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.fixtures.tiny_project import pipeline_project
 
 
 @pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project after `dvc repro` of materialize, candidates, ranking and evaluate; read
-    only: copy it (``copy_project``) before changing anything."""
-    return pipeline_project(tmp_path_factory.mktemp("tiny-pipeline"))
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A tiny project after `dvc repro` of the training pipeline (materialize, candidates,
+    ranking, evaluate, export); read only: copy it (``copy_project``) before changing anything."""
+    if worker_id == "master":  # not under xdist
+        return pipeline_project(tmp_path_factory.mktemp("tiny-pipeline"))
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-pipeline"
+    done = shared.with_name("tiny-pipeline.built")
+    with FileLock(str(shared) + ".lock"):
+        if not done.exists():  # first, or the first worker's build failed: (re)build
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            pipeline_project(shared)
+            done.touch()
+    return shared
