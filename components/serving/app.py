@@ -38,8 +38,9 @@ from components.core.config import Params, Settings, load_params
 
 if TYPE_CHECKING:
     from components.online_update.update import OnlineUpdater
-    from components.serving.engine import Feed, Recommender
+    from components.serving.engine import Recommender
     from components.serving.events import EventSink, StreamFollower
+    from components.serving.feed import Feed
     from components.serving.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
