@@ -27,24 +27,19 @@ class Candidates:
     cold: bool
 
 
+@dataclass
 class CandidateAssembler:
-    """Snapshot rows and real-time neighbours, filtered by the stream state."""
+    """Snapshot rows and real-time neighbours (``realtime_candidates`` of them, searched under
+    ``index_lock``), filtered by the stream state."""
 
-    def __init__(
-        self,
-        artifacts: ArtifactSet,
-        catalogue: Catalogue,
-        stream: StreamState,
-        *,
-        realtime_candidates: int,
-        index_lock: threading.Lock,
-    ) -> None:
-        self.artifacts = artifacts
-        self.snapshot = artifacts.snapshot
-        self.catalogue = catalogue
-        self.stream = stream
-        self.realtime_candidates = realtime_candidates
-        self._index_lock = index_lock
+    artifacts: ArtifactSet
+    catalogue: Catalogue
+    stream: StreamState
+    realtime_candidates: int
+    index_lock: threading.Lock
+
+    def __post_init__(self) -> None:
+        self.snapshot = self.artifacts.snapshot
         self._source_names = np.asarray(self.snapshot.source_names, dtype=object)
 
     def row(self, user_id: str) -> int:
@@ -67,7 +62,7 @@ class CandidateAssembler:
     def realtime(self, vector: np.ndarray) -> np.ndarray:
         """Catalogue positions of the fresh interest's nearest contents in the FAISS index
         (source ``realtime``)."""
-        with self._index_lock:
+        with self.index_lock:
             _, ids = self.artifacts.index.search(vector.reshape(1, -1), self.realtime_candidates)
         return ids[0][ids[0] >= 0].astype(np.int64)
 

@@ -96,9 +96,9 @@ from components.features.feast_repo import StoreSettings
 from components.serving.artifacts import ArtifactSet, artifacts_dir, open_artifacts
 from components.serving.candidates import CandidateAssembler, Candidates
 from components.serving.catalogue import Catalogue
-from components.serving.fallback import Fallback
+from components.serving.fallback import degraded_feed, fallback_items, fallback_list
 from components.serving.features import FeatureAssembler
-from components.serving.feed import Feed, FeedItem
+from components.serving.feed import FALLBACK, Feed, FeedItem
 from components.serving.impressions import ImpressionLog, impression_rows
 from components.serving.loading import check_production, fetcher_factory, open_fetcher, open_models
 from components.serving.rerank import Reranker
@@ -163,7 +163,7 @@ class Recommender:
             artifacts, fetcher, store_factory=store_factory, store_retry_s=settings.store_retry_s
         )
         self.reranker = Reranker(artifacts, self.contents, settings)
-        self._fallback = Fallback(artifacts, self.stream, impressions, clock)
+        self._popular = fallback_list(artifacts)
 
     # ---- construction
 
@@ -475,14 +475,21 @@ class Recommender:
         started: float | None = None,
     ) -> Feed:
         """Recently most engaged, then popular contents the user has not seen (degraded=True)."""
-        return self._fallback.feed(
-            user_id,
-            k,
-            request_id=request_id,
-            reason=reason,
-            request_ts_s=request_ts_s,
-            started=started,
-        )
+        t0 = started if started is not None else time.perf_counter()
+        items: list[FeedItem] = []
+        try:
+            items = fallback_items(self._popular, self.seen(str(user_id)) | self.moderated, k)
+            ts = pd.Timestamp(
+                int(request_ts_s) if request_ts_s is not None else int(self._clock()),
+                unit="s",
+                tz="UTC",
+            )
+            self.impressions.add(
+                impression_rows(request_id, str(user_id), items, ts, arm=FALLBACK, degraded=True)
+            )
+        except Exception:  # the last resort must not raise either
+            log.exception("fallback for request %s failed", request_id)
+        return degraded_feed(request_id, str(user_id), items, reason, t0)
 
 
 __all__ = ["Recommender"]

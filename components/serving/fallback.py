@@ -1,23 +1,16 @@
-"""The degraded answer (:class:`Fallback`): the fallback list (the most engaged contents of the
-recent window, then the all-time popular ones) minus the user's seen and moderated contents,
-logged like any feed, with ``degraded=True`` and the reason."""
+"""The degraded answer's parts: the fallback list (the most engaged contents of the recent window,
+then the all-time popular ones), a user's slate from it and the ``degraded=True`` feed."""
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from components.retrieval.pair_features import minmax
 from components.serving.artifacts import ArtifactSet
 from components.serving.feed import FALLBACK, Feed, FeedItem
-from components.serving.impressions import ImpressionLog, impression_rows
-from components.serving.stream import StreamState
-
-log = logging.getLogger(__name__)
 
 
 def fallback_list(art: ArtifactSet) -> list[tuple[str, float, str]]:
@@ -50,55 +43,19 @@ def fallback_items(
     return items
 
 
-class Fallback:
-    """Degraded feeds from the artefact set's fallback list, filtered by the stream state."""
 
-    def __init__(
-        self,
-        artifacts: ArtifactSet,
-        stream: StreamState,
-        impressions: ImpressionLog,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.popular = fallback_list(artifacts)
-        self.stream = stream
-        self.impressions = impressions
-        self._clock = clock
-
-    def feed(
-        self,
-        user_id: str,
-        k: int,
-        *,
-        request_id: str,
-        reason: str,
-        request_ts_s: int | None = None,
-        started: float | None = None,
-    ) -> Feed:
-        """Recently most engaged, then popular contents the user has not seen (never raises)."""
-        t0 = started if started is not None else time.perf_counter()
-        items: list[FeedItem] = []
-        try:
-            excluded = self.stream.seen(str(user_id)) | self.stream.moderated
-            items = fallback_items(self.popular, excluded, k)
-            ts = pd.Timestamp(
-                int(request_ts_s) if request_ts_s is not None else int(self._clock()),
-                unit="s",
-                tz="UTC",
-            )
-            self.impressions.add(
-                impression_rows(request_id, str(user_id), items, ts, arm=FALLBACK, degraded=True)
-            )
-        except Exception:  # the last resort must not raise either
-            log.exception("fallback for request %s failed", request_id)
-        return Feed(
-            request_id=request_id,
-            user_id=str(user_id),
-            items=items,
-            model_version=None,
-            degraded=True,
-            reason=reason,
-            arm=FALLBACK,
-            shadow_version=None,
-            timings_ms={"total": round((time.perf_counter() - t0) * 1000.0, 3)},
-        )
+def degraded_feed(
+    request_id: str, user_id: str, items: list[FeedItem], reason: str, started: float
+) -> Feed:
+    """The fallback's feed (``degraded=True``, the reason; timed since ``started``)."""
+    return Feed(
+        request_id=request_id,
+        user_id=user_id,
+        items=items,
+        model_version=None,
+        degraded=True,
+        reason=reason,
+        arm=FALLBACK,
+        shadow_version=None,
+        timings_ms={"total": round((time.perf_counter() - started) * 1000.0, 3)},
+    )

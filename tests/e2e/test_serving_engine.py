@@ -566,7 +566,7 @@ def test_broken_store_falls_back_to_popularity(
     ids = [it.content_id for it in feed.items]
     assert not set(ids) & engine.seen(u)
     assert {it.source for it in feed.items} <= {"recent", "popular"}
-    popular = [c for c, _, _ in engine._fallback.popular if c not in engine.seen(u) | engine.moderated]
+    popular = [c for c, _, _ in engine._popular if c not in engine.seen(u) | engine.moderated]
     assert ids == popular[:K]
     assert engine.readiness()["store"] is False
     logged = read_log(engine)
