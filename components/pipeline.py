@@ -53,7 +53,8 @@ from components.retrieval.candidates import (
     candidate_table,
     fit_retrieval,
 )
-from components.retrieval.embeddings import EmbeddingModel, EmbeddingParams
+from components.retrieval.embedding_model import EmbeddingModel
+from components.retrieval.embedding_params import EmbeddingParams
 
 if TYPE_CHECKING:
     from feast import FeatureStore

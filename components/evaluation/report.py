@@ -32,7 +32,7 @@ from components.evaluation.metrics import (
 )
 from components.ranking.model import RankerModel
 from components.retrieval.candidates import Candidates, Retriever
-from components.retrieval.embeddings import interaction_events
+from components.retrieval.interactions import interaction_events
 
 BASELINES = ("popularity", "recent", "item_knn", "mf", "ease", "candidates")
 PIPELINE = "pipeline"

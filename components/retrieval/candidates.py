@@ -29,7 +29,7 @@ hidden / reported contents excluded
       contents with at least one neighbour are candidates;
     * ``hybrid``: ``alpha * content + (1 - alpha) * collaborative`` after per-user min-max
       normalisation of each source's scores (collaborative = mean of item- and user-kNN);
-    * ``mf`` (ALS dot product) and ``graph`` (NetMF dot product) from :mod:`components.retrieval.embeddings`;
+    * ``mf`` (ALS dot product) and ``graph`` (NetMF dot product) from :mod:`components.retrieval.embedding_model`;
     * ``trending``: engagement growth ``(e[now-g, now) - e[now-2g, now-g)) / max(e[now-2g, now-g), 1)``
       with at least ``min_engagements`` recent engagements;
     * ``recent``: the most engaged contents of the last ``recent.window_hours`` (what is being
@@ -93,19 +93,17 @@ from components.core.schema import (
 )
 from components.core.splits import before, quantile_cut
 from components.data.prepare import prepare_data
-from components.retrieval.embeddings import (
+from components.retrieval.embedding_model import EmbeddingModel, fit_embeddings, load_model
+from components.retrieval.embedding_params import EmbeddingParams
+from components.retrieval.faiss_search import search, set_search_params
+from components.retrieval.interactions import (
     UNKNOWN,
-    EmbeddingModel,
-    EmbeddingParams,
     Interactions,
     build_interactions,
     catalogue,
-    fit_embeddings,
     interaction_events,
-    load_model,
     read_interim,
 )
-from components.retrieval.faiss_search import search, set_search_params
 from components.retrieval.pair_features import (
     KNN_SCORING,
     NEG_INF,

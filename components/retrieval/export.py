@@ -39,11 +39,8 @@ from components.retrieval.candidates import (
     Retriever,
     candidate_table,
 )
-from components.retrieval.embeddings import (
-    interaction_events,
-    load_model,
-    read_interim,
-)
+from components.retrieval.embedding_model import load_model
+from components.retrieval.interactions import interaction_events, read_interim
 from components.retrieval.serving_set import (
     ArtifactSet,
     RankedList,
@@ -61,6 +58,11 @@ CODE = (
     "components/retrieval/export.py",
     "components/retrieval/candidates.py",
     "components/retrieval/embeddings.py",
+    "components/retrieval/embedding_params.py",
+    "components/retrieval/interactions.py",
+    "components/retrieval/factorization.py",
+    "components/retrieval/content_encoder.py",
+    "components/retrieval/embedding_model.py",
     "components/retrieval/pair_features.py",
     "components/retrieval/faiss_search.py",
     "components/retrieval/serving_set.py",

@@ -452,6 +452,7 @@ def test_serving_imports_no_training_code(project: Path, params: dict[str, Any])
         "assert not feed.degraded, feed.reason\n"
         "rec.close()\n"
         "bad = ('components.retrieval.candidates', 'components.retrieval.embeddings', 'components.retrieval.export',\n"
+        "       'components.retrieval.embedding_model', 'components.retrieval.factorization', 'components.retrieval.content_encoder',\n"
         "       'components.ranking.stage', 'components.evaluation.stage')\n"
         "print(sorted(m for m in bad if m in sys.modules))\n"
     )

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from components.core.config import load_params
 from components.retrieval import candidates as C
-from components.retrieval import embeddings as E
+from components.retrieval.embedding_model import fit_embeddings
 from tests.fixtures.params import project_params
 from tests.fixtures.worlds import SMALL, T0, content_row, events_frame, make_world
 
@@ -38,7 +38,7 @@ def world() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def retriever(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> C.Retriever:
     ev, content, users = world
-    model, _ = E.fit_embeddings(ev, content, SMALL, now=NOW)
+    model, _ = fit_embeddings(ev, content, SMALL, now=NOW)
     return C.Retriever.fit(model, ev, content, users, NOW, PARAMS, SMALL)
 
 
@@ -308,7 +308,7 @@ def test_fresh_source_only_recent_uploads(world: tuple[pd.DataFrame, pd.DataFram
     ev, content, users = world
     content = content.copy()
     content.loc[content["content_id"] == "music_03", "upload_timestamp"] = NOW - pd.Timedelta(hours=5)
-    model, _ = E.fit_embeddings(ev, content, SMALL, now=NOW)
+    model, _ = fit_embeddings(ev, content, SMALL, now=NOW)
     r = C.Retriever.fit(model, ev, content, users, NOW, PARAMS, SMALL)
     frame = r.source_frame("u_travel_0", "fresh")
     assert frame["content_id"].tolist() == ["music_03"]
@@ -388,7 +388,7 @@ def test_ease_matches_the_closed_form() -> None:
 
 def test_ease_source_is_off_for_large_catalogues(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     ev, content, users = world
-    model, _ = E.fit_embeddings(ev, content, SMALL, now=NOW)
+    model, _ = fit_embeddings(ev, content, SMALL, now=NOW)
     small = C.Retriever.fit(model, ev, content, users, NOW, dataclasses.replace(PARAMS, ease_max_items=5), SMALL)
     assert small.ease_b is None
     assert all(len(c.items) == 0 for c in small.ease(small.user_rows(["u_gaming_0"]), 10))
