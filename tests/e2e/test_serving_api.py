@@ -246,7 +246,7 @@ def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> No
 
 def _data_now(project: Path) -> pd.Timestamp:
     """The serving clock of ``serving.clock: data``: just after the project's newest event."""
-    from components.retrieval.embeddings import interaction_events
+    from components.retrieval.interactions import interaction_events
 
     events = pd.read_parquet(project / "data/interim/events.parquet")
     newest = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(milliseconds=1)

@@ -29,9 +29,9 @@ from components.deploy.registry import run as register_latest
 from components.features.context import RequestContext
 from components.ranking.artefact import load, save
 from components.ranking.model import RankerModel
-from components.retrieval.candidates import Retriever
 from components.retrieval.export import fit_retriever, seen_by_user
 from components.retrieval.export import run as export
+from components.retrieval.retriever import Retriever
 from components.serving.engine import Recommender
 from components.serving.feed import Feed, FeedItem
 from components.serving.impressions import ImpressionLog
@@ -448,6 +448,8 @@ def test_serving_imports_no_training_code(project: Path, params: dict[str, Any])
         "assert not feed.degraded, feed.reason\n"
         "rec.close()\n"
         "bad = ('components.retrieval.candidates', 'components.retrieval.embeddings', 'components.retrieval.export',\n"
+        "       'components.retrieval.retriever', 'components.retrieval.holdout', 'components.retrieval.embedding_model',\n"
+        "       'components.retrieval.factorization', 'components.retrieval.content_encoder',\n"
         "       'components.ranking.stage', 'components.evaluation.stage')\n"
         "print(sorted(m for m in bad if m in sys.modules))\n"
     )
