@@ -5,55 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from components.core.catalog import DataPaths
-from components.data.preprocess import sessionise
 from components.features.compute import compute_features, write_tables
 from components.features.params import FeatureParams
+from tests.fixtures import frames
+from tests.fixtures.frames import NO_USERS
 from tests.fixtures.params import project_settings
-
-T0 = pd.Timestamp("2026-03-02T00:00:00Z")  # a Monday
-DAY = pd.Timedelta(days=1)
-H = pd.Timedelta(hours=1)
 
 
 def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Clean events (preprocess output); ``t`` is hours after T0 or a Timestamp."""
-    recs = []
-    for i, r in enumerate(rows):
-        t = r["t"] if isinstance(r["t"], pd.Timestamp) else T0 + pd.Timedelta(hours=float(r["t"]))
-        recs.append(
-            {
-                "event_id": f"e{i}",
-                "event_type": r.get("type", "view"),
-                "user_id": r.get("user", "u1"),
-                "content_id": r.get("content", "c1"),
-                "timestamp": t,
-                "creator_id": r.get("creator"),
-                "device_type": r.get("device", "ios"),
-                "os": r.get("os", "ios"),
-                "network": r.get("network", "wifi"),
-                "watch_ratio": r.get("ratio", 0.5 if r.get("type", "view") == "view" else np.nan),
-                "category": r.get("category"),
-            }
-        )
-    df = pd.DataFrame(recs)
-    for col in (
-        "event_id",
-        "event_type",
-        "user_id",
-        "content_id",
-        "creator_id",
-        "device_type",
-        "os",
-        "network",
-        "category",
-    ):
-        df[col] = df[col].astype("string[pyarrow]")
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).astype("datetime64[ms, UTC]")
-    return sessionise(df, 30)
+    """Clean events (preprocess output): views watched half-way unless a ``ratio`` is given, no
+    category unless given, no watch durations."""
+    return frames.events_frame(rows, view_ratio=0.5, category=None, watch_column=False)
 
 
 CONTENT = [
@@ -95,29 +60,8 @@ CONTENT = [
 
 
 def content_frame(rows: list[dict[str, Any]] = CONTENT) -> pd.DataFrame:
-    recs = [
-        {
-            "content_id": r["content"],
-            "creator_id": r.get("creator", "k1"),
-            "upload_timestamp": T0 + pd.Timedelta(hours=r["upload"])
-            if r.get("upload") is not None
-            else pd.NaT,
-            "tags": r.get("tags", []),
-            "description": r.get("description", ""),
-            "category": r.get("category", "food"),
-            "duration_s": r.get("duration", 15.0),
-            "audio_id": None,
-            "visual_embedding": r.get("visual"),
-            "audio_embedding": None,
-            "duration_imputed": False,
-        }
-        for r in rows
-    ]
-    df = pd.DataFrame(recs)
-    df["upload_timestamp"] = pd.to_datetime(df["upload_timestamp"], utc=True).astype(
-        "datetime64[ms, UTC]"
-    )
-    return df
+    """The contents of ``rows`` (default :data:`CONTENT`), 15 s long unless given."""
+    return frames.content_frame(rows, duration_s=15.0)
 
 
 def default_events() -> list[dict[str, Any]]:
@@ -180,14 +124,6 @@ def default_events() -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-NO_USERS = pd.DataFrame(
-    {
-        "user_id": pd.Series(dtype="string"),
-        "signup_timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
-    }
-)
 
 
 def build_root(

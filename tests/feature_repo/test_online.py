@@ -18,7 +18,7 @@ from components.features.online import ServingFeatureFetcher, push_user_realtime
 from components.features.point_in_time import request_columns, training_frame
 from components.features.store import materialize, run_apply, run_materialize
 from tests.feature_repo.conftest import redis_client
-from tests.feature_repo.helpers import DAY, T0, H
+from tests.fixtures.frames import DAY, T0, H
 from tests.fixtures.params import project_params
 
 END = T0 + 4 * DAY  # last snapshot of the default log

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from components.features.point_in_time import historical_features, request_columns, training_frame
-from tests.feature_repo.helpers import DAY, T0, H, build_root
+from tests.feature_repo.helpers import build_root
+from tests.fixtures.frames import DAY, T0, H
 
 MS = pd.Timedelta(milliseconds=1)
 

@@ -15,7 +15,7 @@ import pytest
 
 from components.core.catalog import DataPaths
 from components.core.schema import ENGAGEMENT_TYPES
-from components.data.preprocess import session_table, sessionise
+from components.data.preprocess import session_table
 from components.features.columns import (
     CONTEXT_COLUMNS,
     FILES,
@@ -30,84 +30,10 @@ from components.features.creator import creator_features
 from components.features.params import FeatureParams
 from components.features.profile import category_vocab, content_profile
 from components.features.user import user_features
+from tests.fixtures.frames import DAY, NO_USERS, T0, H, content_frame, events_frame
 from tests.fixtures.params import project_params
 
-T0 = pd.Timestamp("2026-03-02T00:00:00Z")  # a Monday, 00:00 UTC
-H = pd.Timedelta(hours=1)
-DAY = pd.Timedelta(days=1)
 MS = pd.Timedelta(milliseconds=1)
-
-
-def events_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Clean events as preprocess writes them; ``t`` is a Timestamp or hours after T0."""
-    recs = []
-    for i, r in enumerate(rows):
-        t = r["t"] if isinstance(r["t"], pd.Timestamp) else T0 + pd.Timedelta(hours=float(r["t"]))
-        recs.append(
-            {
-                "event_id": f"e{i}",
-                "event_type": r.get("type", "view"),
-                "user_id": r.get("user", "u1"),
-                "content_id": r.get("content", "c1"),
-                "timestamp": t,
-                "creator_id": r.get("creator"),
-                "device_type": r.get("device", "ios"),
-                "os": r.get("os", "ios"),
-                "network": r.get("network", "wifi"),
-                "watch_ratio": r.get("ratio", np.nan),
-                "category": r.get("category", "food"),
-                "watch_duration_s": r.get("watch", np.nan),
-            }
-        )
-    df = pd.DataFrame(recs)
-    for col in (
-        "event_id",
-        "event_type",
-        "user_id",
-        "content_id",
-        "creator_id",
-        "device_type",
-        "os",
-        "network",
-        "category",
-    ):
-        df[col] = df[col].astype("string[pyarrow]")
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).astype("datetime64[ms, UTC]")
-    return sessionise(df, 30)
-
-
-def content_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    recs = []
-    for r in rows:
-        up = r.get("upload")
-        recs.append(
-            {
-                "content_id": r["content"],
-                "creator_id": r.get("creator", "k1"),
-                "upload_timestamp": (T0 + pd.Timedelta(hours=up)) if up is not None else pd.NaT,
-                "tags": r.get("tags", []),
-                "description": r.get("description", ""),
-                "category": r.get("category", "food"),
-                "duration_s": r.get("duration", 10.0),
-                "audio_id": None,
-                "visual_embedding": r.get("visual"),
-                "audio_embedding": None,
-                "duration_imputed": False,
-            }
-        )
-    df = pd.DataFrame(recs)
-    df["upload_timestamp"] = pd.to_datetime(df["upload_timestamp"], utc=True).astype(
-        "datetime64[ms, UTC]"
-    )
-    return df
-
-
-NO_USERS = pd.DataFrame(
-    {
-        "user_id": pd.Series(dtype="string"),
-        "signup_timestamp": pd.Series(dtype="datetime64[ms, UTC]"),
-    }
-)
 P = FeatureParams.from_params(project_params())
 
 

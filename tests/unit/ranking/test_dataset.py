@@ -11,7 +11,8 @@ import pytest
 
 from components.ranking import dataset as R
 from components.ranking import labels as L
-from tests.feature_repo.helpers import T0, events_frame
+from tests.feature_repo.helpers import events_frame
+from tests.fixtures.frames import T0
 
 H = pd.Timedelta(hours=1)
 W = pd.Timedelta(hours=24)
