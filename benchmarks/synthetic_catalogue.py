@@ -104,6 +104,11 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     rng = np.random.default_rng(seed)
     params = load_params(source / "params.yaml")
     src_paths = DataPaths(source)
+    with ModelRegistry(src_paths) as reg0:  # checked first: the rest takes minutes
+        prod = reg0.deployment().production
+        if prod is None:
+            raise ValueError("the source project has no production model: run `make demo` first")
+        model_dir = reg0.artefact_dir(prod.version)
     r0, _ = fit_retriever(params, src_paths)
     table = pd.read_parquet(src_paths.of("candidates_table"), columns=["user_id", "content_id", "score", "source", "rank"])
     s0 = build_snapshot(r0, table, r0.p.per_user)
@@ -267,11 +272,6 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     t1 = time.perf_counter()
     _copy_online_users(store0, store, fetcher0.user_refs, [str(x) for x in m0.user_ids], user_ids, ubase)
     t_online = time.perf_counter() - t1
-    with ModelRegistry(src_paths) as reg0:
-        prod = reg0.deployment().production
-        if prod is None:
-            raise ValueError("the source project has no production model: run `make demo` first")
-        model_dir = reg0.artefact_dir(prod.version)
     with ModelRegistry(paths, actor="benchmark") as reg:
         at = datetime.now(UTC)
         rec = reg.register(model_dir, metrics={}, data_version="synthetic-1m", now=at)
