@@ -3,7 +3,7 @@
 For each N (default 100k and 1M) clustered unit vectors (d = 64; embeddings have cluster
 structure, uniform random vectors in 64-d have none) and a few hundred query vectors drawn the
 same way are generated. Exact top-K (``IndexFlatIP``) is the ground truth. Each index type of
-:mod:`components.retrieval.candidates` is built through :meth:`ContentIndex.build` with all threads
+:mod:`components.retrieval.index` is built through :meth:`ContentIndex.build` with all threads
 (build time reported), then searched one query at a time with ``faiss.omp_set_num_threads(1)``
 (a serving process answers one user per call): p50 / p99 latency of ``ContentIndex.search`` and
 recall@K against exact. The search knob (HNSW efSearch, IVF nprobe, IVF-PQ nprobe with exact
@@ -29,13 +29,9 @@ from typing import Any
 import numpy as np
 
 from components.core.config import load_params
-from components.retrieval.candidates import (
-    CandidateParams,
-    ContentIndex,
-    IndexParams,
-    auto_nlist,
-    set_search_params,
-)
+from components.retrieval.faiss_search import set_search_params
+from components.retrieval.index import ContentIndex, auto_nlist
+from components.retrieval.params import CandidateParams, IndexParams
 
 TARGET_ITEMS = 1_000_000
 TARGET_P99_MS = 5.0

@@ -90,11 +90,15 @@ def build(source: Path, out: Path, n_items: int, n_users: int, seed: int = 42) -
     from components.features.item_cache import ItemFeatureCache
     from components.features.online import ServingFeatureFetcher
     from components.features.store import apply
-    from components.retrieval.candidates import Candidates, ContentIndex, Neighbourhood, Retriever
-    from components.retrieval.embeddings import EmbeddingModel, Interactions
+    from components.retrieval.collaborative import Neighbourhood
+    from components.retrieval.embedding_model import EmbeddingModel
     from components.retrieval.export import artifact_set, build_snapshot, fit_retriever, producer
+    from components.retrieval.index import ContentIndex
+    from components.retrieval.interactions import Interactions
+    from components.retrieval.retriever import Retriever
     from components.retrieval.serving_set import artifacts_dir, write_artifacts
     from components.retrieval.snapshot import COLD_USER, CandidateSnapshot
+    from components.retrieval.sources import Candidates
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -46,14 +46,11 @@ from components.ranking.dataset import (
 from components.ranking.model import RankerModel
 from components.ranking.params import RankerParams
 from components.ranking.train import train_ranker
-from components.retrieval.candidates import (
-    CandidateParams,
-    ContentIndex,
-    Retriever,
-    candidate_table,
-    fit_retrieval,
-)
-from components.retrieval.embeddings import EmbeddingModel, EmbeddingParams
+from components.retrieval.embedding_model import EmbeddingModel
+from components.retrieval.embedding_params import EmbeddingParams
+from components.retrieval.index import ContentIndex
+from components.retrieval.params import CandidateParams
+from components.retrieval.retriever import Retriever, candidate_table, fit_retrieval
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -134,7 +131,7 @@ class Pipeline:
         embeddings: EmbeddingModel | None = None,
         index: ContentIndex | None = None,
     ) -> Fitted:
-        """Retrieval as of ``cut`` (:func:`components.retrieval.candidates.fit_retrieval`)."""
+        """Retrieval as of ``cut`` (:func:`components.retrieval.retriever.fit_retrieval`)."""
         retr = fit_retrieval(
             events, content, users, cut, self.retrieval, self.embeddings, embeddings=embeddings, index=index
         )

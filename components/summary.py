@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +15,55 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def summarise(paths: DataPaths) -> list[str]:
-    """One block of lines per stage whose metrics exist."""
-    lines: list[str] = []
+def _ingest(paths: DataPaths) -> list[str]:
     ing, ing_t = _load(paths.of("metrics_ingest")), _load(paths.of("metrics_ingest_throughput"))
-    if ing:
-        lines.append(
-            f"ingest      {ing['n_in']:>10,} records in = {ing['stored']:,} stored + "
-            f"{ing['quarantined']:,} quarantined + {ing['duplicates']:,} duplicates"
-            f"  ({ing['unknown_content']:,} flagged unknown content)"
-        )
-        if ing.get("reasons"):
-            reasons = ", ".join(f"{k}={v}" for k, v in sorted(ing["reasons"].items()))
-            lines.append(f"            quarantine reasons: {reasons}")
-        if ing_t:
-            lines.append(f"            {ing_t['events_per_second']:,.0f} events/s")
-        lines.append(f"            -> {paths.raw_events} (Parquet, partitioned by event_date)")
+    if not ing:
+        return []
+    lines = [
+        f"ingest      {ing['n_in']:>10,} records in = {ing['stored']:,} stored + "
+        f"{ing['quarantined']:,} quarantined + {ing['duplicates']:,} duplicates"
+        f"  ({ing['unknown_content']:,} flagged unknown content)"
+    ]
+    if ing.get("reasons"):
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(ing["reasons"].items()))
+        lines.append(f"            quarantine reasons: {reasons}")
+    if ing_t:
+        lines.append(f"            {ing_t['events_per_second']:,.0f} events/s")
+    lines.append(f"            -> {paths.raw_events} (Parquet, partitioned by event_date)")
+    return lines
+
+
+def _preprocess(paths: DataPaths) -> list[str]:
     pre, pre_t = _load(paths.of("metrics_preprocess")), _load(paths.of("metrics_preprocess_throughput"))
-    if pre:
-        lines.append(
-            f"preprocess  {pre['events_out']:>10,} clean events, {pre['sessions']:,} sessions of "
-            f"{pre['users']:,} users (mean {pre['mean_session_events']:.1f} events/session, "
-            f"median {pre['median_session_duration_s']:.0f} s); "
-            f"{pre['contents_duration_imputed']:,} of {pre['contents']:,} durations imputed"
-        )
-        if pre_t:
-            lines.append(f"            {pre_t['events_per_second']:,.0f} events/s")
-        lines.append(f"            -> {paths.interim}/{{events,sessions,content,users}}.parquet")
+    if not pre:
+        return []
+    lines = [
+        f"preprocess  {pre['events_out']:>10,} clean events, {pre['sessions']:,} sessions of "
+        f"{pre['users']:,} users (mean {pre['mean_session_events']:.1f} events/session, "
+        f"median {pre['median_session_duration_s']:.0f} s); "
+        f"{pre['contents_duration_imputed']:,} of {pre['contents']:,} durations imputed"
+    ]
+    if pre_t:
+        lines.append(f"            {pre_t['events_per_second']:,.0f} events/s")
+    lines.append(f"            -> {paths.interim}/{{events,sessions,content,users}}.parquet")
+    return lines
+
+
+def _features(paths: DataPaths) -> list[str]:
     feat = _load(paths.of("metrics_features"))
-    if feat:
-        rows = ", ".join(f"{k} {v:,}" for k, v in sorted(feat.get("rows", {}).items()))
-        lines.append(
-            f"features    snapshot rows: {rows} ({feat.get('first_snapshot', '?')[:10]} .. "
-            f"{feat.get('last_snapshot', '?')[:10]})"
-        )
-        lines.append(f"            -> {paths.features}/*.parquet")
+    if not feat:
+        return []
+    rows = ", ".join(f"{k} {v:,}" for k, v in sorted(feat.get("rows", {}).items()))
+    return [
+        f"features    snapshot rows: {rows} ({feat.get('first_snapshot', '?')[:10]} .. "
+        f"{feat.get('last_snapshot', '?')[:10]})",
+        f"            -> {paths.features}/*.parquet",
+    ]
+
+
+def _feast(paths: DataPaths) -> list[str]:
+    """The feast_apply and materialize stages."""
+    lines = []
     fa = _load(paths.of("metrics_feast_apply"))
     if fa:
         services = ", ".join(f"{k} ({v} features)" for k, v in sorted(fa.get("feature_services", {}).items()))
@@ -63,6 +77,12 @@ def summarise(paths: DataPaths) -> list[str]:
             f"materialize {mat.get('rows', 0):,} rows into the {mat.get('online_store', '?')} online store "
             f"({len(mat.get('views', []))} views)"
         )
+    return lines
+
+
+def _retrieval(paths: DataPaths) -> list[str]:
+    """The embeddings and candidates stages."""
+    lines = []
     emb = _load(paths.of("metrics_embeddings"))
     if emb:
         lines.append(
@@ -81,14 +101,24 @@ def summarise(paths: DataPaths) -> list[str]:
                 "            hold-out recall merged vs popularity: "
                 + ", ".join(f"{k} {merged[k]:.3f} vs {pop.get(k, 0):.3f}" for k in sorted(merged, key=lambda x: int(x[1:])))
             )
+    return lines
+
+
+def _train(paths: DataPaths) -> list[str]:
     rk = _load(paths.of("metrics_ranking"))
-    if rk:
-        combined = (rk.get("training", {}) or {}).get("combined", {}) or {}
-        lines.append(
-            f"train       ranker {rk.get('version', '?')} on {rk.get('rows', 0):,} rows in "
-            f"{rk.get('groups', 0):,} groups, {rk.get('features', 0)} features; validation "
-            f"AUC {combined.get('auc', float('nan')):.3f}, NDCG@10 {combined.get('ndcg@10', float('nan')):.3f}"
-        )
+    if not rk:
+        return []
+    combined = (rk.get("training", {}) or {}).get("combined", {}) or {}
+    return [
+        f"train       ranker {rk.get('version', '?')} on {rk.get('rows', 0):,} rows in "
+        f"{rk.get('groups', 0):,} groups, {rk.get('features', 0)} features; validation "
+        f"AUC {combined.get('auc', float('nan')):.3f}, NDCG@10 {combined.get('ndcg@10', float('nan')):.3f}"
+    ]
+
+
+def _evaluate(paths: DataPaths) -> list[str]:
+    """The default evaluation, then the real data sets'."""
+    lines = []
     evaluations = [paths.of("metrics_evaluate")] + [
         paths.of("metrics_evaluate_dataset", dataset=d) for d in ("kuairand", "movielens")
     ]
@@ -101,10 +131,19 @@ def summarise(paths: DataPaths) -> list[str]:
                 f"evaluate    {ev.get('dataset', '?')} ({ev.get('protocol', '?')}): NDCG@10 pipeline "
                 f"{models['pipeline']['ndcg@10']:.4f} vs best baseline {best} {models.get(best, {}).get('ndcg@10', float('nan')):.4f}"
             )
+    return lines
+
+
+def _drift(paths: DataPaths) -> list[str]:
     drift = _load(paths.of("metrics_drift"))
-    if drift:
-        lines.append(f"drift       {drift.get('reason', '?')}")
-        lines.append(f"            -> {paths.of('report_drift')}")
+    if not drift:
+        return []
+    return [f"drift       {drift.get('reason', '?')}", f"            -> {paths.of('report_drift')}"]
+
+
+def _deployment(paths: DataPaths) -> list[str]:
+    """The gates' verdicts and the registry's slots."""
+    lines = []
     for gate in ("offline", "shadow", "canary"):
         g = _load(paths.of("gate_verdict", gate=gate))
         if g:
@@ -121,6 +160,24 @@ def summarise(paths: DataPaths) -> list[str]:
         )
         lines.append(f"registry    {slots} (revision {dep.revision})")
     return lines
+
+
+SECTIONS: tuple[Callable[[DataPaths], list[str]], ...] = (
+    _ingest,
+    _preprocess,
+    _features,
+    _feast,
+    _retrieval,
+    _train,
+    _evaluate,
+    _drift,
+    _deployment,
+)
+
+
+def summarise(paths: DataPaths) -> list[str]:
+    """One block of lines per stage whose metrics exist (in pipeline order)."""
+    return [line for section in SECTIONS for line in section(paths)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The global time cut: one point in time that splits a log into "before" (train) and the rest.
 
 Offline evaluation (``evaluation.splits.global_time``) and the candidate recall hold-out
-(``retrieval.candidates.hold_out``) both split at the ``cut_quantile`` of interaction times;
+(``retrieval.holdout.hold_out``) both split at the ``cut_quantile`` of interaction times;
 both call :func:`quantile_cut` and :func:`before`, so the rule (strictly before the cut is
 train) is written once. It lives in ``core`` because retrieval sits below evaluation.
 """

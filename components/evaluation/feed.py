@@ -21,7 +21,8 @@ from components.evaluation.report import by_score
 from components.features.feast_repo import StoreSettings, open_store
 from components.pipeline import Pipeline
 from components.ranking.artefact import load
-from components.retrieval.embeddings import load_model, read_interim
+from components.retrieval.embedding_model import load_model
+from components.retrieval.interactions import read_interim
 
 FEED_COLUMNS = ["user_id", "rank", "content_id", "score", "source"]
 

@@ -63,7 +63,7 @@ from components.pipeline import Fitted, Pipeline, TrainingPart
 from components.ranking.labels import outcome_labels
 from components.ranking.model import RankerModel
 from components.ranking.params import RankerParams
-from components.retrieval.embeddings import interaction_events
+from components.retrieval.interactions import interaction_events
 
 log = logging.getLogger(__name__)
 

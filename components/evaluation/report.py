@@ -31,8 +31,9 @@ from components.evaluation.metrics import (
     ranking_metrics,
 )
 from components.ranking.model import RankerModel
-from components.retrieval.candidates import Candidates, Retriever
-from components.retrieval.embeddings import interaction_events
+from components.retrieval.interactions import interaction_events
+from components.retrieval.retriever import Retriever
+from components.retrieval.sources import Candidates
 
 BASELINES = ("popularity", "recent", "item_knn", "mf", "ease", "candidates")
 PIPELINE = "pipeline"

@@ -1,7 +1,7 @@
 """The ranker's training set: candidates at a cut labelled from the events after it.
 
 One request group per (user, time cut): the candidates the serving path would have produced at
-the cut (the quota-merged list of :func:`components.retrieval.candidates.candidate_table`, refitted on
+the cut (the quota-merged list of :func:`components.retrieval.retriever.candidate_table`, refitted on
 the events before the cut, with its source, merged score and rank) together with every content
 the user actually interacted with in ``(cut, cut + window]`` (a positive the retrieval missed is
 added). Labels come only from events in that window (:mod:`components.ranking.labels`).
@@ -178,7 +178,7 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
     The merged list's own columns (``retrieval_score``, ``retrieval_rank``) are
     left out: positives added from outside the candidate list have none, so the model would
     learn "not retrieved means engaged", which never holds in serving. The retrieval signal
-    comes instead from :meth:`components.retrieval.candidates.Retriever.pair_features` (``score_*``,
+    comes instead from :meth:`components.retrieval.retriever.Retriever.pair_features` (``score_*``,
     ``z_*``, ``item_*``), defined for every row alike.
     """
     cols = []

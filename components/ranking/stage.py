@@ -46,7 +46,7 @@ from components.ranking.dataset import (
 )
 from components.ranking.labels import LABEL_COLUMNS
 from components.ranking.model import RankerModel
-from components.retrieval.embeddings import interaction_events, read_interim
+from components.retrieval.interactions import interaction_events, read_interim
 
 if TYPE_CHECKING:
     from feast import FeatureStore

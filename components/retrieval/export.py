@@ -1,6 +1,6 @@
 """The ``export`` stage: the serving artefact set, from the pipeline's own artefacts.
 
-Fits the batch :class:`~components.retrieval.candidates.Retriever` at the candidates stage's cut
+Fits the batch :class:`~components.retrieval.retriever.Retriever` at the candidates stage's cut
 (the end of the events) over the saved embeddings and FAISS index, turns the candidates stage's
 table into the per-user snapshot (plus the users with declared categories but no events, and
 the cold row), and writes what a request reads (:mod:`components.retrieval.serving_set`): index,
@@ -34,16 +34,10 @@ from components.core.config import stage_context, stage_parser
 from components.features.feast_repo import StoreSettings, open_store
 from components.features.item_cache import ItemFeatureCache
 from components.pipeline import Pipeline
-from components.retrieval.candidates import (
-    ContentIndex,
-    Retriever,
-    candidate_table,
-)
-from components.retrieval.embeddings import (
-    interaction_events,
-    load_model,
-    read_interim,
-)
+from components.retrieval.embedding_model import load_model
+from components.retrieval.index import ContentIndex
+from components.retrieval.interactions import interaction_events, read_interim
+from components.retrieval.retriever import Retriever, candidate_table
 from components.retrieval.serving_set import (
     ArtifactSet,
     RankedList,
@@ -60,7 +54,17 @@ log = logging.getLogger(__name__)
 CODE = (
     "components/retrieval/export.py",
     "components/retrieval/candidates.py",
+    "components/retrieval/params.py",
+    "components/retrieval/index.py",
+    "components/retrieval/collaborative.py",
+    "components/retrieval/sources.py",
+    "components/retrieval/retriever.py",
     "components/retrieval/embeddings.py",
+    "components/retrieval/embedding_params.py",
+    "components/retrieval/interactions.py",
+    "components/retrieval/factorization.py",
+    "components/retrieval/content_encoder.py",
+    "components/retrieval/embedding_model.py",
     "components/retrieval/pair_features.py",
     "components/retrieval/faiss_search.py",
     "components/retrieval/serving_set.py",

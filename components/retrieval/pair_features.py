@@ -6,7 +6,7 @@ whole fitted catalogue ``z_<source>``, and the content's activity (``item_<colum
 
 :class:`PairState` holds exactly the arrays these need (user and item vectors, the kNN
 neighbourhood's sparse matrices and baselines, EASE's weights and binary feedback, the activity
-matrix) and nothing that fitting needs. The batch :class:`~components.retrieval.candidates.Retriever`
+matrix) and nothing that fitting needs. The batch :class:`~components.retrieval.retriever.Retriever`
 builds one over its fitted members; serving builds one over the exported, memory-mapped arrays
 (:mod:`components.serving.artifacts`). Both call the same :meth:`PairState.scores` and
 :meth:`PairState.features_at`, so train and serve cannot drift apart.

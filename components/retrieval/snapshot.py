@@ -1,15 +1,15 @@
 """Per-user serving state computed in batch: the fast path's candidates and pair normalisers.
 
 Scoring every source over the whole catalogue per request (what
-:meth:`components.retrieval.candidates.Retriever.retrieve` and ``pair_features`` do) costs time linear in
+:meth:`components.retrieval.retriever.Retriever.retrieve` and ``pair_features`` do) costs time linear in
 the catalogue: ~40 ms a request on 5,000 contents, seconds on a million. Serving instead reads,
 for each known user, what the batch computed at the same cut:
 
 * ``positions`` / ``sources`` / ``scores`` – the merged candidates of
-  :func:`components.retrieval.candidates.candidate_table` (CSR rows: ``indptr[r]:indptr[r + 1]``);
-* ``stats`` – :meth:`~components.retrieval.candidates.Retriever.pair_stats`, each pair source's mean and
+  :func:`components.retrieval.retriever.candidate_table` (CSR rows: ``indptr[r]:indptr[r + 1]``);
+* ``stats`` – :meth:`~components.retrieval.retriever.Retriever.pair_stats`, each pair source's mean and
   standard deviation over the user's catalogue, so that
-  :meth:`~components.retrieval.candidates.Retriever.pair_features_at` gives the training features' exact
+  :meth:`~components.retrieval.retriever.Retriever.pair_features_at` gives the training features' exact
   values for any few contents (the candidates, and the real-time ANN neighbours added per
   request) without touching the rest of the catalogue;
 * a ``cold`` row: the candidates and normalisers of a user nobody knows (trending, fresh,
@@ -82,7 +82,7 @@ class CandidateSnapshot:
         stats: np.ndarray,
         user_ids: Sequence[str],
     ) -> CandidateSnapshot:
-        """From a :func:`~components.retrieval.candidates.candidate_table` (``user_id, content_id, score,
+        """From a :func:`~components.retrieval.retriever.candidate_table` (``user_id, content_id, score,
         source, rank``) holding ``user_ids`` (the last one ``COLD_USER``) and their pair stats."""
         users = pd.Index([str(u) for u in user_ids])
         catalogue = pd.Index([str(c) for c in content_ids])

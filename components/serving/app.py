@@ -38,8 +38,9 @@ from components.core.config import Params, Settings, load_params
 
 if TYPE_CHECKING:
     from components.online_update.update import OnlineUpdater
-    from components.serving.engine import Feed, Recommender
+    from components.serving.engine import Recommender
     from components.serving.events import EventSink, StreamFollower
+    from components.serving.feed import Feed
     from components.serving.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -184,40 +185,55 @@ def _feed_json(feed: Feed, raw_user: str) -> dict[str, Any]:
 
 
 def create_app(state: ServingState) -> FastAPI:
+    """The app over ``state``: the feed, event, health and metrics routes, and HTTP errors as
+    ``{"error": detail}``."""
     app = FastAPI(
         title="reco-platform serving",
         version="1",
         description="Personalised short-video feed, event ingestion, health and metrics.",
     )
     app.state.serving = state
+    _add_feed_routes(app, state)
+    _add_event_routes(app, state)
+    _add_health_routes(app, state)
+    _add_metrics_route(app, state)
+    app.exception_handler(HTTPException)(_http_error)
+    return app
+
+
+async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context) -> Response:
+    """One feed: the engine in the serving pool within ``serving.timeout_ms`` (else the
+    fallback), counted in the metrics; the response names the worker process that answered."""
+    from components.data.ingestion.pseudonyms import pseudonym
+
     m = state.metrics
+    t0 = time.perf_counter()
+    request_id = uuid.uuid4().hex
+    user = pseudonym(raw_user, state.key)
+    rc = _request_context(ctx, state.request_time())
+    loop = asyncio.get_running_loop()
+    call = functools.partial(state.recommender.recommend, user, k, rc, request_id=request_id)
+    try:
+        result = await asyncio.wait_for(loop.run_in_executor(state.pool, call), state.timeout_s)
+    except TimeoutError:
+        result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout")
+    except Exception as exc:  # the engine degrades by itself; this is the last guard
+        log.exception("recommend failed")
+        m.errors.labels("recommend").inc()
+        result = state.recommender.fallback(user, k, request_id=request_id, reason=f"error: {type(exc).__name__}")
+    if result.degraded:
+        m.degraded.labels(result.reason.split(":")[0] or "unknown").inc()
+    m.latency.labels("recommend").observe(time.perf_counter() - t0)
+    m.requests.labels("recommend", "200").inc()
+    return Response(
+        orjson.dumps(_feed_json(result, raw_user)),
+        media_type="application/json",
+        headers={"X-Served-By": str(os.getpid())},  # which worker process answered
+    )
 
-    async def feed(raw_user: str, k: int, ctx: Context) -> Response:
-        from components.data.ingestion.pseudonyms import pseudonym
 
-        t0 = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        user = pseudonym(raw_user, state.key)
-        rc = _request_context(ctx, state.request_time())
-        loop = asyncio.get_running_loop()
-        call = functools.partial(state.recommender.recommend, user, k, rc, request_id=request_id)
-        try:
-            result = await asyncio.wait_for(loop.run_in_executor(state.pool, call), state.timeout_s)
-        except TimeoutError:
-            result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout")
-        except Exception as exc:  # the engine degrades by itself; this is the last guard
-            log.exception("recommend failed")
-            m.errors.labels("recommend").inc()
-            result = state.recommender.fallback(user, k, request_id=request_id, reason=f"error: {type(exc).__name__}")
-        if result.degraded:
-            m.degraded.labels(result.reason.split(":")[0] or "unknown").inc()
-        m.latency.labels("recommend").observe(time.perf_counter() - t0)
-        m.requests.labels("recommend", "200").inc()
-        return Response(
-            orjson.dumps(_feed_json(result, raw_user)),
-            media_type="application/json",
-            headers={"X-Served-By": str(os.getpid())},  # which worker process answered
-        )
+def _add_feed_routes(app: FastAPI, state: ServingState) -> None:
+    """``GET /v1/recommend`` (query parameters) and ``POST /v1/recommend`` (JSON body)."""
 
     @app.get("/v1/recommend", summary="Ranked feed for a user", response_model=FeedOut)
     async def recommend_get(
@@ -227,11 +243,16 @@ def create_app(state: ServingState) -> FastAPI:
         network: str | None = None,
         local_time: str | None = None,
     ) -> Response:
-        return await feed(user_id, k, Context(device_type=device_type, network=network, local_time=local_time))
+        return await _serve_feed(state, user_id, k, Context(device_type=device_type, network=network, local_time=local_time))
 
     @app.post("/v1/recommend", summary="Ranked feed with request context", response_model=FeedOut)
     async def recommend_post(body: RecommendBody) -> Response:
-        return await feed(body.user_id, body.k, body.context)
+        return await _serve_feed(state, body.user_id, body.k, body.context)
+
+
+def _add_event_routes(app: FastAPI, state: ServingState) -> None:
+    """``POST /v1/events``, behind an API key and its rate limit."""
+    m = state.metrics
 
     def api_key(x_api_key: str | None = Header(None)) -> str:
         from components.serving.ratelimit import key_name
@@ -261,6 +282,10 @@ def create_app(state: ServingState) -> FastAPI:
         m.requests.labels("events", "200").inc()
         return {**asdict(result), "key": key}
 
+
+def _add_health_routes(app: FastAPI, state: ServingState) -> None:
+    """``GET /healthz`` (liveness, the online update's state) and ``GET /readyz``."""
+
     @app.get("/healthz", summary="Liveness, and the state of the real-time update loop")
     def healthz() -> dict[str, Any]:
         body: dict[str, Any] = {"status": "ok"}
@@ -281,6 +306,11 @@ def create_app(state: ServingState) -> FastAPI:
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
+
+def _add_metrics_route(app: FastAPI, state: ServingState) -> None:
+    """``GET /metrics``: the app's Prometheus series, the serving model versions set on read."""
+    m = state.metrics
+
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -291,11 +321,9 @@ def create_app(state: ServingState) -> FastAPI:
                 m.model.labels(arm, version).set(1)
         return PlainTextResponse(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(HTTPException)
-    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    return app
+def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _update_lock(paths: DataPaths) -> Any:

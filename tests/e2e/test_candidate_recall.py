@@ -19,6 +19,8 @@ from components.data import datagen
 from components.data.ingest import run as ingest_run
 from components.data.preprocess import run as preprocess_run
 from components.retrieval import candidates, embeddings
+from components.retrieval.index import ContentIndex
+from components.retrieval.params import SOURCES
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +49,7 @@ def test_merged_candidates_beat_popularity(project: tuple[DataPaths, dict]) -> N
     ev = m["evaluation"]
     assert ev["test_users"] > 100 and ev["test_positives"] > 300
     rec = ev["recall"]
-    assert set(rec) == {*candidates.SOURCES, "merged", "popularity"}
+    assert set(rec) == {*SOURCES, "merged", "popularity"}
     assert rec["merged"]["@100"] > 1.5 * rec["popularity"]["@100"]
     assert rec["merged"]["@500"] > rec["popularity"]["@500"]
     assert rec["merged"]["@100"] <= rec["merged"]["@500"] <= rec["merged"]["@1000"]
@@ -72,7 +74,7 @@ def test_candidates_exclude_seen_and_index_is_versioned(project: tuple[DataPaths
     version = (root / "LATEST").read_text().strip()
     manifest = json.loads((root / version / "manifest.json").read_text())
     assert manifest["version"] == version and manifest["type"] == params["candidates"]["index"]["type"]
-    index = candidates.ContentIndex.load(root)
+    index = ContentIndex.load(root)
     assert index.ntotal == manifest["ntotal"] == len(index.content_ids)
 
 

@@ -246,7 +246,7 @@ def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> No
 
 def _data_now(project: Path) -> pd.Timestamp:
     """The serving clock of ``serving.clock: data``: just after the project's newest event."""
-    from components.retrieval.embeddings import interaction_events
+    from components.retrieval.interactions import interaction_events
 
     events = pd.read_parquet(project / "data/interim/events.parquet")
     newest = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(milliseconds=1)
@@ -377,12 +377,12 @@ def test_benchmark_world_replicates_the_project_and_serves(project: Path, tmp_pa
             user = pseudonym(RAW_USER.format(u), HMAC_KEY.encode())
             feed = rec.recommend(user, 10, ctx, request_id=f"world-{u}")
             assert not feed.degraded, feed.reason
-            pos = [rec._positions.get_loc(it.content_id) for it in feed.items if it.source not in ("trending", "recent", "popular", "fresh")]
+            pos = [rec.contents.positions.get_loc(it.content_id) for it in feed.items if it.source not in ("trending", "recent", "popular", "fresh")]
             group = u // u0
             assert pos and all(group * i0 <= p < (group + 1) * i0 for p in pos), (u, pos)
         # a copy's user sees the original user's candidates, shifted into its copy
-        a, _, sa, _ = rec._candidates(pseudonym(RAW_USER.format(2), HMAC_KEY.encode()))
-        b, _, sb, _ = rec._candidates(pseudonym(RAW_USER.format(u0 + 2), HMAC_KEY.encode()))
+        a, _, sa, _ = rec.candidates.snapshot_candidates(pseudonym(RAW_USER.format(2), HMAC_KEY.encode()))
+        b, _, sb, _ = rec.candidates.snapshot_candidates(pseudonym(RAW_USER.format(u0 + 2), HMAC_KEY.encode()))
         assert list(b) == [p + i0 for p in a] and np.array_equal(sa, sb, equal_nan=True)
     finally:
         rec.close()

@@ -29,19 +29,15 @@ from components.deploy.registry import run as register_latest
 from components.features.context import RequestContext
 from components.ranking.artefact import load, save
 from components.ranking.model import RankerModel
-from components.retrieval.candidates import Retriever
 from components.retrieval.export import fit_retriever, seen_by_user
 from components.retrieval.export import run as export
-from components.serving.engine import (
-    Feed,
-    FeedItem,
-    ImpressionLog,
-    Recommender,
-    ServingSettings,
-    boost,
-    moderated_contents,
-    trend_factors,
-)
+from components.retrieval.retriever import Retriever
+from components.serving.engine import Recommender
+from components.serving.feed import Feed, FeedItem
+from components.serving.impressions import ImpressionLog
+from components.serving.rerank import boost, trend_factors
+from components.serving.settings import ServingSettings
+from components.serving.stream import moderated_contents
 from tests.fixtures.params import project_params
 from tests.fixtures.tiny_project import copy_project
 
@@ -319,7 +315,7 @@ def test_pair_features_at_equal_the_batch_pair_features(engine: Recommender, ret
     declared = [*declared_only(retr)[:1], *[u for u in retr.preferred if retr.user_rows([u])[0] >= 0][:1]]
     users = [known_users(engine)[4], "u_unknown_pair", *declared]
     for u in users:
-        pos, _, stats, _ = engine._candidates(u)
+        pos, _, stats, _ = engine.candidates.snapshot_candidates(u)
         pos = np.concatenate([pos[:80], rng.integers(0, n, 40)])
         served = engine.pair_features(u, pos, stats)
         at = retr.pair_features_at(u, pos, stats)
@@ -342,9 +338,9 @@ def test_snapshot_candidates_are_the_retrievers(engine: Recommender, retriever: 
     assert snap.n_users == len(retriever.model.user_ids) + len(declared)
     for u in [*known_users(engine)[5:8], *declared[:2], "u_unknown_snap"]:
         live = retriever.retrieve(u)
-        pos, sources, _, cold = engine._candidates(u)
+        pos, sources, _, cold = engine.candidates.snapshot_candidates(u)
         assert cold == (u == "u_unknown_snap" or u in declared)
-        got = dict(zip(engine._ids[pos], sources, strict=True))
+        got = dict(zip(engine.contents.ids[pos], sources, strict=True))
         assert got == dict(zip(live["content_id"], live["source"], strict=True))
     assert engine.seen(known_users(engine)[0]) <= set(engine.catalogue())
     back = CandidateSnapshot.load(snap.save(tmp_path / "snap"))
@@ -452,6 +448,8 @@ def test_serving_imports_no_training_code(project: Path, params: dict[str, Any])
         "assert not feed.degraded, feed.reason\n"
         "rec.close()\n"
         "bad = ('components.retrieval.candidates', 'components.retrieval.embeddings', 'components.retrieval.export',\n"
+        "       'components.retrieval.retriever', 'components.retrieval.holdout', 'components.retrieval.embedding_model',\n"
+        "       'components.retrieval.factorization', 'components.retrieval.content_encoder',\n"
         "       'components.ranking.stage', 'components.evaluation.stage')\n"
         "print(sorted(m for m in bad if m in sys.modules))\n"
     )
@@ -579,7 +577,7 @@ def test_broken_store_falls_back_to_popularity(
     # the circuit stays open for serving.store_retry_s: no thread waits on a store known down
     still = engine.recommend(u, K, ctx(engine), request_id="circuit")
     assert still.degraded and "next try in" in still.reason
-    engine._store_down_until = 0.0  # the retry interval has passed
+    engine.assembler.store_down_until = 0.0  # the retry interval has passed
     assert not engine.recommend(u, K, ctx(engine), request_id="healed").degraded
     assert engine.readiness()["store"] is True
 

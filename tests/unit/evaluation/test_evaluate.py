@@ -17,7 +17,7 @@ from components.evaluation import protocols as P
 from components.evaluation import report as Rp
 from components.evaluation import stage as V
 from components.pipeline import Pipeline
-from components.retrieval.embeddings import interaction_events
+from components.retrieval.interactions import interaction_events
 from tests.fixtures.worlds import T0, events_frame, make_world
 
 

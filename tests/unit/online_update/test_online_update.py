@@ -34,7 +34,7 @@ from components.ranking.artefact import save
 from components.ranking.boosting import LightGBMTrainer
 from components.ranking.params import RankerParams
 from components.ranking.train import train_ranker
-from components.serving.engine import LOG_SCHEMA
+from components.serving.impressions import LOG_SCHEMA
 from tests.fixtures.drift_verdicts import write_drift_record
 from tests.fixtures.params import project_params, project_settings
 from tests.fixtures.ranking_frames import FEATURES, make_frame

@@ -11,13 +11,31 @@ import pytest
 import scipy.sparse as sp
 
 from components.core.config import load_params
-from components.retrieval import candidates as C
-from components.retrieval import embeddings as E
+from components.retrieval.collaborative import Neighbourhood, baselines, fit_ease
+from components.retrieval.embedding_model import fit_embeddings
+from components.retrieval.holdout import evaluate, hold_out
+from components.retrieval.index import (
+    ContentIndex,
+    _faiss,
+    auto_nlist,
+    index_recall,
+    pq_subquantizers,
+)
+from components.retrieval.pair_features import PAIR_SOURCES, minmax
+from components.retrieval.params import INDEX_TYPES, SOURCES, CandidateParams, EvalParams
+from components.retrieval.retriever import Retriever
+from components.retrieval.sources import (
+    Candidates,
+    followed_creators,
+    item_activity,
+    merge,
+    trending_scores,
+)
 from tests.fixtures.params import project_params
 from tests.fixtures.worlds import SMALL, T0, content_row, events_frame, make_world
 
 NOW = T0 + pd.Timedelta(days=5)
-PARAMS = C.CandidateParams.from_params(project_params(candidates={"knn": {"k": 10}, "per_source": 50, "per_user": 40}))
+PARAMS = CandidateParams.from_params(project_params(candidates={"knn": {"k": 10}, "per_source": 50, "per_user": 40}))
 INDEX = PARAMS.index
 
 
@@ -36,24 +54,24 @@ def world() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def retriever(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> C.Retriever:
+def retriever(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> Retriever:
     ev, content, users = world
-    model, _ = E.fit_embeddings(ev, content, SMALL, now=NOW)
-    return C.Retriever.fit(model, ev, content, users, NOW, PARAMS, SMALL)
+    model, _ = fit_embeddings(ev, content, SMALL, now=NOW)
+    return Retriever.fit(model, ev, content, users, NOW, PARAMS, SMALL)
 
 
 # ---------------------------------------------------------------------------------------------
 # Merging
 
 
-def cands(items: list[int], scores: list[float] | None = None) -> C.Candidates:
+def cands(items: list[int], scores: list[float] | None = None) -> Candidates:
     s = scores if scores is not None else [float(len(items) - i) for i in range(len(items))]
-    return C.Candidates(np.array(items, dtype=np.int64), np.array(s, dtype=np.float32))
+    return Candidates(np.array(items, dtype=np.int64), np.array(s, dtype=np.float32))
 
 
 def test_merge_gives_each_source_its_quota_without_duplicates() -> None:
     lists = {"a": cands([1, 2, 3, 4, 5, 6]), "b": cands([1, 7, 8, 9, 10, 11])}
-    items, scores, sources = C.merge(lists, {"a": 0.5, "b": 0.5}, 6)
+    items, scores, sources = merge(lists, {"a": 0.5, "b": 0.5}, 6)
     assert items == [1, 2, 3, 7, 8, 9]  # b skips 1, already taken by a
     assert sources == ["a"] * 3 + ["b"] * 3
     assert all(0.0 <= s <= 1.0 for s in scores)
@@ -61,22 +79,22 @@ def test_merge_gives_each_source_its_quota_without_duplicates() -> None:
 
 def test_merge_fills_slots_of_a_dry_source_by_quota() -> None:
     lists = {"a": cands([1]), "b": cands([10, 11, 12, 13, 14, 15, 16]), "c": cands([20, 21, 22, 23, 24, 25])}
-    items, _, sources = C.merge(lists, {"a": 0.5, "b": 0.3, "c": 0.2}, 10)
+    items, _, sources = merge(lists, {"a": 0.5, "b": 0.3, "c": 0.2}, 10)
     assert len(items) == 10 and len(set(items)) == 10
     assert sources.count("a") == 1
     assert sources.count("b") > sources.count("c")
 
 
 def test_merge_stops_when_everything_is_used() -> None:
-    items, _, _ = C.merge({"a": cands([1, 2]), "b": cands([2, 3])}, {"a": 0.5, "b": 0.5}, 10)
+    items, _, _ = merge({"a": cands([1, 2]), "b": cands([2, 3])}, {"a": 0.5, "b": 0.5}, 10)
     assert sorted(items) == [1, 2, 3]
 
 
 def test_merge_falls_back_on_popularity_only_when_sources_run_dry() -> None:
     lists = {"a": cands([1, 2, 3])}
-    items, _, sources = C.merge(lists, {"a": 0.5}, 2, fallback=cands([9, 8]))
+    items, _, sources = merge(lists, {"a": 0.5}, 2, fallback=cands([9, 8]))
     assert items == [1, 2] and sources == ["a", "a"]
-    items, _, sources = C.merge(lists, {"a": 0.5}, 5, fallback=cands([9, 1, 8]))
+    items, _, sources = merge(lists, {"a": 0.5}, 5, fallback=cands([9, 1, 8]))
     assert items == [1, 2, 3, 9, 8] and sources[3:] == ["popularity", "popularity"]
 
 
@@ -86,23 +104,23 @@ def test_merge_falls_back_on_popularity_only_when_sources_run_dry() -> None:
 
 def test_baselines_match_hand_computation() -> None:
     w = sp.csr_matrix(np.array([[4.0, 0.0], [2.0, 2.0]]))
-    mu, bu, bi = C.baselines(w, reg=0.0, iterations=1)
+    mu, bu, bi = baselines(w, reg=0.0, iterations=1)
     assert mu == pytest.approx(8.0 / 3.0)
     # one pass: b_i from mu, then b_u from mu + b_i
     assert bi.tolist() == pytest.approx([3.0 - mu, 2.0 - mu])
     assert bu.tolist() == pytest.approx([4.0 - mu - bi[0], ((2 - mu - bi[0]) + (2 - mu - bi[1])) / 2])
 
 
-def _tiny_neighbourhood(scoring: str) -> tuple[C.Neighbourhood, C.CandidateParams]:
+def _tiny_neighbourhood(scoring: str) -> tuple[Neighbourhood, CandidateParams]:
     r = np.array([[3.0, 1.0, 0.0], [2.0, 0.0, 4.0], [0.0, 1.0, 5.0]], dtype=np.float32)
     w = sp.csr_matrix(r)
     obs = (w != 0).astype(np.float32).tocsr()
     s_item = sp.csr_matrix(np.array([[0, 0.5, 0.2], [0.5, 0, 0.1], [0.2, 0.1, 0]], dtype=np.float32))
     s_user = sp.csr_matrix(np.array([[0, 0.3, 0.0], [0.3, 0, 0.6], [0.0, 0.6, 0]], dtype=np.float32))
-    mu, bu, bi = C.baselines(w, reg=1.0)
+    mu, bu, bi = baselines(w, reg=1.0)
     coo = w.tocoo()
     res = sp.csr_matrix((coo.data - mu - bu[coo.row] - bi[coo.col], (coo.row, coo.col)), shape=w.shape, dtype=np.float32)
-    nb = C.Neighbourhood(mu, bu.astype(np.float32), bi.astype(np.float32), res, obs, w, s_item, s_user)
+    nb = Neighbourhood(mu, bu.astype(np.float32), bi.astype(np.float32), res, obs, w, s_item, s_user)
     return nb, dataclasses.replace(PARAMS, knn_scoring=scoring, knn_shrinkage=0.5)
 
 
@@ -145,12 +163,12 @@ def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind", C.INDEX_TYPES)
+@pytest.mark.parametrize("kind", INDEX_TYPES)
 def test_index_types_add_without_rebuild_and_round_trip(kind: str, tmp_path: Path) -> None:
     x = clustered(3000, 32)
     ids = [f"c{i}" for i in range(len(x))]
     p = dataclasses.replace(INDEX, type=kind, nprobe=8, pq_m=8)
-    index = C.ContentIndex.build(x[:2900], ids[:2900], p)
+    index = ContentIndex.build(x[:2900], ids[:2900], p)
     v1 = index.version()
     assert index.ntotal == 2900
     new_ids = index.add(ids[2900:], x[2900:])
@@ -162,10 +180,10 @@ def test_index_types_add_without_rebuild_and_round_trip(kind: str, tmp_path: Pat
         index.add(["c0"], x[:1])
     out = index.save(tmp_path / "faiss")
     assert out.name == index.version() and (tmp_path / "faiss" / "LATEST").read_text().strip() == out.name
-    back = C.ContentIndex.load(tmp_path / "faiss")
+    back = ContentIndex.load(tmp_path / "faiss")
     np.testing.assert_array_equal(back.search(x[:10], 20)[1], index.search(x[:10], 20)[1])
     assert back.content_ids == ids
-    recall = C.index_recall(index, x, x[:50], (10, 100))
+    recall = index_recall(index, x, x[:50], (10, 100))
     floor = {"flat": 1.0, "hnsw": 0.9, "ivf": 0.8, "ivfpq": 0.6}[kind]  # PQ codes are lossy
     assert recall["recall@10"] >= floor and recall["recall@100"] >= floor
 
@@ -175,14 +193,14 @@ def test_index_build_is_reproducible() -> None:
     ids = [str(i) for i in range(len(x))]
     for kind in ("hnsw", "ivf"):
         p = dataclasses.replace(INDEX, type=kind)
-        assert C.ContentIndex.build(x, ids, p).version() == C.ContentIndex.build(x, ids, p).version()
+        assert ContentIndex.build(x, ids, p).version() == ContentIndex.build(x, ids, p).version()
 
 
 def test_index_params_validation() -> None:
     with pytest.raises(ValueError):
         dataclasses.replace(INDEX, type="annoy")
-    assert C.auto_nlist(100) == 2 and C.auto_nlist(1_000_000) == 4000
-    assert C.pq_subquantizers(100, 16) == 10
+    assert auto_nlist(100) == 2 and auto_nlist(1_000_000) == 4000
+    assert pq_subquantizers(100, 16) == 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,10 +219,10 @@ def test_candidate_params_overrides_and_validation() -> None:
             "evaluation": {"ks": [10, 20]},
         },
     )
-    p = C.CandidateParams.from_params(params)
+    p = CandidateParams.from_params(params)
     assert (p.alpha, p.knn_k, p.fresh_max_age_hours, p.seed, p.index.seed) == (0.3, 7, 99, 3, 3)
-    assert C.CandidateParams.from_params(params, "kuairand").fresh_max_age_hours == 10
-    ev = C.EvalParams.from_params(params)
+    assert CandidateParams.from_params(params, "kuairand").fresh_max_age_hours == 10
+    ev = EvalParams.from_params(params)
     assert ev.positive_types == ("like",) and ev.ks == (10, 20)
     for bad in ({"alpha": 1.5}, {"mix": {"nope": 0.1}}, {"mix": {"mf": 0.8, "graph": 0.5}}, {"knn_scoring": "x"}):
         with pytest.raises(ValueError):
@@ -213,7 +231,7 @@ def test_candidate_params_overrides_and_validation() -> None:
 
 def test_candidate_params_mix_is_the_params_file_one() -> None:
     """No code default stands in for ``candidates.mix``: every source params.yaml lists runs."""
-    p = C.CandidateParams.from_params(project_params())
+    p = CandidateParams.from_params(project_params())
     assert dict(p.mix) == dict(load_params()["candidates"]["mix"]) and len(p.mix) == 11
 
 
@@ -222,13 +240,13 @@ def test_candidate_params_mix_is_the_params_file_one() -> None:
 
 
 def test_every_source_returns_content_score_source_and_excludes_seen(
-    retriever: C.Retriever, world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
+    retriever: Retriever, world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
 ) -> None:
     ev = world[0]
     user = "u_gaming_0"
     seen = set(ev.loc[ev["user_id"] == user, "content_id"])
     assert {"gaming_13", "gaming_14"} <= seen  # hidden and reported
-    for source in C.SOURCES:
+    for source in SOURCES:
         frame = retriever.source_frame(user, source)
         assert list(frame.columns) == ["content_id", "score", "source"]
         assert (frame["source"] == source).all()
@@ -237,23 +255,23 @@ def test_every_source_returns_content_score_source_and_excludes_seen(
     merged = retriever.retrieve(user, 30)
     assert len(merged) == 30 and merged["content_id"].is_unique
     assert not set(merged["content_id"]) & seen
-    assert set(merged["source"]) <= set(C.SOURCES)
+    assert set(merged["source"]) <= set(SOURCES)
 
 
-def test_content_source_applies_the_similarity_threshold(retriever: C.Retriever) -> None:
+def test_content_source_applies_the_similarity_threshold(retriever: Retriever) -> None:
     frame = retriever.source_frame("u_music_1", "content")
     assert len(frame) and (frame["score"] >= PARAMS.similarity_threshold).all()
     strict = dataclasses.replace(retriever, p=dataclasses.replace(PARAMS, similarity_threshold=0.99))
     assert len(strict.source_frame("u_music_1", "content")) < len(frame)
 
 
-def test_personalised_sources_match_the_users_interest(retriever: C.Retriever) -> None:
+def test_personalised_sources_match_the_users_interest(retriever: Retriever) -> None:
     for source in ("content", "item_knn", "user_knn", "hybrid", "mf", "graph"):
         top = retriever.source_frame("u_cooking_2", source, 5)["content_id"]
         assert top.str.startswith("cooking").mean() >= 0.8, (source, top.tolist())
 
 
-def test_hybrid_is_alpha_mix_of_normalised_scores(retriever: C.Retriever) -> None:
+def test_hybrid_is_alpha_mix_of_normalised_scores(retriever: Retriever) -> None:
     rows = retriever.user_rows(["u_travel_3"])
     parts = {s: getattr(retriever, s)(rows, 50) for s in ("content", "item_knn", "user_knn")}
     hyb = retriever.hybrid(rows, 50, parts)[0]
@@ -263,7 +281,7 @@ def test_hybrid_is_alpha_mix_of_normalised_scores(retriever: C.Retriever) -> Non
         c = parts[s][0]
         hit = np.flatnonzero(c.items == item)
         if len(hit):
-            expect += w * float(C.minmax(c.scores)[hit[0]])
+            expect += w * float(minmax(c.scores)[hit[0]])
     assert hyb.scores[0] == pytest.approx(expect, rel=1e-5)
 
 
@@ -277,12 +295,12 @@ def test_followed_creators_profile_then_events() -> None:
             {"type": "unfollow", "user": "b", "creator": "w", "t": 4},
         ]
     )
-    assert C.followed_creators(users, ev) == {"a": {"y"}, "b": {"z"}}
+    assert followed_creators(users, ev) == {"a": {"y"}, "b": {"z"}}
     unknown = events_frame([{"type": "follow", "user": "c", "creator": "unknown", "t": 1}])
-    assert C.followed_creators(users, unknown) == {"a": {"x", "y"}}  # the "no creator" sentinel
+    assert followed_creators(users, unknown) == {"a": {"x", "y"}}  # the "no creator" sentinel
 
 
-def test_followed_source_returns_followed_creators_newest_first(retriever: C.Retriever) -> None:
+def test_followed_source_returns_followed_creators_newest_first(retriever: Retriever) -> None:
     frame = retriever.source_frame("u_music_0", "followed")
     creators = retriever.items.set_index("content_id").loc[frame["content_id"], "creator_id"]
     assert len(frame) and (creators == "cr_travel_1").all()
@@ -299,7 +317,7 @@ def test_trending_is_engagement_growth() -> None:
         rows.append({"type": "like", "user": f"d{i}", "content": "y", "t": 10 + i})
     rows.append({"type": "like", "user": "e", "content": "z", "t": 40})  # too few
     ev = events_frame(rows)
-    got = C.trending_scores(ev, np.array(["x", "y", "z"], dtype=object), T0 + pd.Timedelta(hours=48), PARAMS)
+    got = trending_scores(ev, np.array(["x", "y", "z"], dtype=object), T0 + pd.Timedelta(hours=48), PARAMS)
     assert got.items.tolist() == [0, 1]
     assert got.scores.tolist() == pytest.approx([2.0, 0.0])
 
@@ -308,8 +326,8 @@ def test_fresh_source_only_recent_uploads(world: tuple[pd.DataFrame, pd.DataFram
     ev, content, users = world
     content = content.copy()
     content.loc[content["content_id"] == "music_03", "upload_timestamp"] = NOW - pd.Timedelta(hours=5)
-    model, _ = E.fit_embeddings(ev, content, SMALL, now=NOW)
-    r = C.Retriever.fit(model, ev, content, users, NOW, PARAMS, SMALL)
+    model, _ = fit_embeddings(ev, content, SMALL, now=NOW)
+    r = Retriever.fit(model, ev, content, users, NOW, PARAMS, SMALL)
     frame = r.source_frame("u_travel_0", "fresh")
     assert frame["content_id"].tolist() == ["music_03"]
 
@@ -318,11 +336,11 @@ def test_fresh_source_only_recent_uploads(world: tuple[pd.DataFrame, pd.DataFram
 # Cold start
 
 
-def test_cold_start_upload_after_training_is_retrievable(retriever: C.Retriever) -> None:
+def test_cold_start_upload_after_training_is_retrievable(retriever: Retriever) -> None:
     """A new upload with metadata and no interactions reaches users whose interests match it."""
     r = dataclasses.replace(retriever, items=retriever.items.copy())
-    r.index = C.ContentIndex(  # a private copy of the index, so the module fixture stays intact
-        C._faiss().clone_index(retriever.index.index), list(retriever.index.content_ids), retriever.index.p
+    r.index = ContentIndex(  # a private copy of the index, so the module fixture stays intact
+        _faiss().clone_index(retriever.index.index), list(retriever.index.content_ids), retriever.index.p
     )
     upload = pd.DataFrame(
         [
@@ -342,7 +360,7 @@ def test_cold_start_upload_after_training_is_retrievable(retriever: C.Retriever)
     assert r.source_frame("u_cooking_4", "fresh")["content_id"].tolist() == ["brand_new_cooking", "brand_new_gaming"]
 
 
-def test_user_without_events_gets_candidates_from_declared_interests(retriever: C.Retriever) -> None:
+def test_user_without_events_gets_candidates_from_declared_interests(retriever: Retriever) -> None:
     r = dataclasses.replace(retriever, preferred={**retriever.preferred, "newcomer": ["travel"]})
     frame = r.source_frame("newcomer", "content", 10)
     assert len(frame) and frame["content_id"].str.startswith("travel").all()
@@ -357,15 +375,15 @@ def test_user_without_events_gets_candidates_from_declared_interests(retriever: 
 
 def test_hold_out_split_and_recall(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     ev, content, users = world
-    ev_p = C.EvalParams.from_params(project_params(candidates={"evaluation": {"cut_quantile": 0.7, "ks": [5, 20], "positive_types": ["like"]}}))
-    split = C.hold_out(ev, content, ev_p)
+    ev_p = EvalParams.from_params(project_params(candidates={"evaluation": {"cut_quantile": 0.7, "ks": [5, 20], "positive_types": ["like"]}}))
+    split = hold_out(ev, content, ev_p)
     train_pairs = set(zip(split.train["user_id"], split.train["content_id"], strict=True))
     assert (split.train["timestamp"] < split.cut).all()
     for u, items in split.truth.items():
         assert not {(u, c) for c in items} & train_pairs
-    res = C.evaluate(ev, content, users, SMALL, PARAMS, ev_p)
+    res = evaluate(ev, content, users, SMALL, PARAMS, ev_p)
     assert res["test_users"] == len(split.truth) > 0
-    assert set(res["recall"]) == {*C.SOURCES, "merged", "popularity"}
+    assert set(res["recall"]) == {*SOURCES, "merged", "popularity"}
     assert res["recall"]["merged"]["@20"] > res["recall"]["popularity"]["@20"]
     assert res["index"]["type"] == "hnsw" and res["index"]["recall@100"] > 0.9
 
@@ -381,28 +399,28 @@ def test_ease_matches_the_closed_form() -> None:
     p = np.linalg.inv(gram)
     expected = np.eye(4) - p / np.diag(p)[None, :]
     np.fill_diagonal(expected, 0.0)
-    got = C.fit_ease(x * 3.0, lam)  # weights are binarised first
+    got = fit_ease(x * 3.0, lam)  # weights are binarised first
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert np.all(np.diag(got) == 0)
 
 
 def test_ease_source_is_off_for_large_catalogues(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
     ev, content, users = world
-    model, _ = E.fit_embeddings(ev, content, SMALL, now=NOW)
-    small = C.Retriever.fit(model, ev, content, users, NOW, dataclasses.replace(PARAMS, ease_max_items=5), SMALL)
+    model, _ = fit_embeddings(ev, content, SMALL, now=NOW)
+    small = Retriever.fit(model, ev, content, users, NOW, dataclasses.replace(PARAMS, ease_max_items=5), SMALL)
     assert small.ease_b is None
     assert all(len(c.items) == 0 for c in small.ease(small.user_rows(["u_gaming_0"]), 10))
     assert np.isnan(small.pair_features(["u_gaming_0"], ["gaming_01"])["score_ease"]).all()
 
 
-def test_pair_features_are_the_dense_scores_for_any_pair(retriever: C.Retriever) -> None:
+def test_pair_features_are_the_dense_scores_for_any_pair(retriever: Retriever) -> None:
     users = ["u_gaming_0", "u_music_0", "u_gaming_0", "nobody"]
     contents = ["gaming_01", "music_02", "travel_03", "gaming_01"]
     f = retriever.pair_features(users, contents)
     assert len(f) == 4
     rows = retriever.user_rows(["u_gaming_0"])
     pos = retriever.index.content_ids.index("travel_03")
-    for source in C.PAIR_SOURCES:
+    for source in PAIR_SOURCES:
         dense = retriever.dense_scores(rows, source)[0]
         expected = dense[pos]
         got = f[f"score_{source}"].iloc[2]
@@ -429,7 +447,7 @@ def test_item_activity_windows_and_rates() -> None:
             {"type": "like", "user": "b", "content": "c2", "t": 80},  # after "now": ignored
         ]
     )
-    act = C.item_activity(ev, np.array(["c1", "c2", "c3"], dtype=object), t, [6, 72])
+    act = item_activity(ev, np.array(["c1", "c2", "c3"], dtype=object), t, [6, 72])
     assert act["eng_6h"].tolist() == [1, 0, 0]  # the like at 71.5 h, 0.5 h before now
     assert act["eng_72h"].tolist() == [2, 0, 0]
     assert act["interactions"].tolist() == [4, 1, 0]

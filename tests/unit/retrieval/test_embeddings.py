@@ -10,11 +10,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.retrieval import embeddings as E
+from components.retrieval.content_encoder import ContentEncoder
+from components.retrieval.embedding_model import (
+    fit_embeddings,
+    load_model,
+    model_version,
+    save_model,
+)
+from components.retrieval.embedding_params import EmbeddingParams
+from components.retrieval.embeddings import neighbour_category_agreement
+from components.retrieval.factorization import (
+    _window_filters,
+    als_confidence,
+    fit_als,
+    graph_adjacency,
+    netmf,
+)
+from components.retrieval.interactions import Interactions, build_interactions, catalogue
 from tests.fixtures.params import project_params
 from tests.fixtures.worlds import SMALL, T0, content_row, events_frame, make_world
 
-PROJECT = E.EmbeddingParams.from_params(project_params())
+PROJECT = EmbeddingParams.from_params(project_params())
 
 # ---------------------------------------------------------------------------------------------
 # Interactions
@@ -32,7 +48,7 @@ def test_interaction_weights_seen_and_blocked() -> None:
             {"type": "content_upload", "user": "creator", "content": "z"},  # supply, not an interaction
         ]
     )
-    inter = E.build_interactions(ev, PROJECT, item_ids=["x", "y", "z"])
+    inter = build_interactions(ev, PROJECT, item_ids=["x", "y", "z"])
     assert inter.user_ids.tolist() == ["a", "b"]
     assert inter.item_ids.tolist() == ["x", "y", "z"]
     w = inter.weights.toarray()
@@ -47,9 +63,9 @@ def test_als_confidence_likes_and_down_weighted_dislikes() -> None:
     import scipy.sparse as sp
 
     p = dataclasses.replace(PROJECT, alpha=10.0, negative_alpha=2.0)
-    c = E.als_confidence(sp.csr_matrix(np.array([[2.0, -0.5]], dtype=np.float32)), p)
+    c = als_confidence(sp.csr_matrix(np.array([[2.0, -0.5]], dtype=np.float32)), p)
     np.testing.assert_allclose(c.toarray(), [[21.0, -2.0]])
-    off = E.als_confidence(sp.csr_matrix(np.array([[2.0, -0.5]], dtype=np.float32)), dataclasses.replace(p, negative_alpha=0.0))
+    off = als_confidence(sp.csr_matrix(np.array([[2.0, -0.5]], dtype=np.float32)), dataclasses.replace(p, negative_alpha=0.0))
     np.testing.assert_allclose(off.toarray(), [[21.0, 0.0]])  # dislikes ignored when switched off
 
 
@@ -64,7 +80,7 @@ def test_params_reject_bad_values(bad: dict[str, Any]) -> None:
 
 def test_params_from_yaml_section() -> None:
     params = project_params(base={"seed": 7}, embeddings={"factors": 16, "event_weights": {"like": 5}})
-    p = E.EmbeddingParams.from_params(params)
+    p = EmbeddingParams.from_params(params)
     assert p.seed == 7 and p.factors == 16
     assert p.event_weights["like"] == 5.0 and p.event_weights["share"] == params["embeddings"]["event_weights"]["share"]
 
@@ -73,7 +89,7 @@ def test_params_from_yaml_section() -> None:
 # ALS and NetMF
 
 
-def _group_precision(user_vecs: np.ndarray, item_vecs: np.ndarray, inter: E.Interactions) -> float:
+def _group_precision(user_vecs: np.ndarray, item_vecs: np.ndarray, inter: Interactions) -> float:
     """Share of each user's top-5 unseen contents in the user's own category."""
     scores = user_vecs @ item_vecs.T
     scores[inter.seen.toarray() > 0] = -np.inf
@@ -85,9 +101,9 @@ def _group_precision(user_vecs: np.ndarray, item_vecs: np.ndarray, inter: E.Inte
 
 def test_als_recovers_interest_groups_and_is_reproducible_across_threads() -> None:
     ev, content, _ = make_world()
-    inter = E.build_interactions(ev, SMALL, item_ids=content["content_id"])
-    u1, v1 = E.fit_als(inter, dataclasses.replace(SMALL, threads=1))
-    u2, v2 = E.fit_als(inter, dataclasses.replace(SMALL, threads=2))
+    inter = build_interactions(ev, SMALL, item_ids=content["content_id"])
+    u1, v1 = fit_als(inter, dataclasses.replace(SMALL, threads=1))
+    u2, v2 = fit_als(inter, dataclasses.replace(SMALL, threads=2))
     np.testing.assert_array_equal(u1, u2)
     np.testing.assert_array_equal(v1, v2)
     assert _group_precision(u1, v1, inter) > 0.9
@@ -95,16 +111,16 @@ def test_als_recovers_interest_groups_and_is_reproducible_across_threads() -> No
 
 def test_netmf_separates_communities() -> None:
     ev, content, _ = make_world()
-    inter = E.build_interactions(ev, SMALL, item_ids=content["content_id"])
-    ug, vg = E.netmf(E.graph_adjacency(inter), SMALL)
+    inter = build_interactions(ev, SMALL, item_ids=content["content_id"])
+    ug, vg = netmf(graph_adjacency(inter), SMALL)
     assert ug.shape == (inter.n_users, SMALL.graph_dim) and vg.shape == (inter.n_items, SMALL.graph_dim)
     assert _group_precision(ug, vg, inter) > 0.9
-    again = E.netmf(E.graph_adjacency(inter), SMALL)
+    again = netmf(graph_adjacency(inter), SMALL)
     np.testing.assert_array_equal(ug, again[0])
 
 
 def test_netmf_window_filters() -> None:
-    odd, even = E._window_filters(np.array([0.5, 1.0]), 3)
+    odd, even = _window_filters(np.array([0.5, 1.0]), 3)
     np.testing.assert_allclose(odd, [(0.5 + 0.125) / 3, 2 / 3])
     np.testing.assert_allclose(even, [0.25 / 3, 1 / 3])
 
@@ -112,7 +128,7 @@ def test_netmf_window_filters() -> None:
 def test_netmf_of_empty_graph_is_zeros() -> None:
     import scipy.sparse as sp
 
-    ug, vg = E.netmf(sp.csr_matrix((3, 4), dtype=np.float32), SMALL)
+    ug, vg = netmf(sp.csr_matrix((3, 4), dtype=np.float32), SMALL)
     assert not ug.any() and not vg.any()
 
 
@@ -125,7 +141,7 @@ def test_encoder_blocks_skip_uninformative_features() -> None:
     content["category"] = "unknown"
     content["description"] = None
     content["tags"] = None
-    enc = E.ContentEncoder.fit(content, SMALL)
+    enc = ContentEncoder.fit(content, SMALL)
     enc.cf_dim = SMALL.factors
     assert enc.block_dims() == {"collaborative": SMALL.factors}  # no text, one category, no vectors
 
@@ -133,7 +149,7 @@ def test_encoder_blocks_skip_uninformative_features() -> None:
 def test_encoder_category_onehot_and_visual_block() -> None:
     rows = [content_row("a", "cooking", visual_embedding=[1.0, 0.0]), content_row("b", "gaming"), content_row("c", "music")]
     content = pd.DataFrame(rows)
-    enc = E.ContentEncoder.fit(content, SMALL)
+    enc = ContentEncoder.fit(content, SMALL)
     assert enc.categories == ["cooking", "gaming", "music"] and enc.visual_dim == 2
     onehot = enc.category_onehot(pd.DataFrame({"category": ["gaming", "unknown", "Cooking"]}))
     assert onehot.tolist() == [[0, 1, 0], [0, 0, 0], [1, 0, 0]]
@@ -143,11 +159,11 @@ def test_encoder_category_onehot_and_visual_block() -> None:
 
 def test_unified_vectors_are_unit_and_cluster_by_category() -> None:
     ev, content, _ = make_world()
-    model, inter = E.fit_embeddings(ev, content, SMALL)
+    model, inter = fit_embeddings(ev, content, SMALL)
     norms = np.linalg.norm(model.item_unified, axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
     cats = np.array([c.split("_")[0] for c in model.item_ids], dtype=object)
-    assert E.neighbour_category_agreement(model.item_unified, cats, k=5) > 0.95
+    assert neighbour_category_agreement(model.item_unified, cats, k=5) > 0.95
     assert model.user_profile.shape == (inter.n_users, model.item_unified.shape[1])
 
 
@@ -155,7 +171,7 @@ def test_cold_content_gets_a_vector_next_to_its_category() -> None:
     """Contents without interactions are embedded from metadata through the ridge map."""
     ev, content, _ = make_world()
     cold = pd.DataFrame([content_row("new_gaming", "gaming"), content_row("new_music", "music")])
-    model, _ = E.fit_embeddings(ev, pd.concat([content, cold], ignore_index=True), SMALL)
+    model, _ = fit_embeddings(ev, pd.concat([content, cold], ignore_index=True), SMALL)
     pos = {c: i for i, c in enumerate(model.item_ids)}
     assert model.cold[pos["new_gaming"]] and model.cold[pos["new_music"]]
     # the collaborative block alone (ridge prediction) already points at the right category
@@ -176,26 +192,26 @@ def test_catalogue_availability_uses_upload_time_then_first_event() -> None:
     content = pd.DataFrame([content_row("a", "cooking", hours=-1), content_row("b", "gaming", hours=5)])
     content.loc[1, "upload_timestamp"] = pd.NaT
     ev = events_frame([{"content": "b", "t": 2}, {"content": "c", "t": 3}])
-    cat = E.catalogue(content, ev, now=T0 + pd.Timedelta(hours=2.5))
+    cat = catalogue(content, ev, now=T0 + pd.Timedelta(hours=2.5))
     assert cat["content_id"].tolist() == ["a", "b"]  # c is first seen after now
-    assert E.catalogue(content, ev)["content_id"].tolist() == ["a", "b", "c"]
+    assert catalogue(content, ev)["content_id"].tolist() == ["a", "b", "c"]
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     ev, content, _ = make_world(n_users_per_cat=4, n_items_per_cat=8)
-    model, _ = E.fit_embeddings(ev, content, SMALL)
-    E.save_model(model, tmp_path)
-    back = E.load_model(tmp_path)
+    model, _ = fit_embeddings(ev, content, SMALL)
+    save_model(model, tmp_path)
+    back = load_model(tmp_path)
     np.testing.assert_array_equal(back.item_unified, model.item_unified)
     np.testing.assert_array_equal(back.user_graph, model.user_graph)
     assert back.item_ids.tolist() == model.item_ids.tolist()
-    assert E.model_version(back) == E.model_version(model)
+    assert model_version(back) == model_version(model)
     probe = pd.DataFrame([content_row("p", "music")])
     np.testing.assert_allclose(back.encoder.embed(probe), model.encoder.embed(probe))
 
 
 def test_fit_embeddings_is_deterministic() -> None:
     ev, content, _ = make_world(n_users_per_cat=4, n_items_per_cat=8)
-    a, _ = E.fit_embeddings(ev, content, SMALL)
-    b, _ = E.fit_embeddings(ev, content, SMALL)
-    assert E.model_version(a) == E.model_version(b)
+    a, _ = fit_embeddings(ev, content, SMALL)
+    b, _ = fit_embeddings(ev, content, SMALL)
+    assert model_version(a) == model_version(b)

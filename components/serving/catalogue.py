@@ -1,0 +1,34 @@
+"""The exported catalogue as the engine indexes it: content id ↔ catalogue position (the FAISS
+index's order), and each content id's rank in id order (the re-ranking's tie-break)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+class Catalogue:
+    """Content ids of the artefact set, by catalogue position."""
+
+    def __init__(self, content_ids: Sequence[str]) -> None:
+        self.positions = pd.Index(content_ids)
+        self.ids = np.asarray(content_ids, dtype=object)
+        self.id_rank = np.empty(len(content_ids), dtype=np.int64)  # rank of each content id in id order
+        self.id_rank[np.argsort(self.ids, kind="stable")] = np.arange(len(content_ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, content_ids: Sequence[str] | pd.Series) -> np.ndarray:
+        """Catalogue position of each of ``content_ids`` (-1 for an unknown one), in their order."""
+        return self.positions.get_indexer(pd.Index(content_ids))
+
+    def to_positions(self, content_ids: Iterable[str]) -> np.ndarray:
+        """Catalogue positions of the known contents among ``content_ids`` (sorted)."""
+        ids = list(content_ids)
+        if not ids:
+            return np.zeros(0, dtype=np.int64)
+        pos = self.lookup(ids)
+        return np.unique(pos[pos >= 0]).astype(np.int64)

@@ -1,0 +1,66 @@
+"""The engine's settings (:class:`ServingSettings`): the ``serving`` keys of params.yaml, the
+canary split, the seed and the exploration parameters, checked once at load."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from components.core.config import Params
+from components.retrieval.exploration import ExplorationParams
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What the engine reads from params.yaml: ``serving`` keys, the canary split, the seed."""
+
+    moderation_report_threshold: int  # serving.moderation_report_threshold
+    trend_beta: float  # serving.trend_beta
+    rerank_pool: int  # serving.rerank_pool: boosted candidates the DPP picks the slate from
+    budget_ms: float  # serving.budget_ms: no stage starts after
+    log_flush_records: int  # serving.log_flush_records
+    faiss_threads: int  # serving.faiss_threads: OpenMP threads of FAISS searches (process-wide)
+    gc_freeze: bool  # serving.gc_freeze: move what load built out of the cyclic GC's way
+    realtime_weight: float  # serving.realtime_weight: pull of fresh engagements (0 = off)
+    realtime_candidates: int  # serving.realtime_candidates: ANN neighbours of the fresh interest
+    store_retry_s: float  # serving.store_retry_s: after an online-store failure, fall back this long
+    compile_ranker: bool  # serving.compile_ranker: LightGBM heads as native code (lleaves)
+    canary_share: float  # promote.canary.share
+    canary_salt: str  # promote.canary.salt
+    seed: int  # base.seed
+    exploration: ExplorationParams
+
+    def __post_init__(self) -> None:
+        if self.moderation_report_threshold < 0:
+            raise ValueError("serving.moderation_report_threshold must be >= 0")
+        if self.trend_beta < 0:
+            raise ValueError("serving.trend_beta must be >= 0")
+        if self.rerank_pool < 1 or self.log_flush_records < 1:
+            raise ValueError("serving.rerank_pool and serving.log_flush_records must be >= 1")
+        if self.budget_ms <= 0:
+            raise ValueError("serving.budget_ms must be > 0")
+        if not 0.0 <= self.canary_share <= 1.0:
+            raise ValueError("promote.canary.share must be in [0, 1]")
+
+    @classmethod
+    def from_params(cls, params: Params | Mapping[str, Any]) -> ServingSettings:
+        cfg = Params.of(params)
+        s = cfg.serving
+        return cls(
+            moderation_report_threshold=s.moderation_report_threshold,
+            trend_beta=s.trend_beta,
+            rerank_pool=s.rerank_pool,
+            budget_ms=s.budget_ms,
+            log_flush_records=s.log_flush_records,
+            faiss_threads=s.faiss_threads,
+            gc_freeze=s.gc_freeze,
+            realtime_weight=s.realtime_weight,
+            realtime_candidates=s.realtime_candidates,
+            store_retry_s=s.store_retry_s,
+            compile_ranker=s.compile_ranker,
+            canary_share=cfg.promote.canary.share,
+            canary_salt=cfg.promote.canary.salt,
+            seed=cfg.base.seed,
+            exploration=ExplorationParams.from_params(cfg),
+        )

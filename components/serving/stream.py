@@ -1,0 +1,160 @@
+"""What the event stream changed since load (:class:`StreamState`): the contents each user has
+seen since, moderation (reports counted over the batch events and the stream, operator blocks)
+and each user's real-time interest; plus the report-counting helpers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from components.core.schema import POSITIVE_TYPES
+from components.serving.artifacts import ArtifactSet
+from components.serving.catalogue import Catalogue
+
+log = logging.getLogger(__name__)
+
+
+def over_threshold(reporters: Mapping[str, set[str]], threshold: int) -> frozenset[str]:
+    """Contents reported by more than ``threshold`` distinct users."""
+    return frozenset(c for c, u in reporters.items() if len(u) > threshold)
+
+
+def reporters_by_content(events: pd.DataFrame) -> dict[str, set[str]]:
+    """The distinct users who reported each content."""
+    rep = events[(events["event_type"].astype(str) == "report") & events["content_id"].notna()]
+    return {
+        str(c): set(g.astype(str))
+        for c, g in rep.groupby(rep["content_id"].astype(str), sort=False)["user_id"]
+    }
+
+
+def moderated_contents(events: pd.DataFrame, threshold: int) -> frozenset[str]:
+    """Contents reported by more than ``threshold`` distinct users in ``events``."""
+    return over_threshold(reporters_by_content(events), threshold)
+
+
+class StreamState:
+    """Seen sets, moderation and real-time interest, under one lock (``vectors_lock`` guards the
+    item vectors, shared with the FAISS searches)."""
+
+    def __init__(
+        self,
+        artifacts: ArtifactSet,
+        catalogue: Catalogue,
+        *,
+        moderated: frozenset[str],
+        reporters: Mapping[str, set[str]],
+        threshold: int,
+        vectors_lock: threading.Lock,
+    ) -> None:
+        self.artifacts = artifacts
+        self.catalogue = catalogue
+        self.threshold = threshold
+        self.moderated = frozenset(moderated)
+        self.moderated_pos = catalogue.to_positions(moderated)
+        self._reporters = {c: set(u) for c, u in reporters.items()}
+        self._noted: dict[str, set[str]] = {}
+        # real-time interest: sum of the unit vectors of contents engaged with since load, count
+        self._fresh: dict[str, tuple[np.ndarray, int]] = {}
+        self._lock = threading.Lock()
+        self._vectors_lock = vectors_lock
+
+    # ---- seen sets
+
+    def note_seen(self, user_id: str, content_ids: Iterable[str]) -> None:
+        """Contents shown to / watched by the user since load: never recommended again."""
+        with self._lock:
+            self._noted.setdefault(str(user_id), set()).update(str(c) for c in content_ids)
+
+    def noted_of(self, user_id: str) -> list[str]:
+        """Contents noted as seen since load (the snapshot already leaves out earlier ones)."""
+        with self._lock:
+            return list(self._noted.get(user_id, ()))
+
+    def seen(self, user_id: str) -> frozenset[str]:
+        """Contents seen in the batch events (the export's seen sets) or noted since load."""
+        with self._lock:
+            extra = self._noted.get(user_id)
+        base = frozenset(self.catalogue.ids[self.artifacts.seen.of(user_id)].tolist())
+        return base | extra if extra else base
+
+    def observe(self, events: pd.DataFrame) -> None:
+        """Event-sink listener: contents users interacted with since load become seen."""
+        if events is None or len(events) == 0 or "content_id" not in events:
+            return
+        ev = events[events["content_id"].notna()]
+        if "event_type" in ev:
+            ev = ev[ev["event_type"].astype(str) != "content_upload"]
+        for user, group in ev.groupby(ev["user_id"].astype(str), sort=False)["content_id"]:
+            self.note_seen(str(user), group.astype(str).tolist())
+        if "event_type" in ev:
+            kind = ev["event_type"].astype(str)
+            self._update_interest(ev[kind.isin(POSITIVE_TYPES)])
+            self._count_reports(ev[kind == "report"])
+
+    # ---- moderation
+
+    def _count_reports(self, reports: pd.DataFrame) -> None:
+        """Streamed reports: a content reported by more than the threshold's distinct users is
+        moderated from the next request on."""
+        if reports.empty:
+            return
+        newly = []
+        with self._lock:
+            for c, u in zip(reports["content_id"].astype(str), reports["user_id"].astype(str), strict=True):
+                who = self._reporters.setdefault(c, set())
+                who.add(u)
+                if len(who) > self.threshold and c not in self.moderated:
+                    newly.append(c)
+        if newly:
+            self.block(newly, reason="reports")
+
+    def block(self, content_ids: Iterable[str], reason: str = "operator") -> None:
+        """Never serve these contents again (moderation: reports over the threshold, or an
+        operator's block)."""
+        ids = {str(c) for c in content_ids} - self.moderated
+        if not ids:
+            return
+        with self._lock:
+            self.moderated = self.moderated | ids
+            self.moderated_pos = self.catalogue.to_positions(self.moderated)
+        log.info("moderated %d content(s) (%s): %s", len(ids), reason, sorted(ids)[:10])
+
+    # ---- real-time interest
+
+    def _update_interest(self, ev: pd.DataFrame) -> None:
+        """Fold fresh positive engagements into the user's real-time interest vector (the mean
+        direction of the contents engaged with since load), used for retrieval and re-ranking
+        until the next batch run folds them into the embeddings."""
+        if ev.empty:
+            return
+        pos = self.catalogue.lookup(ev["content_id"].astype(str))
+        ok = pos >= 0
+        if not ok.any():
+            return
+        with self._vectors_lock:
+            vecs = np.asarray(self.artifacts.item_vectors[pos[ok]], dtype=np.float64)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        vecs = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
+        users = ev["user_id"].astype(str).to_numpy()[ok]
+        with self._lock:
+            for u in pd.unique(users):
+                v = vecs[users == u]
+                total, n = self._fresh.get(u, (np.zeros(vecs.shape[1]), 0))
+                self._fresh[u] = (total + v.sum(axis=0), n + len(v))
+
+    def interest(self, user_id: str) -> tuple[np.ndarray, float] | None:
+        """(unit interest vector, weight n / (n + 2)) of the user's fresh engagements, if any."""
+        with self._lock:
+            got = self._fresh.get(str(user_id))
+        if got is None or got[1] == 0:
+            return None
+        total, n = got
+        norm = float(np.linalg.norm(total))
+        if norm == 0:
+            return None
+        return (total / norm).astype(np.float32), n / (n + 2.0)
