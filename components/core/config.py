@@ -1,4 +1,4 @@
-"""Typed ``params.yaml`` and environment settings.
+"""Typed ``params.yaml`` and the stage CLIs' shared arguments.
 
 ``params.yaml`` is the one source of every tunable: each section has a Pydantic model here
 with no defaults, unknown keys are rejected (``extra="forbid"``) and a problem is reported
@@ -8,7 +8,7 @@ in (0, 1]) is checked here too, so a bad value stops the run as the file loads; 
 settings class subclasses its section and adds only what needs the stage's own vocabulary.
 :meth:`Section.replace` is the validated ``dataclasses.replace`` of these models.
 :meth:`Params.for_dataset` is the one place the per-data-set ``overrides`` subsections are
-applied. :class:`Settings` is the one reader of the ``RECO_*`` environment variables.
+applied. The environment (``RECO_*``) is read by :class:`components.core.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -32,7 +31,6 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -407,7 +405,7 @@ class OnlineUpdate(OnlineUpdateOptions):
     enabled: bool
 
 
-def _messages(err: ValidationError, source: str, prefix: tuple[str | int, ...] = ()) -> list[str]:
+def error_lines(err: ValidationError, source: str, prefix: tuple[str | int, ...] = ()) -> list[str]:
     """One ``file: dotted.key: problem`` line per Pydantic error."""
     lines = []
     for e in err.errors():
@@ -447,7 +445,7 @@ class Params(Section):
         try:
             cfg = cls.model_validate(dict(params))
         except ValidationError as err:
-            raise ConfigError("\n".join(_messages(err, source))) from None
+            raise ConfigError("\n".join(error_lines(err, source))) from None
         problems = cfg._override_problems(source)
         if problems:
             raise ConfigError("\n".join(problems))
@@ -462,7 +460,7 @@ class Params(Section):
             try:
                 model.model_validate(merged)
             except ValidationError as err:
-                problems.extend(_messages(err, source, prefix))
+                problems.extend(error_lines(err, source, prefix))
 
         check(Ranking, deep_merge(raw["ranking"], raw["evaluate"]["ranking"]), ("evaluate", "ranking"))
         for name in OVERRIDABLE:
@@ -519,66 +517,6 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
     raw, source = _read(path)
     Params.of(raw, source)
     return raw
-
-
-# ---------------------------------------------------------------------------------------------
-# Environment
-
-
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes"}
-
-
-class Settings(BaseModel):
-    """The process environment (``RECO_*``, ``HOST`` / ``PORT``): secrets and deployment choices
-    that do not belong in params.yaml. ``None`` means "not set": the reader falls back to
-    params.yaml (or refuses, for secrets)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    demo: bool  # RECO_DEMO: the embedded demo, which allows a built-in HMAC key
-    hmac_key: SecretStr | None  # RECO_HMAC_KEY: pseudonymisation key
-    online_store: Literal["sqlite", "redis"] | None  # RECO_ONLINE_STORE over feast.online_store
-    redis_url: str | None  # RECO_REDIS_URL
-    project_root: Path | None  # RECO_PROJECT_ROOT
-    params_file: Path | None  # RECO_PARAMS
-    workers: int  # RECO_WORKERS: server processes (below 1 counts as 1)
-    online_update: bool  # RECO_ONLINE_UPDATE=0 turns the in-process online update off
-    api_keys: SecretStr  # RECO_API_KEYS: name:secret,...
-    rate_limit_per_s: float | None  # RECO_RATE_LIMIT_PER_S
-    rate_limit_burst: float | None  # RECO_RATE_LIMIT_BURST
-    host: str  # HOST
-    port: int  # PORT
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read the environment (``os.environ`` unless ``env`` is given)."""
-        e = os.environ if env is None else env
-
-        def get(name: str, strip: bool = True) -> str | None:
-            value = e.get(name, "")
-            return (value.strip() if strip else value) or None
-
-        store = get("RECO_ONLINE_STORE")
-        values: dict[str, Any] = {
-            "demo": _flag(get("RECO_DEMO")),
-            "hmac_key": get("RECO_HMAC_KEY", strip=False),
-            "online_store": store.lower() if store else None,
-            "redis_url": get("RECO_REDIS_URL"),
-            "project_root": get("RECO_PROJECT_ROOT"),
-            "params_file": get("RECO_PARAMS"),
-            "workers": get("RECO_WORKERS") or 1,
-            "online_update": get("RECO_ONLINE_UPDATE") != "0",
-            "api_keys": get("RECO_API_KEYS", strip=False) or "",
-            "rate_limit_per_s": get("RECO_RATE_LIMIT_PER_S"),
-            "rate_limit_burst": get("RECO_RATE_LIMIT_BURST"),
-            "host": get("HOST") or "127.0.0.1",
-            "port": get("PORT") or 8000,
-        }
-        try:
-            return cls.model_validate(values)
-        except ValidationError as err:
-            raise ConfigError("\n".join(_messages(err, "environment"))) from None
 
 
 # ---------------------------------------------------------------------------------------------
