@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.core.catalog import DataPaths
-from components.core.config import Settings, load_params
+from components.core.config import load_params
+from components.core.settings import Settings
 from components.features.columns import (
     CONTENT_PROFILE_COLUMNS,
     CONTENT_SCHEMA,

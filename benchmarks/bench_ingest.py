@@ -67,14 +67,11 @@ def generate(n_events: int, out: Path) -> float:
     params = load_params()
     gp = GenParams.from_params(params)
     # Scale the catalogue with the log: ~20 events per user, ~50 per item.
-    gp = GenParams(
-        **{
-            **gp.__dict__,
-            "n_events": n_events,
-            "n_users": max(gp.n_users, n_events // 50),
-            "n_items": max(gp.n_items, n_events // 50),
-            "n_creators": max(gp.n_creators, n_events // 1000),
-        }
+    gp = gp.replace(
+        n_events=n_events,
+        n_users=max(gp.n_users, n_events // 50),
+        n_items=max(gp.n_items, n_events // 50),
+        n_creators=max(gp.n_creators, n_events // 1000),
     )
     t0 = time.perf_counter()
     write_drop(gp, out)

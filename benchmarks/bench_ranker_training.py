@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +163,7 @@ def child_train(
 
     frame, names = load_frame(data)
     rss_loaded = _rss_gb()
-    p = replace(
-        RankerParams.from_params(load_params()),
+    p = RankerParams.from_params(load_params()).replace(
         backend=backend,
         objective=objective,
         heads={"engaged": 1.0},
@@ -207,8 +205,7 @@ def child_latency(data: Path, rows: int, trees: int, calls: int, batch: int) -> 
     Xb = np.ascontiguousarray(block[names].to_numpy(dtype=np.float32))
     out: dict[str, Any] = {"trees": trees, "batch_rows": batch, "calls": calls}
     for backend in ("lightgbm", "xgboost"):
-        p = replace(
-            RankerParams.from_params(load_params()),
+        p = RankerParams.from_params(load_params()).replace(
             backend=backend,
             objective="binary",
             heads={"engaged": 1.0},

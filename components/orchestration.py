@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from components.core.catalog import PROJECT_ROOT, DataPaths
-from components.core.config import Params, Settings, load_config, load_params
+from components.core.config import Params, load_config, load_params
+from components.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,14 @@
-"""Typed ``params.yaml`` and environment settings.
+"""Typed ``params.yaml`` and the stage CLIs' shared arguments.
 
 ``params.yaml`` is the one source of every tunable: each section has a Pydantic model here
 with no defaults, unknown keys are rejected (``extra="forbid"``) and a problem is reported
 with the key's dotted path and the file (``params.yaml: ranking.num_leavs: unknown key``).
+A range a section's values must keep (``ranking.num_leaves`` at least 2, ``drift.drift_share``
+in (0, 1]) is checked here too, so a bad value stops the run as the file loads; a stage's
+settings class subclasses its section and adds only what needs the stage's own vocabulary.
+:meth:`Section.replace` is the validated ``dataclasses.replace`` of these models.
 :meth:`Params.for_dataset` is the one place the per-data-set ``overrides`` subsections are
-applied. :class:`Settings` is the one reader of the ``RECO_*`` environment variables.
+applied. The environment (``RECO_*``) is read by :class:`components.core.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -12,15 +16,28 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from components.core.catalog import DataPaths
+from components.core.schema import USER_EVENT_TYPES
 
 DEFAULT_PARAMS = DataPaths().of("params")
 #: Data sets a drop can come from (``data.source``).
@@ -38,7 +55,17 @@ def _iso_date(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date) else value
 
 
-IsoDate = Annotated[str, BeforeValidator(_iso_date)]
+def _is_iso_date(value: str) -> str:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"must be an ISO date, got {value!r}") from None
+    return value
+
+
+IsoDate = Annotated[str, BeforeValidator(_iso_date), AfterValidator(_is_iso_date)]
+#: ``base.seed``, and the seed a stage's settings carry from it.
+Seed = Annotated[int, Field(ge=0)]
 #: Partial mappings laid over a section for one data set, checked against the section's model.
 Overrides = dict[str, dict[str, Any]]
 
@@ -48,9 +75,16 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields (by name) changed, validated again like a new one
+        (``model_copy(update=...)`` does not validate)."""
+        aliases = {name: f.alias for name, f in type(self).model_fields.items() if f.alias}
+        values = {**dict(self), **changes}
+        return type(self).model_validate({aliases.get(k, k): v for k, v in values.items()})
+
 
 class Base(Section):
-    seed: int = Field(ge=0)
+    seed: Seed
 
 
 class Data(Section):
@@ -59,19 +93,21 @@ class Data(Section):
 
 
 class Datagen(Section):
-    n_users: int
-    n_items: int
-    n_creators: int
-    n_categories: int
-    n_events: int
+    n_users: PositiveInt
+    n_items: PositiveInt
+    n_creators: PositiveInt
+    n_categories: PositiveInt
+    n_events: PositiveInt
     start: IsoDate
-    days: int
-    bad_event_rate: float
-    exploration_share: float
-    chunk_events: int
+    days: PositiveInt
+    bad_event_rate: float = Field(ge=0, lt=0.5)
+    exploration_share: float = Field(ge=0, le=1)
+    chunk_events: PositiveInt
 
 
-class Ingest(Section):
+class IngestLimits(Section):
+    """``ingest`` keys: the validation bounds of a record."""
+
     max_watch_duration_s: float
     max_text_chars: int
     max_id_chars: int
@@ -79,6 +115,9 @@ class Ingest(Section):
     min_timestamp: str
     min_rating: float
     max_rating: float
+
+
+class Ingest(IngestLimits):
     overrides: Overrides
 
 
@@ -87,16 +126,24 @@ class Preprocess(Section):
 
 
 class Features(Section):
-    snapshot_hours: float
-    lambda_decay: float
-    decay_unit: str
-    growth_window_hours: float
+    snapshot_hours: PositiveFloat
+    lambda_decay: NonNegativeFloat  # per day: weight = exp(-lambda_decay * age_days)
+    decay_unit: Literal["days"]
+    growth_window_hours: PositiveFloat
     creator_rate_window_days: float
-    last_n_viewed: int
-    max_categories: int
-    text_dim: int
+    last_n_viewed: NonNegativeInt
+    max_categories: PositiveInt
+    text_dim: PositiveInt
     tfidf_max_features: int
     engagement_weights: dict[str, float]
+
+    @field_validator("engagement_weights")
+    @classmethod
+    def _user_event_types(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = set(weights) - set(USER_EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event types {sorted(unknown)}")
+        return weights
 
 
 class Feast(Section):
@@ -201,65 +248,87 @@ class Exploration(Section):
     dpp_theta: float
 
 
-class Ranking(Section):
+class RankingModel(Section):
+    """``ranking`` keys the model reads."""
+
     backend: str
     objective: str
     heads: dict[str, float]
-    l2_lambda: float
-    learning_rate: float
-    lr_decay: float
-    n_estimators: int
-    early_stopping_rounds: int
-    num_leaves: int
-    max_depth: int
-    min_child_samples: int
-    validation_fraction: float
-    eval_at: int
-    n_threads: int
-    base_feature: str
+    l2_lambda: NonNegativeFloat
+    learning_rate: PositiveFloat
+    lr_decay: float = Field(gt=0, le=1)
+    n_estimators: PositiveInt
+    early_stopping_rounds: NonNegativeInt  # 0 disables early stopping (validation is still scored)
+    num_leaves: int = Field(ge=2)
+    max_depth: PositiveInt
+    min_child_samples: PositiveInt
+    validation_fraction: float = Field(gt=0, lt=1)
+    eval_at: PositiveInt
+    n_threads: PositiveInt
+    base_feature: str  # main head boosts from this feature ("auto": best z_* on training groups; "": off)
     base_weight: float
-    training_cuts: int
-    label_window_hours: float
-    negatives_per_group: int
+
+
+class RankingTrainingSet(Section):
+    """``ranking`` keys of the training set (the ranking stage's)."""
+
+    training_cuts: PositiveInt
+    label_window_hours: PositiveFloat
+    negatives_per_group: NonNegativeInt
+
+
+class Ranking(RankingTrainingSet, RankingModel):
+    """The ``ranking`` section: the model's keys, then the training set's."""
 
 
 #: ``ranking`` keys of the training set (the stage's); the model reads the others.
-TRAINING_SET_KEYS: set[str] = {"training_cuts", "label_window_hours", "negatives_per_group"}
+TRAINING_SET_KEYS: set[str] = set(RankingTrainingSet.model_fields)
 
 
-class Evaluate(Section):
+class EvaluateProtocol(Section):
+    """``evaluate`` keys of one protocol run (for one data set, after its override)."""
+
     protocol: str
-    cut_quantile: float
-    test_fraction: float
-    positive_types: tuple[str, ...]
+    cut_quantile: float = Field(gt=0, lt=1)
+    test_fraction: float = Field(gt=0, lt=1)
+    positive_types: tuple[str, ...]  # empty: any interaction is relevant
     ks: tuple[int, ...]
     beyond_k: int
     curve_max_k: int
-    inner_folds: int
+    inner_folds: PositiveInt
     negatives_per_group: int
     feast_features: bool
-    max_test_users: int
+    max_test_users: int  # 0: all
+
+
+class Evaluate(EvaluateProtocol):
     #: ``ranking`` keys laid over the ``ranking`` section when evaluating (per data set in overrides)
     ranking: dict[str, Any]
     overrides: Overrides
 
 
 class Drift(Section):
-    current_days: float
-    reference_days: float
-    drift_share: float
+    current_days: PositiveFloat
+    reference_days: PositiveFloat
+    drift_share: float = Field(gt=0, le=1)
     num_stattest: str | None
     cat_stattest: str | None
     stattest_threshold: float | None
-    min_rows: int
+    min_rows: PositiveInt
     max_rows: int
-    max_columns: int
+    max_columns: NonNegativeInt  # 0: every column
     feature_tables: tuple[str, ...]
     exclude_columns: tuple[str, ...]
     engagement_types: tuple[str, ...]
     ignore_event_types: tuple[str, ...]
     score_log: str
     retrain_on: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _rows(self) -> Self:
+        if self.max_rows < self.min_rows:
+            raise ValueError("need min_rows <= max_rows")
+        return self
 
 
 class OfflineGate(Section):
@@ -276,16 +345,16 @@ class ShadowGate(Section):
 
 
 class CanaryGate(Section):
-    share: float
+    share: float = Field(gt=0, lt=1)
     salt: str
-    min_users: int
-    alpha: float
+    min_users: int = Field(ge=2)
+    alpha: float = Field(gt=0, lt=1)
     noninferiority_margin: float
     guardrail_margin: float
 
 
 class Promote(Section):
-    k: int
+    k: PositiveInt
     offline: OfflineGate
     shadow: ShadowGate
     canary: CanaryGate
@@ -311,26 +380,38 @@ class Serving(Section):
     log_flush_s: float
 
 
-class OnlineUpdate(Section):
-    enabled: bool
-    buffer_size: int
-    update_interval_s: float
-    rounds: int
-    learning_rate: float | None
-    label_window_s: float
-    min_labelled_rows: int
+class OnlineUpdateOptions(Section):
+    """``online_update`` keys the updater reads (``enabled`` is the serving process's choice)."""
+
+    buffer_size: PositiveInt
+    update_interval_s: PositiveFloat
+    rounds: PositiveInt
+    learning_rate: PositiveFloat | None  # None: continue the parent's learning-rate schedule
+    label_window_s: PositiveFloat
+    min_labelled_rows: PositiveInt
     max_impression_age_s: float
-    n_threads: int
+    n_threads: PositiveInt
     archive_superseded: bool
     run_offline_gate: bool
 
+    @model_validator(mode="after")
+    def _ages(self) -> Self:
+        if not self.max_impression_age_s > self.label_window_s:
+            raise ValueError("max_impression_age_s must be > label_window_s")
+        return self
 
-def _messages(err: ValidationError, source: str, prefix: tuple[str | int, ...] = ()) -> list[str]:
+
+class OnlineUpdate(OnlineUpdateOptions):
+    enabled: bool
+
+
+def error_lines(err: ValidationError, source: str, prefix: tuple[str | int, ...] = ()) -> list[str]:
     """One ``file: dotted.key: problem`` line per Pydantic error."""
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in (*prefix, *e["loc"])) or "(top level)"
         problem = {"extra_forbidden": "unknown key", "missing": "missing key"}.get(e["type"], e["msg"])
+        problem = problem.removeprefix("Value error, ")  # a validator's own message
         lines.append(f"{source}: {where}: {problem}")
     return lines
 
@@ -364,7 +445,7 @@ class Params(Section):
         try:
             cfg = cls.model_validate(dict(params))
         except ValidationError as err:
-            raise ConfigError("\n".join(_messages(err, source))) from None
+            raise ConfigError("\n".join(error_lines(err, source))) from None
         problems = cfg._override_problems(source)
         if problems:
             raise ConfigError("\n".join(problems))
@@ -379,7 +460,7 @@ class Params(Section):
             try:
                 model.model_validate(merged)
             except ValidationError as err:
-                problems.extend(_messages(err, source, prefix))
+                problems.extend(error_lines(err, source, prefix))
 
         check(Ranking, deep_merge(raw["ranking"], raw["evaluate"]["ranking"]), ("evaluate", "ranking"))
         for name in OVERRIDABLE:
@@ -436,66 +517,6 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
     raw, source = _read(path)
     Params.of(raw, source)
     return raw
-
-
-# ---------------------------------------------------------------------------------------------
-# Environment
-
-
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes"}
-
-
-class Settings(BaseModel):
-    """The process environment (``RECO_*``, ``HOST`` / ``PORT``): secrets and deployment choices
-    that do not belong in params.yaml. ``None`` means "not set": the reader falls back to
-    params.yaml (or refuses, for secrets)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    demo: bool  # RECO_DEMO: the embedded demo, which allows a built-in HMAC key
-    hmac_key: SecretStr | None  # RECO_HMAC_KEY: pseudonymisation key
-    online_store: Literal["sqlite", "redis"] | None  # RECO_ONLINE_STORE over feast.online_store
-    redis_url: str | None  # RECO_REDIS_URL
-    project_root: Path | None  # RECO_PROJECT_ROOT
-    params_file: Path | None  # RECO_PARAMS
-    workers: int  # RECO_WORKERS: server processes (below 1 counts as 1)
-    online_update: bool  # RECO_ONLINE_UPDATE=0 turns the in-process online update off
-    api_keys: SecretStr  # RECO_API_KEYS: name:secret,...
-    rate_limit_per_s: float | None  # RECO_RATE_LIMIT_PER_S
-    rate_limit_burst: float | None  # RECO_RATE_LIMIT_BURST
-    host: str  # HOST
-    port: int  # PORT
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read the environment (``os.environ`` unless ``env`` is given)."""
-        e = os.environ if env is None else env
-
-        def get(name: str, strip: bool = True) -> str | None:
-            value = e.get(name, "")
-            return (value.strip() if strip else value) or None
-
-        store = get("RECO_ONLINE_STORE")
-        values: dict[str, Any] = {
-            "demo": _flag(get("RECO_DEMO")),
-            "hmac_key": get("RECO_HMAC_KEY", strip=False),
-            "online_store": store.lower() if store else None,
-            "redis_url": get("RECO_REDIS_URL"),
-            "project_root": get("RECO_PROJECT_ROOT"),
-            "params_file": get("RECO_PARAMS"),
-            "workers": get("RECO_WORKERS") or 1,
-            "online_update": get("RECO_ONLINE_UPDATE") != "0",
-            "api_keys": get("RECO_API_KEYS", strip=False) or "",
-            "rate_limit_per_s": get("RECO_RATE_LIMIT_PER_S"),
-            "rate_limit_burst": get("RECO_RATE_LIMIT_BURST"),
-            "host": get("HOST") or "127.0.0.1",
-            "port": get("PORT") or 8000,
-        }
-        try:
-            return cls.model_validate(values)
-        except ValidationError as err:
-            raise ConfigError("\n".join(_messages(err, "environment"))) from None
 
 
 # ---------------------------------------------------------------------------------------------

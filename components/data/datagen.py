@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def run(params: Mapping[str, Any], out_dir: Path, n_events: int | None = None) -
     """Stage entry: params mapping in, drop folder out (``n_events`` overrides the params)."""
     p = GenParams.from_params(params)
     if n_events is not None:
-        p = replace(p, n_events=n_events)
+        p = p.replace(n_events=n_events)
     return write_drop(p, out_dir)
 
 

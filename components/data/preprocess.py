@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from components.core import schema
 from components.core.catalog import DataPaths
-from components.core.config import Params, stage_context, stage_parser
+from components.core.config import Params, Preprocess, stage_context, stage_parser
 from components.core.frames import arrow_string_mapper, first_occurrence_arrow
 from components.core.io import write_metrics
 from components.data.ingestion.store import read_event_table
@@ -44,11 +44,8 @@ CLEAN_EVENT_SCHEMA = pa.schema(
 )
 CLEAN_CONTENT_SCHEMA = schema.CONTENT_SCHEMA.append(pa.field("duration_imputed", pa.bool_()))
 
-@dataclass(frozen=True)
-class PreprocessParams:
+class PreprocessParams(Preprocess):
     """The ``preprocess`` section of params.yaml."""
-
-    session_gap_minutes: float
 
     @classmethod
     def from_params(cls, params: Params | Mapping[str, Any]) -> PreprocessParams:

@@ -35,7 +35,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,7 @@ class ModelRegistry:
             clean_tmp(self.models_dir)
             model = store_artefact(self.models_dir, src, version)
             params = {
-                "ranker": asdict(model.params),
+                "ranker": model.params.model_dump(),
                 "heads": {h: s.weight for h, s in model.heads.items()},
                 "feature_cols": model.feature_cols,
                 "created_from": model.created_from,

@@ -33,14 +33,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
+from pydantic import model_validator
 
-from components.core.config import Params
+from components.core.config import EvaluateProtocol, Params, Seed
 from components.evaluation.report import (
     PIPELINE,
     EvalResult,
@@ -73,32 +73,19 @@ UNIT_COLUMNS = ["user_id", "content_id", "timestamp"]
 LABEL_WINDOW = pd.Timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    """The ``evaluate`` section for one data set (``overrides.<dataset>`` merged on top), with
-    the ranker those evaluation params train (``ranking`` under ``evaluate.ranking``)."""
+class EvalSettings(EvaluateProtocol):
+    """The ``evaluate`` section for one data set (``overrides.<dataset>`` merged on top; ranges
+    checked by :class:`EvaluateProtocol`), with ``base.seed`` and the ranker those evaluation
+    params train (``ranking`` under ``evaluate.ranking``)."""
 
-    protocol: str
-    cut_quantile: float
-    test_fraction: float
-    positive_types: tuple[str, ...]  # empty: any interaction is relevant
-    ks: tuple[int, ...]
-    beyond_k: int
-    curve_max_k: int
-    inner_folds: int
-    negatives_per_group: int
-    feast_features: bool
-    max_test_users: int  # 0: all
-    seed: int
+    seed: Seed
     ranker: RankerParams
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _known_protocol(self) -> Self:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"evaluate.protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-        if not 0.0 < self.test_fraction < 1.0 or not 0.0 < self.cut_quantile < 1.0:
-            raise ValueError("evaluate.test_fraction and cut_quantile must be in (0, 1)")
-        if self.inner_folds < 1:
-            raise ValueError("evaluate.inner_folds must be >= 1")
+        return self
 
     @classmethod
     def from_params(cls, params: Params | Mapping[str, Any], dataset: str) -> EvalSettings:
@@ -313,7 +300,7 @@ def cross_validate(
     """k-fold cross-validation (per user, random): the protocol on each fold (the ranker's
     validation parts carved by ``random_per_user`` from each fold's train), then the mean and
     standard deviation of every model's metrics over the folds."""
-    s = replace(EvalSettings.from_params(params, dataset), protocol="random_per_user", test_fraction=1.0 / k)
+    s = EvalSettings.from_params(params, dataset).replace(protocol="random_per_user", test_fraction=1.0 / k)
     folds = []
     for f, (train, test) in enumerate(kfold_events(events, k, s.seed)):
         log.info("cross-validation fold %d of %d", f + 1, k)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +87,7 @@ def run_files(
     preprocessing together; the pipeline is then trained on the train part only (the ranker's
     validation parts carved from it by ``inner_protocol``) and scored on the test part."""
     drop = table_to_drop({"train": read_split(train_file), "test": read_split(test_file)}, _read_content(content_file))
-    s = replace(EvalSettings.from_params(params, name), protocol=inner_protocol, positive_types=tuple(positive_types))
+    s = EvalSettings.from_params(params, name).replace(protocol=inner_protocol, positive_types=tuple(positive_types))
     with tempfile.TemporaryDirectory(prefix="evaluate-files-") as tmp:
         root = Path(tmp)
         write_drop(drop, root / "drop")

@@ -31,7 +31,8 @@ from feast.repo_config import load_repo_config
 from feast.types import Array, Float32, Float64, Int64, String
 
 from components.core.catalog import DataPaths
-from components.core.config import Params, Settings
+from components.core.config import Params
+from components.core.settings import Settings
 
 #: The feature definitions (code). State goes to each root's ``feature_repo_state`` (the catalogue).
 REPO_CODE_DIR = DataPaths().of("feature_repo")

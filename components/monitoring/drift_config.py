@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
 
-from components.core.config import Params
+from pydantic import model_validator
+
+from components.core.config import Drift, Params, Seed
 
 FAMILIES = ("feature", "target", "prediction")
 FEATURE_TS = "event_timestamp"
@@ -19,41 +20,20 @@ class EmptyWindowError(ValueError):
     """The current window holds no data at all: no verdict can be given."""
 
 
-@dataclass(frozen=True)
-class DriftConfig:
-    """The ``drift`` section of params.yaml (plus ``base.seed``)."""
+class DriftConfig(Drift):
+    """The ``drift`` section of params.yaml (its ranges checked by :class:`Drift`) plus
+    ``base.seed``; ``retrain_on`` names only :data:`FAMILIES`."""
 
-    current_days: float
-    reference_days: float
-    drift_share: float
-    num_stattest: str | None
-    cat_stattest: str | None
-    stattest_threshold: float | None
-    min_rows: int
-    max_rows: int
-    max_columns: int
-    feature_tables: tuple[str, ...]
-    exclude_columns: tuple[str, ...]
-    engagement_types: tuple[str, ...]
-    ignore_event_types: tuple[str, ...]
-    score_log: str
-    retrain_on: tuple[str, ...]
-    seed: int
+    seed: Seed
 
-    def __post_init__(self) -> None:
-        if self.current_days <= 0 or self.reference_days <= 0:
-            raise ValueError("drift.current_days and drift.reference_days must be > 0")
-        if not 0.0 < self.drift_share <= 1.0:
-            raise ValueError(f"drift.drift_share must be in (0, 1], got {self.drift_share}")
-        if self.min_rows < 1 or self.max_rows < self.min_rows:
-            raise ValueError("drift: need 1 <= min_rows <= max_rows")
-        if self.max_columns < 0:
-            raise ValueError("drift.max_columns must be >= 0 (0 = every column)")
+    @model_validator(mode="after")
+    def _known_families(self) -> Self:
         unknown = set(self.retrain_on) - set(FAMILIES)
         if unknown:
             raise ValueError(
                 f"drift.retrain_on: unknown families {sorted(unknown)}; expected {FAMILIES}"
             )
+        return self
 
     @classmethod
     def from_params(cls, params: Params | Mapping[str, Any]) -> DriftConfig:
@@ -63,4 +43,4 @@ class DriftConfig:
 
     def settings(self) -> dict[str, Any]:
         """The configuration as a JSON-friendly mapping (recorded in the verdict)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.model_dump().items()}

@@ -169,7 +169,7 @@ def continue_training(
     if len(rows) != len(X) or X.shape[1] != len(parent.feature_cols):
         raise ValueError(f"rows ({len(rows)}) and X {X.shape} do not match the parent's features")
     impl = trainer(parent.backend)
-    p = replace(parent.params, n_threads=int(n_threads))
+    p = parent.params.replace(n_threads=int(n_threads))
     margins = parent.predict_heads(X, output="margin")  # trees + base margin, per head
     codes = pd.factorize(rows["request_id"].astype(str), sort=False)[0]
     if len(codes) and np.any(np.diff(codes) < 0):

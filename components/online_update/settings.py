@@ -8,43 +8,11 @@ from typing import Any
 
 import pandas as pd
 
-from components.core.config import Params
+from components.core.config import OnlineUpdateOptions, Params
 
 
-@dataclass(frozen=True)
-class OnlineUpdateSettings:
-    """The ``online_update`` section of ``params.yaml``."""
-
-    buffer_size: int
-    update_interval_s: float
-    rounds: int
-    learning_rate: float | None  # None: continue the parent's learning-rate schedule
-    label_window_s: float
-    min_labelled_rows: int
-    max_impression_age_s: float
-    n_threads: int
-    archive_superseded: bool
-    run_offline_gate: bool
-
-    def __post_init__(self) -> None:
-        for ok, message in (
-            (self.buffer_size >= 1, "buffer_size must be >= 1"),
-            (self.update_interval_s > 0, "update_interval_s must be > 0"),
-            (self.rounds >= 1, "rounds must be >= 1"),
-            (
-                self.learning_rate is None or self.learning_rate > 0,
-                "learning_rate must be > 0 (or null)",
-            ),
-            (self.label_window_s > 0, "label_window_s must be > 0"),
-            (self.min_labelled_rows >= 1, "min_labelled_rows must be >= 1"),
-            (
-                self.max_impression_age_s > self.label_window_s,
-                "max_impression_age_s must be > label_window_s",
-            ),
-            (self.n_threads >= 1, "n_threads must be >= 1"),
-        ):
-            if not ok:
-                raise ValueError(f"online_update.{message}")
+class OnlineUpdateSettings(OnlineUpdateOptions):
+    """The ``online_update`` section of ``params.yaml`` (checked by :class:`OnlineUpdateOptions`)."""
 
     @property
     def label_window(self) -> pd.Timedelta:

@@ -59,7 +59,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -510,7 +510,7 @@ class OnlineUpdater:
             last, last_ok = self._last_result, self._last_update
             return {
                 "running": self._thread is not None and self._thread.is_alive(),
-                "settings": asdict(self.settings),
+                "settings": self.settings.model_dump(),
                 "events_received": self._received,
                 "pending_events": self._pending,
                 "events_in_memory": int(sum(len(f) for f in self._events)),

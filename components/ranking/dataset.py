@@ -17,13 +17,12 @@ FeatureService's point-in-time features, :func:`add_features`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from components.core.config import TRAINING_SET_KEYS, Params
+from components.core.config import TRAINING_SET_KEYS, Params, RankingTrainingSet, Seed
 from components.features.point_in_time import training_frame
 from components.ranking.labels import LABEL_COLUMNS, outcome_labels, utc, utc_series
 from components.ranking.split import time_split
@@ -56,22 +55,11 @@ NON_FEATURES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class TrainingSetParams:
-    """``ranking`` keys of the training set (the model keys are :class:`RankerParams`')."""
+class TrainingSetParams(RankingTrainingSet):
+    """``ranking`` keys of the training set (the model keys are :class:`RankerParams`'), with
+    ``base.seed`` for the negative sample."""
 
-    training_cuts: int
-    label_window_hours: float
-    negatives_per_group: int
-    seed: int
-
-    def __post_init__(self) -> None:
-        if self.training_cuts < 1:
-            raise ValueError("ranking.training_cuts must be >= 1")
-        if self.label_window_hours <= 0:
-            raise ValueError("ranking.label_window_hours must be > 0")
-        if self.negatives_per_group < 0:
-            raise ValueError("ranking.negatives_per_group must be >= 0")
+    seed: Seed
 
     @property
     def window(self) -> pd.Timedelta:

@@ -33,7 +33,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -276,8 +276,8 @@ class RankerModel:
         heads = {
             h: replace(s, weight=float(weights.get(h, s.weight))) for h, s in self.heads.items()
         }
-        params = replace(
-            self.params, heads={**self.params.heads, **{h: float(w) for h, w in weights.items()}}
+        params = self.params.replace(
+            heads={**self.params.heads, **{h: float(w) for h, w in weights.items()}}
         )
         return RankerModel(
             backend=self.backend,
@@ -323,7 +323,7 @@ class RankerModel:
             "feature_service": self.feature_service,
             "created_from": self.created_from,
             "training_metrics": self.training_metrics,
-            "params": asdict(self.params),
+            "params": self.params.model_dump(),
         }
 
     def manifest(self) -> dict[str, Any]:

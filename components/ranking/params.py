@@ -12,10 +12,11 @@ Parameter mapping
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from components.core.config import TRAINING_SET_KEYS, Params
+from pydantic import model_validator
+
+from components.core.config import TRAINING_SET_KEYS, Params, RankingModel, Seed
 
 HEADS: tuple[str, ...] = ("engaged", "like", "share", "complete_view", "watch_ratio", "negative")
 BACKENDS = ("lightgbm", "xgboost")
@@ -26,29 +27,14 @@ HeadKind = Literal["lambdarank", "binary", "regression"]
 HeadOutput = Literal["natural", "margin", "standardised"]
 
 
-@dataclass(frozen=True)
-class RankerParams:
-    """Tunables of the ranking model (``params.yaml``: ``ranking`` section, seed from ``base``)."""
+class RankerParams(RankingModel):
+    """Tunables of the ranking model (``params.yaml``: ``ranking`` section, seed from ``base``);
+    :class:`RankingModel` checks the ranges, this the backend, objective and head names."""
 
-    backend: str
-    objective: str
-    heads: dict[str, float]
-    l2_lambda: float
-    learning_rate: float
-    lr_decay: float
-    n_estimators: int
-    early_stopping_rounds: int  # 0 disables early stopping (validation is still scored)
-    num_leaves: int
-    max_depth: int
-    min_child_samples: int
-    validation_fraction: float
-    eval_at: int
-    n_threads: int
-    base_feature: str  # main head boosts from this feature ("auto": best z_* on training groups; "": off)
-    base_weight: float
-    seed: int
+    seed: Seed
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _known_names(self) -> Self:
         if self.backend not in BACKENDS:
             raise ValueError(f"ranking.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.objective not in OBJECTIVES:
@@ -60,22 +46,7 @@ class RankerParams:
             raise ValueError(f"ranking.heads: unknown heads {unknown}; known: {list(HEADS)}")
         if "engaged" not in self.heads or self.heads["engaged"] == 0:
             raise ValueError("ranking.heads must give the main head 'engaged' a non-zero weight")
-        checks: list[tuple[bool, str]] = [
-            (self.l2_lambda >= 0, "l2_lambda must be >= 0"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
-            (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
-            (self.n_estimators >= 1, "n_estimators must be >= 1"),
-            (self.early_stopping_rounds >= 0, "early_stopping_rounds must be >= 0"),
-            (self.num_leaves >= 2, "num_leaves must be >= 2"),
-            (self.max_depth >= 1, "max_depth must be >= 1"),
-            (self.min_child_samples >= 1, "min_child_samples must be >= 1"),
-            (0 < self.validation_fraction < 1, "validation_fraction must be in (0, 1)"),
-            (self.eval_at >= 1, "eval_at must be >= 1"),
-            (self.n_threads >= 1, "n_threads must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"ranking.{message}")
+        return self
 
     @classmethod
     def from_params(cls, params: Params | Mapping[str, Any]) -> RankerParams:

@@ -34,7 +34,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from components.core.catalog import DataPaths
-from components.core.config import Params, Settings, load_params
+from components.core.config import Params, load_params
+from components.core.settings import Settings
 
 if TYPE_CHECKING:
     from components.online_update.update import OnlineUpdater

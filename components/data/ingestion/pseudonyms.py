@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
-from components.core.config import Settings
 from components.core.frames import arrow_text
+from components.core.settings import Settings
 from components.data.ingestion.rules import IngestError
 
 log = logging.getLogger(__name__)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from components.core import schema
-from components.core.config import Params
+from components.core.config import IngestLimits, Params
 
 #: Reason codes, in order of precedence when a record fails several checks.
 REASON_ORDER: tuple[str, ...] = (
@@ -36,17 +35,8 @@ class IngestError(RuntimeError):
     """A problem that stops ingestion as a whole (configuration, reconciliation)."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Validation bounds, from ``params.yaml`` (``ingest`` section)."""
-
-    max_watch_duration_s: float
-    max_text_chars: int
-    max_id_chars: int
-    future_tolerance_s: float
-    min_timestamp: str
-    min_rating: float
-    max_rating: float
+class Limits(IngestLimits):
+    """Validation bounds, from ``params.yaml`` (``ingest`` section, without its overrides)."""
 
     @classmethod
     def from_params(cls, params: Params | Mapping[str, Any]) -> Limits:

@@ -57,7 +57,7 @@ def arm_outcomes(
 ) -> pd.DataFrame:
     """Per user: arm, impressions, engagement and negative-feedback rates of the shown top-k
     (negative feedback is 0 when the rows have no ``label_negative``: the gate checks that)."""
-    canary_user = in_canary(rows["user_id"].astype(str).tolist(), p.share, p.salt)
+    canary_user = in_canary(rows["user_id"].astype(str).tolist(), p.canary.share, p.canary.salt)
     tiebreak = id_tiebreak(rows)
     engaged = rows["label_engaged"].to_numpy(dtype=np.float64)
     negative = (
@@ -133,9 +133,9 @@ def _arm_metrics(c: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
 def _test_checks(
     m: dict[str, Any], eng: dict[str, float], neg: dict[str, float], p: PromoteParams
 ) -> list[Check]:
-    guard_ok = not (neg["p_greater"] < p.alpha and neg["diff"] > p.guardrail_margin)
-    worse = eng["p_less"] < p.alpha
-    noninf = eng["ci_low"] > -p.noninferiority_margin
+    guard_ok = not (neg["p_greater"] < p.canary.alpha and neg["diff"] > p.canary.guardrail_margin)
+    worse = eng["p_less"] < p.canary.alpha
+    noninf = eng["ci_low"] > -p.canary.noninferiority_margin
     ce, be = m["canary_engagement_rate"], m["control_engagement_rate"]
     return [
         Check(
@@ -143,7 +143,7 @@ def _test_checks(
             guard_ok,
             (
                 f"guardrail: negative-feedback rate {m['canary_negative_rate']:.4f} vs "
-                f"{m['control_negative_rate']:.4f} ({neg['diff']:+.4f}, margin {p.guardrail_margin}, "
+                f"{m['control_negative_rate']:.4f} ({neg['diff']:+.4f}, margin {p.canary.guardrail_margin}, "
                 f"p = {neg['p_greater']:.2g})"
             ),
         ),
@@ -163,11 +163,11 @@ def _test_checks(
             "noninferiority",
             noninf,
             (
-                f"engagement {ce:.4f} vs {be:.4f} (Δ {eng['diff']:+.4f}, {100 * (1 - p.alpha):.0f} % CI "
-                f"[{eng['ci_low']:+.4f}, {eng['ci_high']:+.4f}] above -{p.noninferiority_margin}); guardrail held"
+                f"engagement {ce:.4f} vs {be:.4f} (Δ {eng['diff']:+.4f}, {100 * (1 - p.canary.alpha):.0f} % CI "
+                f"[{eng['ci_low']:+.4f}, {eng['ci_high']:+.4f}] above -{p.canary.noninferiority_margin}); guardrail held"
                 if noninf
                 else f"inconclusive: engagement Δ {eng['diff']:+.4f}, CI low {eng['ci_low']:+.4f} ≤ "
-                f"-{p.noninferiority_margin}; waiting for more outcomes"
+                f"-{p.canary.noninferiority_margin}; waiting for more outcomes"
             ),
         ),
     ]
@@ -181,11 +181,11 @@ def canary_decision(
     c = per_user[per_user["canary"]]
     b = per_user[~per_user["canary"]]
     metrics = _arm_metrics(c, b)
-    if min(len(c), len(b)) < p.min_users:
+    if min(len(c), len(b)) < p.canary.min_users:
         few = Check(
             "sample_size",
             False,
-            f"not enough outcomes yet: {len(c)} canary / {len(b)} control users (< {p.min_users} per arm)",
+            f"not enough outcomes yet: {len(c)} canary / {len(b)} control users (< {p.canary.min_users} per arm)",
         )
         return "hold", [few], metrics
     checks = [Check("sample_size", True, f"{len(c)} canary / {len(b)} control users")]
@@ -199,8 +199,8 @@ def canary_decision(
             )
         )
         return "hold", checks, metrics
-    eng = welch(c["engagement_rate"].to_numpy(), b["engagement_rate"].to_numpy(), p.alpha)
-    neg = welch(c["negative_rate"].to_numpy(), b["negative_rate"].to_numpy(), p.alpha)
+    eng = welch(c["engagement_rate"].to_numpy(), b["engagement_rate"].to_numpy(), p.canary.alpha)
+    neg = welch(c["negative_rate"].to_numpy(), b["negative_rate"].to_numpy(), p.canary.alpha)
     metrics["engagement_test"] = eng
     metrics["guardrail_test"] = neg
     checks += _test_checks(metrics, eng, neg, p)
@@ -217,11 +217,11 @@ def canary_gate(
 ) -> Verdict:
     """The canary arms on the replayed requests (module docstring)."""
     thresholds = {
-        "share": p.share,
-        "min_users_per_arm": p.min_users,
-        "alpha": p.alpha,
-        "noninferiority_margin": p.noninferiority_margin,
-        "guardrail_margin": p.guardrail_margin,
+        "share": p.canary.share,
+        "min_users_per_arm": p.canary.min_users,
+        "alpha": p.canary.alpha,
+        "noninferiority_margin": p.canary.noninferiority_margin,
+        "guardrail_margin": p.canary.guardrail_margin,
         "k": p.k,
     }
     if production is None:

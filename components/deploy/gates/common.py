@@ -4,13 +4,13 @@ request groups, top-k selection, the score log rows and the verdict of a promoti
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from components.core.config import Params
+from components.core.config import Params, Promote, Seed
 from components.core.verdict import Check, Verdict
 
 if TYPE_CHECKING:
@@ -23,51 +23,17 @@ REPLAY_EVIDENCE = (
 )
 
 
-@dataclass(frozen=True)
-class PromoteParams:
-    """The ``promote`` section of params.yaml (plus ``base.seed``)."""
+class PromoteParams(Promote):
+    """The ``promote`` section of params.yaml (``k`` and the ``offline``, ``shadow`` and
+    ``canary`` gates' subsections, checked by :class:`Promote`) plus ``base.seed``."""
 
-    k: int
-    # offline
-    min_delta_ndcg: float
-    min_delta_auc: float
-    min_auc: float  # first model: no production to compare with
-    max_quarantine_rate: float
-    min_groups: int
-    # shadow
-    min_rank_corr: float
-    max_p99_ms: float
-    # canary
-    share: float
-    salt: str
-    min_users: int
-    alpha: float
-    noninferiority_margin: float
-    guardrail_margin: float
-    seed: int
-
-    def __post_init__(self) -> None:
-        for ok, msg in (
-            (self.k >= 1, "promote.k must be >= 1"),
-            (0 < self.share < 1, "promote.canary.share must be in (0, 1)"),
-            (0 < self.alpha < 1, "promote.canary.alpha must be in (0, 1)"),
-            (self.min_users >= 2, "promote.canary.min_users must be >= 2"),
-        ):
-            if not ok:
-                raise ValueError(msg)
+    seed: Seed
 
     @classmethod
     def from_params(cls, params: Params | Mapping[str, Any]) -> PromoteParams:
-        """The ``promote`` section, its gate subsections flattened, with ``base.seed``."""
+        """The ``promote`` section with ``base.seed``."""
         cfg = Params.of(params)
-        p = cfg.promote
-        return cls(
-            k=p.k,
-            **p.offline.model_dump(),
-            **p.shadow.model_dump(),
-            **p.canary.model_dump(),
-            seed=cfg.base.seed,
-        )
+        return cls(seed=cfg.base.seed, **cfg.promote.model_dump())
 
 
 def promotion_verdict(

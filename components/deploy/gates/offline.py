@@ -100,7 +100,7 @@ def quality_checks(quality: Mapping[str, Any], p: PromoteParams) -> list[Check]:
         at_most(
             "quarantine_rate",
             quality.get("quarantine_rate"),
-            p.max_quarantine_rate,
+            p.offline.max_quarantine_rate,
             "quarantine rate",
         ),
     ]
@@ -187,17 +187,17 @@ def offline_gate(
     if cand_missing:
         metrics["candidate_missing_features"] = cand_missing
     thresholds: dict[str, Any] = {
-        "min_delta_ndcg": p.min_delta_ndcg,
-        "min_delta_auc": p.min_delta_auc,
-        "max_quarantine_rate": p.max_quarantine_rate,
-        "min_groups": p.min_groups,
+        "min_delta_ndcg": p.offline.min_delta_ndcg,
+        "min_delta_auc": p.offline.min_delta_auc,
+        "max_quarantine_rate": p.offline.max_quarantine_rate,
+        "min_groups": p.offline.min_groups,
     }
-    enough = groups >= p.min_groups
+    enough = groups >= p.offline.min_groups
     checks = [
         Check(
             "held_out_groups",
             enough,
-            f"{groups} held-out groups ({'>=' if enough else '<'} {p.min_groups})",
+            f"{groups} held-out groups ({'>=' if enough else '<'} {p.offline.min_groups})",
         ),
         finite_scores("candidate_scores", cand_scores, "candidate"),
     ]
@@ -214,23 +214,23 @@ def offline_gate(
                 f"NDCG@{k}",
                 cm[f"ndcg@{k}"],
                 pm[f"ndcg@{k}"],
-                p.min_delta_ndcg,
+                p.offline.min_delta_ndcg,
             ),
-            _versus("auc_vs_production", "AUC", cm["auc"], pm["auc"], p.min_delta_auc),
+            _versus("auc_vs_production", "AUC", cm["auc"], pm["auc"], p.offline.min_delta_auc),
         ]
         passed_reason = (
             f"NDCG@{k} {_fmt(cm[f'ndcg@{k}'])} and AUC {_fmt(cm['auc'])} within the margins of "
             "production"
         )
     else:
-        thresholds["min_auc"] = p.min_auc
-        floor = at_least("auc_floor", cm["auc"], p.min_auc, "first model: AUC")
+        thresholds["min_auc"] = p.offline.min_auc
+        floor = at_least("auc_floor", cm["auc"], p.offline.min_auc, "first model: AUC")
         if not floor.passed:
             floor = Check(
-                "auc_floor", False, f"first model: AUC {cm['auc']} below the floor {p.min_auc}"
+                "auc_floor", False, f"first model: AUC {cm['auc']} below the floor {p.offline.min_auc}"
             )
         checks.append(floor)
-        passed_reason = f"first model: AUC {_fmt(cm['auc'])} ≥ {p.min_auc}"
+        passed_reason = f"first model: AUC {_fmt(cm['auc'])} ≥ {p.offline.min_auc}"
     metrics["quality"] = dict(quality)
     checks += quality_checks(quality, p)
     drift_ok, metrics["drift"] = drift_check(drift, trained_until)

@@ -101,7 +101,7 @@ def candidate_checks(
             if missing
             else "every feature the candidate reads is served",
         ),
-        at_most("latency_p99", p99_ms, p.max_p99_ms, "p99 scoring latency (ms)"),
+        at_most("latency_p99", p99_ms, p.shadow.max_p99_ms, "p99 scoring latency (ms)"),
     ]
 
 
@@ -110,7 +110,7 @@ def shadow_gate(
 ) -> tuple[Verdict, pd.DataFrame]:
     """Both models score every replayed request; returns the verdict and the score log rows."""
     prod_version = production.version if production is not None else None
-    thresholds = {"min_rank_corr": p.min_rank_corr, "max_p99_ms": p.max_p99_ms}
+    thresholds = {"min_rank_corr": p.shadow.min_rank_corr, "max_p99_ms": p.shadow.max_p99_ms}
     if rows.empty:
         none = missing(
             "requests",
@@ -143,7 +143,7 @@ def shadow_gate(
         metrics.update(agreement(rows, groups, cand, prod, p.k))
         corr, overlap = metrics["mean_rank_corr"], metrics[f"mean_top{p.k}_jaccard"]
         label = "mean rank correlation with production"
-        checks.append(at_least("rank_corr", corr, p.min_rank_corr, label))
+        checks.append(at_least("rank_corr", corr, p.shadow.min_rank_corr, label))
         log_parts.append(score_log(rows, prod, production.version, "production"))
         passed_reason = (
             f"agrees with production (rank corr {corr:.3f}, top-{p.k} overlap {overlap:.3f}), {p99}"

@@ -12,12 +12,12 @@ import yaml
 from components.core.config import (
     ConfigError,
     Params,
-    Settings,
     deep_merge,
     load_config,
     load_params,
     stage_context,
 )
+from components.core.settings import Settings
 from tests.fixtures.params import project_params
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +129,11 @@ def test_from_params_rejects_bad_sections(params: dict[str, Any], where: str) ->
 )
 def test_invalid_params_raise(change: dict) -> None:
     with pytest.raises(ValueError):
-        replace(SMALL, **change)
+        SMALL.replace(**change)
 
 
 def test_too_many_events_for_the_population_is_refused(tmp_path: Path) -> None:
-    p = replace(SMALL, n_users=2, n_items=20, n_creators=2, n_categories=2, n_events=10_000_000, days=1)
+    p = SMALL.replace(n_users=2, n_items=20, n_creators=2, n_categories=2, n_events=10_000_000, days=1)
     with pytest.raises(ValueError, match="raise n_users or days"):
         write_drop(p, tmp_path)
 
@@ -155,7 +154,7 @@ def test_same_params_give_byte_identical_files(
 
 
 def test_another_seed_gives_other_events(drop: tuple[Path, GenSummary], tmp_path: Path) -> None:
-    other = replace(SMALL, seed=8, n_events=2_000)
+    other = SMALL.replace(seed=8, n_events=2_000)
     write_drop(other, tmp_path)
     a = pq.read_table(drop[0] / "events" / "part-00000.parquet").slice(0, 2_000)
     b = pq.read_table(tmp_path / "events" / "part-00000.parquet")

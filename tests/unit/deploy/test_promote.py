@@ -13,7 +13,6 @@ independent feature ``f_neg``. So:
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from tests.fixtures.params import project_params, project_settings
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 GOOD_QUALITY = {"reconciled": True, "quarantine_rate": 0.001}
 NO_DRIFT = drift_record()
-P = project_settings(PromoteParams, min_users=40, share=0.3, min_groups=20)
+P = PromoteParams.from_params(project_params(promote={"offline": {"min_groups": 20}, "canary": {"min_users": 40, "share": 0.3}}))
 
 
 def make_rows(n_users: int = 400, per_group: int = 30, seed: int = 0) -> pd.DataFrame:
@@ -143,7 +142,7 @@ def test_shadow_gate_compares_agreement_and_logs_both_models(models, rows) -> No
     assert not contradicts.passed and contradicts.metrics["mean_rank_corr"] < -0.99
     unrelated, _ = shadow_gate(rows, models["good"], models["weak"], P)  # production is noise
     assert unrelated.passed and abs(unrelated.metrics["mean_rank_corr"]) < 0.1
-    slow, _ = shadow_gate(rows, models["good"], models["weak"], replace(P, max_p99_ms=0.0))
+    slow, _ = shadow_gate(rows, models["good"], models["weak"], P.replace(shadow=P.shadow.replace(max_p99_ms=0.0)))
     assert not slow.passed and "p99 scoring latency" in slow.reason
 
 
@@ -159,7 +158,7 @@ def test_canary_assignment_is_deterministic_and_close_to_the_share() -> None:
 def test_canary_promotes_a_better_model(models, rows) -> None:
     v = canary_gate(rows, models["good"], models["weak"], P)
     assert v.decision == "promote" and v.passed, v.reason
-    assert v.metrics["canary_users"] >= P.min_users and v.metrics["control_users"] >= P.min_users
+    assert v.metrics["canary_users"] >= P.canary.min_users and v.metrics["control_users"] >= P.canary.min_users
     assert v.metrics["canary_engagement_rate"] > v.metrics["control_engagement_rate"]
     assert "replay of held-out events" in v.details["evidence"]
 
@@ -227,7 +226,7 @@ def _params(offline_margin: float = -0.005) -> dict:
         base={"seed": 42},
         promote={
             "offline": {"min_delta_ndcg": offline_margin, "min_delta_auc": offline_margin},
-            "canary": {"min_users": P.min_users, "share": P.share},
+            "canary": {"min_users": P.canary.min_users, "share": P.canary.share},
         },
     )
 

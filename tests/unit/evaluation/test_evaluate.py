@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +101,7 @@ def test_settings_overrides_and_validation() -> None:
     synthetic = P.EvalSettings.from_params(params, "synthetic")
     assert synthetic.ranker.heads == params["ranking"]["heads"]  # no ranking override: the ranking section
     with pytest.raises(ValueError, match="protocol"):
-        replace(synthetic, protocol="leave_one_out")
+        synthetic.replace(protocol="leave_one_out")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ def test_decayed_engagement_matches_formula_across_snapshots() -> None:
         w(70, 1.0) + w(52, 3.0) + w(19, 2.0), rel=1e-12
     )
 
-    flat = user_features(ev, NO_USERS, ["food"], replace(P, lambda_decay=0.0))
+    flat = user_features(ev, NO_USERS, ["food"], P.replace(lambda_decay=0.0))
     assert list(flat["u_engagement_decayed"]) == pytest.approx([4.0, 6.0])
 
 
@@ -138,7 +137,7 @@ def test_rates_recency_devices_and_last_viewed() -> None:
         ]
     )
     r = row(
-        user_features(ev, NO_USERS, ["food"], replace(P, last_n_viewed=3)),
+        user_features(ev, NO_USERS, ["food"], P.replace(last_n_viewed=3)),
         "user_id",
         "u1",
         T0 + DAY,
@@ -293,7 +292,7 @@ def test_content_profile_text_hashtags_vectors_and_availability() -> None:
     )
     ev = events_frame([{"t": 7, "type": "view", "content": "b"}])
     out = content_profile(
-        ev, content, ["food", "pets", "other"], replace(P, text_dim=4)
+        ev, content, ["food", "pets", "other"], P.replace(text_dim=4)
     ).set_index("content_id")
     assert out.loc["a", "event_timestamp"] == T0 + 5 * H  # upload time
     assert out.loc["b", "event_timestamp"] == T0 + 7 * H  # first event (no upload time)
@@ -460,11 +459,11 @@ def test_params_from_yaml_section_and_validation() -> None:
     assert (p.lambda_decay, p.seed, p.engagement_weights["like"]) == (0.2, 7, 5.0)
     assert p.engagement_weights["share"] == P.engagement_weights["share"]  # the rest from params.yaml
     with pytest.raises(ValueError, match="days"):
-        replace(P, decay_unit="hours")
+        P.replace(decay_unit="hours")
     with pytest.raises(ValueError, match="lambda_decay"):
-        replace(P, lambda_decay=-1.0)
+        P.replace(lambda_decay=-1.0)
     with pytest.raises(ValueError, match="unknown event types"):
-        replace(P, engagement_weights={"zap": 1.0})
+        P.replace(engagement_weights={"zap": 1.0})
 
 
 def test_empty_inputs_give_empty_tables_with_schema() -> None:

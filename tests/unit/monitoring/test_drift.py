@@ -4,7 +4,6 @@ unshifted windows are not, thin windows are skipped with a reason, outputs are d
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +255,7 @@ def test_feature_shift_is_detected_and_requests_retraining() -> None:
     assert not v.family("feature").drifted and not v.retrain_requested
     assert v.family("feature").share_drifted == pytest.approx(1 / 6)
     # with a share threshold of 0.15 the same shift flags the family and asks for retraining
-    cfg = replace(CFG, drift_share=0.15)
+    cfg = CFG.replace(drift_share=0.15)
     v = detect_drift(shifted, events(), None, WINDOWS, cfg).report
     assert v.family("feature").drifted and v.drift_detected and v.retrain_requested and not v.passed
     assert v.reason.startswith("Drift detected in feature; retraining requested")
@@ -285,7 +284,7 @@ def test_score_shift_flags_prediction_drift_without_retraining() -> None:
 
 
 def test_custom_stattest_from_params() -> None:
-    cfg = replace(CFG, num_stattest="ks", stattest_threshold=0.01)
+    cfg = CFG.replace(num_stattest="ks", stattest_threshold=0.01)
     v = detect_drift(features(current_scale={"u_a": 3.0}), None, None, WINDOWS, cfg).report
     a = v.family("feature").drifted_columns[0]
     assert (a.column, a.stattest, a.score_kind, a.threshold) == (

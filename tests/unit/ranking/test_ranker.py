@@ -12,7 +12,6 @@ import json
 import logging
 import os
 from collections.abc import Hashable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +80,7 @@ def small_params(**overrides: object) -> RankerParams:
         seed=7,
         base_feature="",
     )
-    return replace(base, **overrides)  # type: ignore[arg-type]
+    return base.replace(**overrides)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +270,7 @@ def test_training_is_deterministic_with_two_threads(backend: str) -> None:
     a, b = train_ranker(df, FEATURES, p), train_ranker(df, FEATURES, p)
     np.testing.assert_array_equal(a.predict(df), b.predict(df))
     assert a.version == b.version
-    c = train_ranker(df, FEATURES, replace(p, l2_lambda=50.0, n_threads=1))
+    c = train_ranker(df, FEATURES, p.replace(l2_lambda=50.0, n_threads=1))
     assert not np.array_equal(c.predict(df), a.predict(df)) and c.version != a.version
 
 
@@ -338,7 +337,7 @@ def test_head_without_variation_is_skipped(
     assert "share" in model.training_metrics["skipped_heads"]
     assert "skipping head share" in caplog.text
     with pytest.raises(ValueError, match="no head could be trained"):
-        train_ranker(df.assign(relevance=0), FEATURES, replace(p, heads={"engaged": 1.0}))
+        train_ranker(df.assign(relevance=0), FEATURES, p.replace(heads={"engaged": 1.0}))
 
 
 @pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
@@ -395,7 +394,7 @@ def test_input_errors(frame: pd.DataFrame, models: dict[tuple[str, str], RankerM
     with pytest.raises(TypeError, match="numeric"):
         train_ranker(frame.assign(f0="x"), FEATURES, p)
     with pytest.raises(ValueError, match="0/1"):
-        train_ranker(frame.assign(label_engaged=2), FEATURES, replace(p, objective="binary"))
+        train_ranker(frame.assign(label_engaged=2), FEATURES, p.replace(objective="binary"))
     with pytest.raises(ValueError, match="integer grades"):
         train_ranker(frame.assign(relevance=0.5), FEATURES, p)
     with pytest.raises(ValueError, match="label_engaged must not be missing"):
