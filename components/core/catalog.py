@@ -23,6 +23,20 @@ from pathlib import Path, PurePosixPath
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+#: what a placeholder value may be: one path segment (a data set, split or gate name), so that a
+#: name such as ``x/../../data`` can never point an output (or an ``rmtree``) outside its folder
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """``value`` if it is a safe single path segment (a data set, split or gate name), else a
+    ``ValueError`` saying why: such names become parts of output paths."""
+    if not _SEGMENT.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{what}={value!r} is not a safe name (1-128 letters, digits, '_', '-', '.', '@', '+', "
+            "starting with a letter or digit; no '/' or '..'): it becomes part of a path"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,8 @@ class Artefact:
                 f"artefact {self.name!r} ({self.path}) takes {sorted(self.placeholders)}, "
                 f"got {sorted(values)}"
             )
+        for key, value in values.items():
+            check_name(str(value), f"artefact {self.name!r}: {key}")
         return PurePosixPath(_PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), self.path))
 
     def at(self, root: Path, **values: str) -> Path:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from components.core.catalog import DataPaths
+from components.core.catalog import DataPaths, check_name
 from components.core.config import Params, stage_context, stage_parser
 from components.core.io import write_metrics
 from components.data.adapters.brought import table_to_drop
@@ -86,6 +86,7 @@ def run_files(
     test. Both go through the project's ingestion (validation, pseudonymisation) and
     preprocessing together; the pipeline is then trained on the train part only (the ranker's
     validation parts carved from it by ``inner_protocol``) and scored on the test part."""
+    check_name(name, "--name")  # before any work: the name becomes part of the output paths
     drop = table_to_drop({"train": read_split(train_file), "test": read_split(test_file)}, _read_content(content_file))
     s = EvalSettings.from_params(params, name).replace(protocol=inner_protocol, positive_types=tuple(positive_types))
     with tempfile.TemporaryDirectory(prefix="evaluate-files-") as tmp:
@@ -104,13 +105,20 @@ def run_files(
 # CLI
 
 
+def _split_name(value: str) -> str:
+    try:
+        return check_name(value, "--name")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__)
     parser.add_argument("--dataset", choices=DATASETS, default=None, help="evaluate this data set instead of the pipeline's data/interim")
     parser.add_argument("--train-file", type=Path, help="bring your own split: train table (user,item,rating,timestamp)")
     parser.add_argument("--test-file", type=Path, help="bring your own split: test table")
     parser.add_argument("--content-file", type=Path, help="optional content table for --train-file (content_id, category, tags, ...)")
-    parser.add_argument("--name", default="files", help="name of a brought split (output suffix)")
+    parser.add_argument("--name", default="files", type=_split_name, help="name of a brought split (output suffix; letters, digits, _ - . @ +)")
     parser.add_argument("--inner-protocol", choices=PROTOCOLS, default="random_per_user", help="how the ranker's validation parts are carved from a brought train part")
     parser.add_argument("--positive-types", nargs="*", default=[], help="relevant event types of a brought split (default: any interaction)")
     parser.add_argument("--cv", type=int, default=0, help="k-fold cross-validation (per user) of the data set instead of the hold-out")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.core.catalog import CATALOG, PROJECT_ROOT, Artefact, DataPaths, artefact
+from components.core.catalog import CATALOG, PROJECT_ROOT, Artefact, DataPaths, artefact, check_name
 
 PACKAGE = "components"
 
@@ -287,3 +287,16 @@ def test_code_asks_only_for_catalogued_artefacts_with_their_placeholders() -> No
         if name not in CATALOG or artefact(name).placeholders != keys
     ]
     assert not bad
+
+
+@pytest.mark.parametrize("name", ["x/../../../data/victim", "..", "a/b", "/etc", ".hidden", "", "a" * 129, "ok\n"])
+def test_a_placeholder_value_must_be_one_safe_path_segment(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="is not a safe name"):
+        check_name(name)
+    with pytest.raises(ValueError, match="dataset="):
+        DataPaths(tmp_path).of("metrics_evaluate_dataset", dataset=name)
+
+
+def test_ordinary_names_stay_valid(tmp_path: Path) -> None:
+    for name in ("synthetic", "kuairand", "ml-1m", "amazon_books.2018", "split@v2"):
+        assert DataPaths(tmp_path).of("metrics_evaluate_dataset", dataset=name).name == f"evaluate_{name}.json"

@@ -237,3 +237,23 @@ def test_cross_validation_averages_folds(world: tuple[pd.DataFrame, ...], tmp_pa
     m = cv["models"][Rp.PIPELINE]["ndcg@10"]
     assert 0.0 < m["mean"] <= 1.0 and m["std"] >= 0.0
     assert cv["models"][Rp.PIPELINE]["ndcg@10"]["mean"] > cv["models"]["popularity"]["ndcg@10"]["mean"]
+
+
+def test_a_brought_split_name_that_leaves_its_folder_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--name x/../../../data/victim`` once reached an ``rmtree`` of the curves folder."""
+    from components.evaluation.stage import main
+
+    victim = tmp_path / "data" / "victim"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("precious")
+    split = tmp_path / "split.csv"
+    split.write_text("user,item,rating,timestamp\nu1,i1,5,1700000000\n")
+    argv = ["--root", str(tmp_path / "root"), "--train-file", str(split), "--test-file", str(split),
+            "--name", "x/../../../data/victim"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "is not a safe name" in capsys.readouterr().err
+    assert (victim / "keep.txt").read_text() == "precious"
