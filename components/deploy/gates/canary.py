@@ -199,6 +199,17 @@ def canary_decision(
             )
         )
         return "hold", checks, metrics
+    engagement = per_user["engagement_rate"].to_numpy(dtype=np.float64)
+    if np.ptp(engagement) == 0:
+        checks.append(
+            Check(
+                "outcome_evidence",
+                False,
+                f"every user of both arms has the same engagement rate ({engagement[0]:.4f}): "
+                "no evidence either way; waiting for outcomes that vary",
+            )
+        )
+        return "hold", checks, metrics
     eng = welch(c["engagement_rate"].to_numpy(), b["engagement_rate"].to_numpy(), p.canary.alpha)
     neg = welch(c["negative_rate"].to_numpy(), b["negative_rate"].to_numpy(), p.canary.alpha)
     metrics["engagement_test"] = eng

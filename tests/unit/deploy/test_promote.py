@@ -394,7 +394,22 @@ def test_canary_with_no_variance_in_either_arm_is_exact_not_nan() -> None:
     worse, checks, metrics = canary_decision(pd.concat([arm(True, 0.25), arm(False, 0.5)]), P)
     assert metrics["engagement_test"]["t"] == 0.0 and metrics["engagement_test"]["p_less"] == 0.0
     assert worse == "rollback" and "significantly worse" in " ".join(c.reason for c in checks if not c.passed)
-    assert canary_decision(pd.concat([arm(True, 0.5), arm(False, 0.5)]), P)[0] == "promote"
+
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_canary_with_the_same_constant_outcome_in_both_arms_holds(rate: float) -> None:
+    """All-zero outcomes in both arms (or any one rate for every user) are no evidence: the gate
+    holds instead of reading a zero-width interval at 0 as non-inferior (issue 16)."""
+    def arm(canary: bool) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": [f"{canary}-{i}" for i in range(100)], "canary": canary,
+                             "impressions": 10, "engaged": 0, "negative": 0,
+                             "engagement_rate": rate, "negative_rate": 0.0})
+
+    decision, checks, _ = canary_decision(pd.concat([arm(True), arm(False)]), P)
+    assert decision == "hold"
+    failed = [c for c in checks if not c.passed]
+    assert [c.name for c in failed] == ["outcome_evidence"] and "no evidence" in failed[0].reason
 
 
 def test_drift_reference_is_the_production_models_training_window(project: DataPaths, models) -> None:
