@@ -378,6 +378,8 @@ class Serving(Section):
     store_retry_s: float
     compile_ranker: bool
     log_flush_s: float
+    #: request bodies above this many bytes are answered 413 before anything reads them
+    max_body_bytes: int = Field(gt=0)
 
 
 class OnlineUpdateOptions(Section):

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from components.core.catalog import DataPaths
 from components.core.config import Params, load_params
 from components.core.settings import Settings
+from components.serving.limits import BodyGuard
 
 if TYPE_CHECKING:
     from components.online_update.update import OnlineUpdater
@@ -131,6 +132,7 @@ class ServingState:
     log_flush_s: float = 30.0  # impressions reach disk (and the online update) at least this often
     metrics: Metrics = field(default_factory=Metrics.create)
     threads: int = 2  # serving.threads: engine threads per process (more only contend for the GIL)
+    max_body_bytes: int = 4 * 2**20  # serving.max_body_bytes: larger request bodies get 413 unread
     pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -185,6 +187,10 @@ def _feed_json(feed: Feed, raw_user: str) -> dict[str, Any]:
     }
 
 
+#: the metrics' route label of each path with a body
+_ROUTE_NAMES = {"/v1/events": "events", "/v1/recommend": "recommend"}
+
+
 def create_app(state: ServingState) -> FastAPI:
     """The app over ``state``: the feed, event, health and metrics routes, and HTTP errors as
     ``{"error": detail}``."""
@@ -194,6 +200,13 @@ def create_app(state: ServingState) -> FastAPI:
         description="Personalised short-video feed, event ingestion, health and metrics.",
     )
     app.state.serving = state
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=state.max_body_bytes,
+        api_keys=state.api_keys,
+        keyed_paths={"/v1/events"},
+        on_refused=lambda path, status: state.metrics.requests.labels(_ROUTE_NAMES.get(path, "other"), str(status)).inc(),
+    )
     _add_feed_routes(app, state)
     _add_event_routes(app, state)
     _add_health_routes(app, state)
@@ -398,6 +411,7 @@ def build_state(
         follower=follower,
         log_flush_s=serving.log_flush_s,
         threads=serving.threads,
+        max_body_bytes=serving.max_body_bytes,
     )
 
 

@@ -132,6 +132,30 @@ def test_events_need_a_key_and_report_per_event_errors(server: str) -> None:
     assert body["errors"] == [{"index": 1, "reason": "unknown_event_type", "detail": body["errors"][0]["detail"]}]
 
 
+def test_an_oversize_body_is_413_before_any_key_check(server: str) -> None:
+    """A body whose length is over ``serving.max_body_bytes`` (4 MiB) is refused unread, key or
+    no key; a streamed one once it passes the bound; the server goes on serving."""
+    big = b'{"events": [' + b"{}," * (2 * 2**20) + b"{}]}"  # ~6 MiB of empty events
+    for headers in ({}, {"X-API-Key": API_KEY}):
+        r = httpx.post(f"{server}/v1/events", content=big, headers={"content-type": "application/json", **headers}, timeout=30)
+        assert r.status_code == 413 and "over the limit" in r.json()["error"], r.text
+
+    def streamed() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"events": ['
+        for _ in range(100):
+            yield b"{}," * 20_000
+        yield b"{}]}"
+
+    # a streamed body has no length to check first: without a key it is never read (401), with
+    # one it is refused as soon as it passes the bound
+    r = httpx.post(f"{server}/v1/events", content=streamed(), headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 401, r.text
+    r = httpx.post(f"{server}/v1/events", content=streamed(), headers={"content-type": "application/json", "X-API-Key": API_KEY}, timeout=30)
+    assert r.status_code == 413 and "over the limit" in r.json()["error"], r.text
+    assert httpx.post(f"{server}/v1/events", json={"events": []}).status_code == 401  # small: the key check
+    assert httpx.get(f"{server}/healthz").status_code == 200
+
+
 def test_rate_limit_per_key(server: str) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
