@@ -7,6 +7,7 @@ which writes a Parquet file under ``data/logs/impressions/`` in the background e
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -77,7 +78,7 @@ class ImpressionLog:
                 return
             full, self._rows = self._rows, []
             self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._writer.submit(self._write, full))
+            self._pending.append(self._writer.submit(self._write_or_keep, full))
 
     def discard(self) -> None:
         """Drop the buffered rows (the warm-up's)."""
@@ -85,14 +86,28 @@ class ImpressionLog:
             self._rows.clear()
 
     def flush(self) -> Path | None:
-        """Write the buffered rows (atomically: temporary file, then rename) after any background
-        write in progress; the file, None when nothing was buffered."""
+        """Wait for the background writes, then write what is buffered (atomically: temporary
+        file, fsync, rename); the file, None when nothing was buffered. Rows of a write that
+        failed, in the background or here, are back in the buffer for the next flush (and this
+        call raises), so a failing disk loses nothing that is still in memory."""
         with self._lock:
-            rows, self._rows = self._rows, []
             pending, self._pending = self._pending, []
         for f in pending:
-            f.result()
-        return self._write(rows) if rows else None
+            with contextlib.suppress(Exception):  # logged by _write_or_keep; its rows are buffered again
+                f.result()
+        with self._lock:
+            rows, self._rows = self._rows, []
+        return self._write_or_keep(rows) if rows else None
+
+    def _write_or_keep(self, rows: list[dict[str, Any]]) -> Path:
+        """Write ``rows``; on failure put them back at the front of the buffer, log and raise."""
+        try:
+            return self._write(rows)
+        except Exception:
+            log.exception("impression log: writing %d rows failed; they stay buffered", len(rows))
+            with self._lock:
+                self._rows[:0] = rows
+            raise
 
     @staticmethod
     def _table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
