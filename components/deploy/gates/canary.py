@@ -19,7 +19,6 @@ floor and the shadow checks have passed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,11 +44,9 @@ ROLLBACK_CHECKS = ("guardrail", "engagement_not_worse")
 
 def in_canary(user_ids: Sequence[str] | pd.Series, share: float, salt: str) -> np.ndarray:
     """Deterministic canary assignment: SHA-256 of ``salt:user_id`` mapped to [0, 1) < share."""
-    out = np.empty(len(user_ids), dtype=bool)
-    for i, u in enumerate(user_ids):
-        h = hashlib.sha256(f"{salt}:{u}".encode()).digest()
-        out[i] = int.from_bytes(h[:8], "big") / 2.0**64 < share
-    return out
+    from components.experiments.assign import unit_interval
+
+    return np.asarray(unit_interval([str(u) for u in user_ids], salt) < share, dtype=bool)
 
 
 def arm_outcomes(
