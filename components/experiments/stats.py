@@ -11,7 +11,7 @@ the false-positive rate (the A/A test in tests/unit/experiments measures that ra
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -85,14 +85,15 @@ class SampleRatio:
         return asdict(self)
 
 
-def srm_check(counts: dict[str, int], shares: dict[str, float], alpha: float) -> SampleRatio:
+def srm_check(counts: Mapping[Any, int], shares: Mapping[str, float], alpha: float) -> SampleRatio:
     """Pearson's chi-square of the users per arm against the configured shares; ``mismatch``
     when p < ``alpha`` (a small alpha, e.g. 0.001: a mismatch means the assignment or the
     logging is broken, and no effect of the experiment can be trusted)."""
     from scipy.stats import chisquare
 
     arms = list(shares)
-    obs = np.array([counts.get(a, 0) for a in arms], dtype=np.float64)
+    by_name = {str(k): int(v) for k, v in counts.items()}
+    obs = np.array([by_name.get(a, 0) for a in arms], dtype=np.float64)
     total = obs.sum()
     exp = total * np.array([shares[a] for a in arms], dtype=np.float64) / sum(shares.values())
     if total == 0:
