@@ -35,6 +35,7 @@ from components.deploy.gates.common import (
     scores_of,
     top_k,
 )
+from components.deploy.gates.live import LIVE_CANARY_EVIDENCE, NO_LIVE
 
 if TYPE_CHECKING:
     from components.ranking.model import RankerModel
@@ -221,9 +222,15 @@ def canary_decision(
 
 
 def canary_gate(
-    rows: pd.DataFrame, candidate: RankerModel, production: RankerModel | None, p: PromoteParams
+    rows: pd.DataFrame,
+    candidate: RankerModel,
+    production: RankerModel | None,
+    p: PromoteParams,
+    live: pd.DataFrame | None = None,
 ) -> Verdict:
-    """The canary arms on the replayed requests (module docstring)."""
+    """The canary arms on live traffic: ``live`` per-user outcomes of the two arms
+    (:func:`components.deploy.gates.live.live_canary_users`); on the replayed requests only
+    when there is none (module docstring), labelled as such in the evidence."""
     thresholds = {
         "share": p.canary.share,
         "min_users_per_arm": p.canary.min_users,
@@ -244,6 +251,13 @@ def canary_gate(
             evidence=REPLAY_EVIDENCE,
             decision="promote",
         )
+    if live is not None:
+        decision, checks, metrics = canary_decision(live, p)
+        return promotion_verdict(
+            "canary", candidate.version, production.version, checks,
+            passed_reason=next((c.reason for c in checks if c.name == "noninferiority"), ""),
+            metrics=metrics, thresholds=thresholds, evidence=LIVE_CANARY_EVIDENCE, decision=decision,
+        )  # fmt: skip
     cand = scores_of(candidate, rows)[0]
     prod = scores_of(production, rows)[0]
     decision, checks, metrics = canary_decision(arm_outcomes(rows, cand, prod, p), p)
@@ -266,7 +280,7 @@ def canary_gate(
         passed_reason=passed_reason,
         metrics=metrics,
         thresholds=thresholds,
-        evidence=REPLAY_EVIDENCE,
+        evidence=REPLAY_EVIDENCE + NO_LIVE,
         decision=decision,
     )
     if verdict.passed != (decision == "promote"):
