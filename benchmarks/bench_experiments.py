@@ -69,6 +69,8 @@ def main() -> None:
         f"{r['srm_corrupted']:.3f} of runs with {args.loss:.0%} of arm b lost"
     )
     print(f"  ({time.perf_counter() - t0:.1f} s)")
+    if args.ope_runs <= 0:
+        return
     t0 = time.perf_counter()
     table = coverage_study(cfg.base.seed, args.ope_runs, args.ope_n, e.ope_bootstrap, e.alpha)
     print(
