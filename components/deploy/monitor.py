@@ -110,43 +110,45 @@ def run(
     from components.serving.events import read_stream_events
 
     cfg = Params.of(params).experiments
-    registry = ModelRegistry(paths)
-    prod = registry.deployment().production
-    current = prod.version if prod is not None else None
-    previous = previous_production(registry.history(), current) if current else None
-    thresholds = {
-        "guardrails": [g.model_dump() for g in cfg.monitor_guardrails],
-        "min_users": cfg.monitor_min_users,
-        "window_hours": cfg.monitor_window_hours,
-        "alpha": cfg.alpha,
-    }
-    if current is None or previous is None:
-        check = Check(
-            "baseline", False, f"no previous production to compare {current or 'nothing'} with"
-        )
-        verdict = promotion_verdict(
-            "monitor", current, previous, [check], passed_reason="", thresholds=thresholds,
-            evidence=EVIDENCE, decision="hold",
-        )  # fmt: skip
-    else:
-        imp = read_impression_log(paths.of("impressions"))
-        events = read_stream_events(paths)
-        users = {}
-        for name, version, first in (("before", previous, False), ("after", current, True)):
-            rows = period(imp, version, cfg.monitor_window_hours, first) if len(imp) else imp
-            users[name] = (
-                per_user(labelled_impressions(rows, events, cfg.label_window_s))
-                if len(rows)
-                else pd.DataFrame()
+    with ModelRegistry(paths) as registry:
+        prod = registry.deployment().production
+        current = prod.version if prod is not None else None
+        previous = previous_production(registry.history(), current) if current else None
+        thresholds = {
+            "guardrails": [g.model_dump() for g in cfg.monitor_guardrails],
+            "min_users": cfg.monitor_min_users,
+            "window_hours": cfg.monitor_window_hours,
+            "alpha": cfg.alpha,
+        }
+        if current is None or previous is None:
+            check = Check(
+                "baseline", False, f"no previous production to compare {current or 'nothing'} with"
             )
-        decision, checks, metrics = monitor_decision(users["before"], users["after"], cfg)
-        verdict = promotion_verdict(
-            "monitor", current, previous, checks, passed_reason="no guardrail degraded after the promotion",
-            metrics=metrics, thresholds=thresholds, evidence=EVIDENCE, decision=decision,
-        )  # fmt: skip
-        if decision == "rollback" and not dry_run:
-            result = registry.rollback(f"post-promotion monitor: {verdict.reason}", now=now)
-            verdict = replace(verdict, details={**verdict.details, "restored": result.restored.version})
+            verdict = promotion_verdict(
+                "monitor", current, previous, [check], passed_reason="", thresholds=thresholds,
+                evidence=EVIDENCE, decision="hold",
+            )  # fmt: skip
+        else:
+            imp = read_impression_log(paths.of("impressions"))
+            events = read_stream_events(paths)
+            users = {}
+            for name, version, first in (("before", previous, False), ("after", current, True)):
+                rows = period(imp, version, cfg.monitor_window_hours, first) if len(imp) else imp
+                users[name] = (
+                    per_user(labelled_impressions(rows, events, cfg.label_window_s))
+                    if len(rows)
+                    else pd.DataFrame()
+                )
+            decision, checks, metrics = monitor_decision(users["before"], users["after"], cfg)
+            verdict = promotion_verdict(
+                "monitor", current, previous, checks, passed_reason="no guardrail degraded after the promotion",
+                metrics=metrics, thresholds=thresholds, evidence=EVIDENCE, decision=decision,
+            )  # fmt: skip
+            if decision == "rollback" and not dry_run:
+                result = registry.rollback(f"post-promotion monitor: {verdict.reason}", now=now)
+                verdict = replace(
+                    verdict, details={**verdict.details, "restored": result.restored.version}
+                )
     write_verdict(paths.of("metrics_monitor"), verdict)
     log.info("monitor %s: %s: %s", current or "-", verdict.decision, verdict.reason)
     return verdict

@@ -267,10 +267,31 @@ def run_all(
     for gate in GATES:
         v = run_gate(gate, params, paths, version=version, now=now)
         out.append(v)
+        if gate == "shadow" and v.passed:
+            off_policy_estimate(params, paths, v.details.get("candidate"))
         if not proceeds(v.passed, v.decision, version):
             break
         version = version or v.details.get("candidate") or None
     return out
+
+
+def off_policy_estimate(params: Mapping[str, Any], paths: DataPaths, version: str | None) -> None:
+    """Before the canary: the candidate's off-policy estimates on production's logged
+    impressions (``metrics/ope.json``, :mod:`components.evaluation.ope`). Informational, it
+    decides nothing: without a production log there is nothing to estimate, which is logged."""
+    from components.evaluation.ope import run as ope
+
+    try:
+        out = ope(params, paths, version)
+    except (SystemExit, ValueError) as exc:
+        log.info("off-policy evaluation of %s skipped: %s", version, exc)
+        return
+    snips = out["estimates"]["snips"]
+    log.info(
+        "off-policy SNIPS of %s: %.4f [%.4f, %.4f] vs production's %.4f on %d impressions",
+        version, snips["value"], snips["ci_low"], snips["ci_high"],
+        out["production_engagement_rate"], out["impressions"],
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

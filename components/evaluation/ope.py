@@ -195,49 +195,57 @@ def run(params: Mapping[str, Any], paths: Any, version: str | None = None) -> di
     from components.serving.events import read_stream_events
 
     cfg = Params.of(params)
-    registry = ModelRegistry(paths)
-    prod = registry.deployment().production
-    if version is None:
-        rec = next(
-            (registry.latest(s) for s in ("candidate", "shadow", "canary") if registry.latest(s)),
-            None,
+    with ModelRegistry(paths) as registry:
+        prod = registry.deployment().production
+        if version is None:
+            rec = next(
+                (
+                    registry.latest(s)
+                    for s in ("candidate", "shadow", "canary")
+                    if registry.latest(s)
+                ),
+                None,
+            )
+            version = rec.version if rec is not None else None
+        if prod is None or version is None:
+            raise SystemExit(
+                "off-policy evaluation needs a production model and a candidate in the registry"
+            )
+        cols = [
+            "features",
+            "propensity",
+            "position",
+            "request_id",
+            "user_id",
+            "content_id",
+            "model_version",
+            "arm",
+        ]
+        imp = read_impression_log(paths.of("impressions"), [*cols, "timestamp", "degraded"])
+        imp = imp[(imp["arm"] == "production") & ~imp["degraded"].fillna(False).astype(bool)]
+        candidate = registry.load(version)
+        known = {v.version: list(registry.load(v.version).feature_cols) for v in [prod]}
+        X, ok, dropped = snapshot_matrix(imp, candidate.feature_cols, known)
+        imp, X = imp[ok].reset_index(drop=True), X[ok]
+        if len(imp) == 0:
+            raise SystemExit(
+                f"no usable production impressions with feature rows (dropped: {dropped})"
+            )
+        labelled = labelled_impressions(
+            imp, read_stream_events(paths), cfg.experiments.label_window_s
         )
-        version = rec.version if rec is not None else None
-    if prod is None or version is None:
-        raise SystemExit(
-            "off-policy evaluation needs a production model and a candidate in the registry"
+        scores = np.asarray(
+            candidate.predict(pd.DataFrame(X, columns=candidate.feature_cols)), np.float64
         )
-    cols = [
-        "features",
-        "propensity",
-        "position",
-        "request_id",
-        "user_id",
-        "content_id",
-        "model_version",
-        "arm",
-    ]
-    imp = read_impression_log(paths.of("impressions"), [*cols, "timestamp", "degraded"])
-    imp = imp[(imp["arm"] == "production") & ~imp["degraded"].fillna(False).astype(bool)]
-    candidate = registry.load(version)
-    known = {v.version: list(registry.load(v.version).feature_cols) for v in [prod]}
-    X, ok, dropped = snapshot_matrix(imp, candidate.feature_cols, known)
-    imp, X = imp[ok].reset_index(drop=True), X[ok]
-    if len(imp) == 0:
-        raise SystemExit(f"no usable production impressions with feature rows (dropped: {dropped})")
-    labelled = labelled_impressions(imp, read_stream_events(paths), cfg.experiments.label_window_s)
-    scores = np.asarray(
-        candidate.predict(pd.DataFrame(X, columns=candidate.feature_cols)), np.float64
-    )
-    e = cfg.experiments
-    out = evaluate_candidate(
-        labelled,
-        X,
-        scores,
-        {"epsilon": e.ope_epsilon, "n_boot": e.ope_bootstrap, "alpha": e.alpha},
-        cfg.base.seed,
-    )
-    out.update(candidate=version, production=prod.version, dropped=dropped)
+        e = cfg.experiments
+        out = evaluate_candidate(
+            labelled,
+            X,
+            scores,
+            {"epsilon": e.ope_epsilon, "n_boot": e.ope_bootstrap, "alpha": e.alpha},
+            cfg.base.seed,
+        )
+        out.update(candidate=version, production=prod.version, dropped=dropped)
     write_metrics(paths.of("metrics_ope"), out)
     return out
 
