@@ -35,7 +35,7 @@ from components.retrieval.retriever import Retriever
 from components.serving.engine import Recommender
 from components.serving.feed import Feed, FeedItem
 from components.serving.impressions import ImpressionLog
-from components.serving.rerank import Reranker, boost, trend_factors
+from components.serving.rerank import boost, trend_factors
 from components.serving.settings import ServingSettings
 from components.serving.stream import moderated_contents
 from tests.fixtures.params import project_params
@@ -503,31 +503,6 @@ def test_note_seen_removes_contents(engine: Recommender) -> None:
     engine.observe(pd.DataFrame({"user_id": [u], "content_id": [None], "event_type": ["view"]}))
     second = engine.recommend(u, K, ctx(engine), request_id="ns-2")
     assert not {it.content_id for it in second.items} & set(shown)
-
-
-def test_ucb_exploration_reads_the_streamed_item_stats(engine: Recommender) -> None:
-    """Events through the sink listener (engine.observe) feed UCB: with every candidate shown
-    and one of them rewarded far more often, an all-exploration UCB slate starts with it."""
-    explo = dataclasses.replace(engine.settings.exploration, strategy="ucb", epsilon=1.0)
-    rr = Reranker(engine.artifacts, engine.contents, dataclasses.replace(engine.settings, exploration=explo), engine.item_stats)
-    n = 60
-    pos = np.arange(n)
-    cids = np.asarray(engine.artifacts.content_ids, dtype=object)[:n]
-    scores = np.linspace(1.0, 0.0, n)
-    target = str(cids[-1])  # the lowest score: below the slate, in the exploration pool
-    rows = [(f"ucb-u{i}", str(c), "view") for c in cids for i in range(50)]
-    rows += [(f"ucb-u{i}", str(c), "like") for c in cids for i in range(40 if str(c) == target else 2)]
-    engine.observe(pd.DataFrame(rows, columns=["user_id", "content_id", "event_type"]))
-    items, _ = rr.rerank(pos, cids, np.array(["test"] * n, dtype=object), scores, 5, "ucb-1")
-    assert items[0].content_id == target and items[0].exploration and items[0].propensity == 1.0
-    uniform = dataclasses.replace(engine.settings, exploration=dataclasses.replace(explo, strategy="uniform"))
-    firsts = {
-        Reranker(engine.artifacts, engine.contents, uniform, engine.item_stats)
-        .rerank(pos, cids, np.array(["test"] * n, dtype=object), scores, 5, f"uni-{i}")[0][0]
-        .content_id
-        for i in range(20)
-    }
-    assert len(firsts) > 5  # uniform exploration spreads over the pool
 
 
 def test_canary_routing_and_shadow_scores(

@@ -3,12 +3,18 @@ experiment arms' serving settings (ServingSettings.for_user)."""
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+from typing import Any, cast
+
 import numpy as np
 import pandas as pd
 
 from components.experiments.assign import experiment_arms
 from components.retrieval.exploration import ExplorationParams, explore_slate, ucb_index
 from components.serving.bandit import ItemStats
+from components.serving.catalogue import Catalogue
+from components.serving.rerank import Reranker
 from components.serving.settings import ServingSettings
 from tests.fixtures.params import project_config, project_params
 
@@ -105,3 +111,68 @@ def test_experiment_arms_set_serving_keys_per_user() -> None:
             assert (beta, explo) == (s.trend_beta, s.exploration)
     plain = ServingSettings.from_params(project_params())
     assert plain.for_user("u1") == (plain.trend_beta, plain.exploration)
+
+
+def rerank_fixture(n: int, settings: ServingSettings) -> tuple[Reranker, np.ndarray, np.ndarray]:
+    """A Reranker over ``n`` contents with random unit vectors and no trending contents."""
+    rng = np.random.default_rng(SEED)
+    cids = np.array([f"c{i:03d}" for i in range(n)], dtype=object)
+    art = SimpleNamespace(
+        trending=SimpleNamespace(items=np.zeros(0, dtype=np.int64), scores=np.zeros(0)),
+        item_vectors=rng.normal(size=(n, 8)).astype(np.float32),
+    )
+    stats = ItemStats()
+    return Reranker(cast(Any, art), Catalogue(list(cids)), settings, stats), np.arange(n), cids
+
+
+def test_rerank_explores_by_the_streamed_statistics() -> None:
+    """The serving re-rank step hands the stream's per-item statistics to UCB: with every
+    candidate shown and one rewarded far more often, an all-exploration slate starts with it;
+    uniform exploration spreads over the pool."""
+    base = ServingSettings.from_params(project_params())
+    explo = dataclasses.replace(base.exploration, strategy="ucb", epsilon=1.0)
+    rr, pos, cids = rerank_fixture(60, dataclasses.replace(base, exploration=explo))
+    scores = np.linspace(1.0, 0.0, 60)
+    target = str(cids[-1])  # the lowest score: in the exploration pool below the slate
+    rows = [(f"u{i}", str(c), "view") for c in cids for i in range(50)]
+    rows += [(f"u{i}", str(c), "like") for c in cids for i in range(40 if str(c) == target else 2)]
+    assert rr.item_stats is not None
+    rr.item_stats.observe(pd.DataFrame(rows, columns=["user_id", "content_id", "event_type"]))
+    sources = np.array(["test"] * 60, dtype=object)
+    items, chosen = rr.rerank(pos, cids, sources, scores, 5, "ucb-1", "u1")
+    assert items[0].content_id == target and items[0].exploration and items[0].propensity == 1.0
+    assert [cids[i] for i in chosen] == [it.content_id for it in items]
+    uni, *_ = rerank_fixture(
+        60, dataclasses.replace(base, exploration=dataclasses.replace(explo, strategy="uniform"))
+    )
+    firsts = {
+        uni.rerank(pos, cids, sources, scores, 5, f"uni-{i}", "u1")[0][0].content_id
+        for i in range(20)
+    }
+    assert len(firsts) > 5
+
+
+def test_rerank_applies_the_users_experiment_arm() -> None:
+    """An arm with epsilon 1 explores every slot for its users; the control arm's users keep
+    params.yaml's epsilon (0.1: most slots exploit)."""
+    exp = {
+        "name": "eps",
+        "salt": "exp-eps",
+        "control": "base",
+        "arms": {
+            "base": {"share": 0.5, "serving": {}},
+            "all": {"share": 0.5, "serving": {"epsilon": 1.0}},
+        },
+    }
+    params = project_params(experiments={"running": [exp]})
+    rr, pos, cids = rerank_fixture(60, ServingSettings.from_params(params))
+    users = [f"u{i}" for i in range(40)]
+    arms = experiment_arms(
+        project_config(experiments={"running": [exp]}).experiments.running[0], users
+    )
+    sources = np.array(["test"] * 60, dtype=object)
+    share = {"base": [], "all": []}  # type: dict[str, list[float]]
+    for u, arm in zip(users, arms, strict=True):
+        items, _ = rr.rerank(pos, cids, sources, np.linspace(1, 0, 60), 10, f"r-{u}", u)
+        share[str(arm)].append(np.mean([it.exploration for it in items]))
+    assert np.mean(share["all"]) == 1.0 and np.mean(share["base"]) < 0.4
