@@ -106,8 +106,12 @@ def run(
 ) -> Verdict:
     """Compare the production periods, roll back on a breach (unless ``dry_run``), write the verdict."""
     from components.deploy.registry import ModelRegistry
-    from components.experiments.outcomes import labelled_impressions, per_user, read_impression_log
-    from components.serving.events import read_stream_events
+    from components.experiments.outcomes import (
+        labelled_impressions,
+        per_user,
+        read_impression_log,
+        read_stream,
+    )
 
     cfg = Params.of(params).experiments
     with ModelRegistry(paths) as registry:
@@ -130,7 +134,7 @@ def run(
             )  # fmt: skip
         else:
             imp = read_impression_log(paths.of("impressions"))
-            events = read_stream_events(paths)
+            events = read_stream(paths.of("stream_events"))
             users = {}
             for name, version, first in (("before", previous, False), ("after", current, True)):
                 rows = period(imp, version, cfg.monitor_window_hours, first) if len(imp) else imp

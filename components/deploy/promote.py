@@ -183,13 +183,12 @@ def live_canary(
 ) -> pd.DataFrame | None:
     """Per-user live outcomes of the canary and production arms (None: no live canary rows)."""
     from components.deploy.gates.live import live_canary_users
-    from components.experiments.outcomes import read_impression_log
-    from components.serving.events import read_stream_events
+    from components.experiments.outcomes import read_impression_log, read_stream
 
     imp = read_impression_log(paths.of("impressions"))
     if imp.empty:
         return None
-    events = read_stream_events(paths)
+    events = read_stream(paths.of("stream_events"))
     return live_canary_users(imp, events, candidate.version, production.version, window_s, now)
 
 

@@ -190,9 +190,12 @@ def run(params: Mapping[str, Any], paths: Any, version: str | None = None) -> di
     from components.core.config import Params
     from components.core.io import write_metrics
     from components.deploy.registry import ModelRegistry
-    from components.experiments.outcomes import labelled_impressions, read_impression_log
+    from components.experiments.outcomes import (
+        labelled_impressions,
+        read_impression_log,
+        read_stream,
+    )
     from components.online_update.rows import snapshot_matrix
-    from components.serving.events import read_stream_events
 
     cfg = Params.of(params)
     with ModelRegistry(paths) as registry:
@@ -232,7 +235,7 @@ def run(params: Mapping[str, Any], paths: Any, version: str | None = None) -> di
                 f"no usable production impressions with feature rows (dropped: {dropped})"
             )
         labelled = labelled_impressions(
-            imp, read_stream_events(paths), cfg.experiments.label_window_s
+            imp, read_stream(paths.of("stream_events")), cfg.experiments.label_window_s
         )
         scores = np.asarray(
             candidate.predict(pd.DataFrame(X, columns=candidate.feature_cols)), np.float64

@@ -40,6 +40,16 @@ def read_impression_log(folder: Path, columns: Sequence[str] = IMPRESSION_COLUMN
     return out
 
 
+def read_stream(folder: Path) -> pd.DataFrame:
+    """Every event the API accepted (the stream's Parquet segments; empty frame when none)."""
+    from components.data.ingestion.store import read_events
+
+    folder = Path(folder)
+    if not folder.exists() or not any(folder.rglob("*.parquet")):
+        return pd.DataFrame(columns=["user_id", "content_id", "event_type", "timestamp"])
+    return read_events(folder)
+
+
 def labelled_impressions(
     impressions: pd.DataFrame, events: pd.DataFrame, window_s: float
 ) -> pd.DataFrame:

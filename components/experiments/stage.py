@@ -19,7 +19,12 @@ from components.core.catalog import DataPaths
 from components.core.config import Experiment, Experiments, Params, stage_context
 from components.core.io import write_metrics
 from components.experiments.assign import experiment_arms
-from components.experiments.outcomes import labelled_impressions, per_user, read_impression_log
+from components.experiments.outcomes import (
+    labelled_impressions,
+    per_user,
+    read_impression_log,
+    read_stream,
+)
 from components.experiments.report import analyse
 
 log = logging.getLogger(__name__)
@@ -46,11 +51,9 @@ class ExperimentsResult:
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> ExperimentsResult:
     """Read the impression log and the event stream, report every running experiment."""
-    from components.serving.events import read_stream_events
-
     cfg = Params.of(params).experiments
     imp = read_impression_log(paths.of("impressions"))
-    events = read_stream_events(paths)
+    events = read_stream(paths.of("stream_events"))
     labelled = labelled_impressions(imp, events, cfg.label_window_s) if len(imp) else imp
     reports = [report_experiment(e, labelled, cfg) for e in cfg.running] if len(imp) else []
     result = ExperimentsResult(reports, len(imp), int(imp["user_id"].nunique()) if len(imp) else 0)
