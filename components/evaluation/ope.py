@@ -22,8 +22,8 @@ evidence (the usual support condition of IPS); SNIPS and DR are the estimates to
 Hand-written: the Open Bandit Pipeline (``obp``) implements these estimators, but its latest
 release (0.5.5) pins old stacks: a dry-run install into this environment downgrades numpy to
 1.22, pandas to 1.5, scikit-learn to 1.0, scipy to 1.7 and pulls torch 1.13 with CUDA, which
-cannot join this lock; the estimators themselves are a few vectorised NumPy lines. The reward model is scikit-learn's
-logistic regression.
+cannot join this lock; the estimators themselves are a few vectorised NumPy lines. The reward
+model is scikit-learn's logistic regression.
 """
 
 from __future__ import annotations
