@@ -205,3 +205,12 @@ def test_outcomes_join_and_stage_end_to_end(tmp_path: Path) -> None:
     assert rep["arms"]["strong"]["decision"] == "ship", rep["arms"]["strong"]["reason"]
     eff = rep["arms"]["strong"]["effects"]["engagement_rate"]
     assert eff["ci_low"] < 0.06 < eff["ci_high"]
+
+
+def test_stage_without_traffic_writes_an_empty_report(tmp_path: Path) -> None:
+    from components.experiments import stage
+
+    paths = DataPaths(tmp_path)
+    result = stage.run(project_params(experiments={"running": [EXP]}), paths)
+    assert (result.impressions, result.users, result.reports) == (0, 0, [])
+    assert json.loads(paths.of("metrics_experiments").read_text())["experiments"] == []
