@@ -183,6 +183,10 @@ CATALOG: Mapping[str, Artefact] = _entries(
     ("impressions", "data/logs/impressions", "parquet", None, "served feeds (impression log)"),
     ("stream", "data/stream", "dir", None, "the file event stream: staging, quarantine, segments"),
     ("stream_events", "data/stream/events", "parquet", None, "accepted live events"),
+    # experiments, off-policy evaluation and the post-promotion monitor (their own CLIs)
+    ("metrics_experiments", "metrics/experiments.json", "json", "experiments", "A/B/n reports of the running experiments"),
+    ("metrics_ope", "metrics/ope.json", "json", None, "off-policy estimates of the candidate on the impression log"),
+    ("metrics_monitor", "metrics/monitor.json", "json", None, "post-promotion monitor verdict (rollback or hold)"),
 )
 
 

@@ -407,6 +407,65 @@ class OnlineUpdate(OnlineUpdateOptions):
     enabled: bool
 
 
+#: Serving keys an experiment arm may set for its users (read by the serving re-rank step).
+ARM_KEYS: tuple[str, ...] = ("trend_beta", "epsilon", "strategy", "ucb_c", "dpp_theta")
+
+
+class Guardrail(Section):
+    """A metric that must not move the wrong way by more than ``margin`` (absolute)."""
+
+    metric: str
+    worse_when: Literal["higher", "lower"]
+    margin: NonNegativeFloat
+
+
+class ExperimentArm(Section):
+    share: float = Field(gt=0, le=1)
+    #: serving keys (``ARM_KEYS``) laid over params.yaml for this arm's users; {} = control
+    serving: dict[str, float | str]
+
+    @field_validator("serving")
+    @classmethod
+    def _keys(cls, v: dict[str, float | str]) -> dict[str, float | str]:
+        unknown = sorted(set(v) - set(ARM_KEYS))
+        if unknown:
+            raise ValueError(f"unknown serving keys {unknown}; an arm may set {list(ARM_KEYS)}")
+        return v
+
+
+class Experiment(Section):
+    name: str = Field(min_length=1)
+    salt: str = Field(min_length=1)
+    control: str
+    arms: dict[str, ExperimentArm]
+
+    @model_validator(mode="after")
+    def _arms(self) -> Self:
+        if len(self.arms) < 2 or self.control not in self.arms:
+            raise ValueError("an experiment needs >= 2 arms, the control among them")
+        if abs(sum(a.share for a in self.arms.values()) - 1.0) > 1e-9:
+            raise ValueError("arm shares must sum to 1")
+        return self
+
+
+class Experiments(Section):
+    """``experiments``: A/B/n tests of configurations, their analysis and the post-promotion monitor."""
+
+    alpha: float = Field(gt=0, lt=1)
+    power: float = Field(gt=0, lt=1)
+    srm_alpha: float = Field(gt=0, lt=1)
+    label_window_s: PositiveFloat
+    primary_metric: str
+    mde: PositiveFloat
+    guardrails: list[Guardrail]
+    running: list[Experiment]
+    monitor_guardrails: list[Guardrail]
+    monitor_min_users: PositiveInt
+    monitor_window_hours: PositiveFloat
+    ope_bootstrap: PositiveInt
+    ope_epsilon: float = Field(ge=0, le=1)
+
+
 def error_lines(err: ValidationError, source: str, prefix: tuple[str | int, ...] = ()) -> list[str]:
     """One ``file: dotted.key: problem`` line per Pydantic error."""
     lines = []
@@ -438,6 +497,7 @@ class Params(Section):
     promote: Promote
     serving: Serving
     online_update: OnlineUpdate
+    experiments: Experiments
 
     @classmethod
     def of(cls, params: Params | Mapping[str, Any], source: str = "params") -> Params:

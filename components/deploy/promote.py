@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from components.core.catalog import DataPaths
-from components.core.config import stage_context
+from components.core.config import Params, stage_context
 from components.core.io import atomic_write_parquet
 from components.core.verdict import Check, Verdict, missing, write_verdict
 from components.deploy.gates.canary import canary_gate
@@ -144,8 +144,14 @@ def judge(
     candidate: RankerModel,
     production: RankerModel | None,
     trained_until: str,
+    *,
+    now: datetime,
+    window_s: float,
 ) -> Verdict:
-    """Run one gate on the replayed rows (the shadow gate also writes its score log)."""
+    """Run one gate: the offline gate on the replayed rows; the shadow and canary gates on live
+    traffic from the impression log when the model has served any (outcomes within
+    ``window_s``, windows closed by ``now``), else on the replay (the shadow gate also writes
+    its score log)."""
     if gate == "offline":
         return offline_gate(
             rows,
@@ -157,10 +163,33 @@ def judge(
             trained_until=trained_until,
         )
     if gate == "shadow":
-        verdict, scores = shadow_gate(rows, candidate, production, p)
+        verdict, scores = shadow_gate(rows, candidate, production, p, live=live_shadow(paths, candidate))
         append_score_log(paths, scores, f"shadow-{candidate.version}")
         return verdict
-    return canary_gate(rows, candidate, production, p)
+    live = live_canary(paths, candidate, production, window_s, now) if production is not None else None
+    return canary_gate(rows, candidate, production, p, live=live)
+
+
+def live_shadow(paths: DataPaths, candidate: RankerModel) -> dict[str, Any] | None:
+    """The candidate's live shadow metrics from the impression log (None: no live rows)."""
+    from components.deploy.gates.live import live_shadow_metrics
+    from components.experiments.outcomes import read_impression_log
+
+    return live_shadow_metrics(read_impression_log(paths.of("impressions")), candidate.version)
+
+
+def live_canary(
+    paths: DataPaths, candidate: RankerModel, production: RankerModel, window_s: float, now: datetime
+) -> pd.DataFrame | None:
+    """Per-user live outcomes of the canary and production arms (None: no live canary rows)."""
+    from components.deploy.gates.live import live_canary_users
+    from components.experiments.outcomes import read_impression_log, read_stream
+
+    imp = read_impression_log(paths.of("impressions"))
+    if imp.empty:
+        return None
+    events = read_stream(paths.of("stream_events"))
+    return live_canary_users(imp, events, candidate.version, production.version, window_s, now)
 
 
 def run_gate(
@@ -202,6 +231,8 @@ def run_gate(
                 _load(registry, target),
                 production,
                 str((record.metrics or {}).get("trained_until", "")),
+                now=now,
+                window_s=Params.of(params).experiments.label_window_s,
             )
         else:
             check = missing(
@@ -235,10 +266,31 @@ def run_all(
     for gate in GATES:
         v = run_gate(gate, params, paths, version=version, now=now)
         out.append(v)
+        if gate == "shadow" and v.passed:
+            off_policy_estimate(params, paths, v.details.get("candidate"))
         if not proceeds(v.passed, v.decision, version):
             break
         version = version or v.details.get("candidate") or None
     return out
+
+
+def off_policy_estimate(params: Mapping[str, Any], paths: DataPaths, version: str | None) -> None:
+    """Before the canary: the candidate's off-policy estimates on production's logged
+    impressions (``metrics/ope.json``, :mod:`components.evaluation.ope`). Informational, it
+    decides nothing: without a production log there is nothing to estimate, which is logged."""
+    from components.evaluation.ope import run as ope
+
+    try:
+        out = ope(params, paths, version)
+    except (SystemExit, ValueError) as exc:
+        log.info("off-policy evaluation of %s skipped: %s", version, exc)
+        return
+    snips = out["estimates"]["snips"]
+    log.info(
+        "off-policy SNIPS of %s: %.4f [%.4f, %.4f] vs production's %.4f on %d impressions",
+        version, snips["value"], snips["ci_low"], snips["ci_high"],
+        out["production_engagement_rate"], out["impressions"],
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,6 +94,7 @@ from components.deploy.registry import ModelRegistry
 from components.features.context import RequestContext
 from components.features.feast_repo import StoreSettings
 from components.serving.artifacts import ArtifactSet, artifacts_dir, open_artifacts
+from components.serving.bandit import ItemStats
 from components.serving.candidates import CandidateAssembler, Candidates
 from components.serving.catalogue import Catalogue
 from components.serving.fallback import degraded_feed, fallback_items, fallback_list
@@ -162,7 +163,8 @@ class Recommender:
         self.assembler = FeatureAssembler(
             artifacts, fetcher, store_factory=store_factory, store_retry_s=settings.store_retry_s
         )
-        self.reranker = Reranker(artifacts, self.contents, settings)
+        self.item_stats = ItemStats()  # UCB's per-item statistics, fed by observe()
+        self.reranker = Reranker(artifacts, self.contents, settings, self.item_stats)
         self._popular = fallback_list(artifacts)
 
     # ---- construction
@@ -323,8 +325,10 @@ class Recommender:
         self.stream.note_seen(user_id, content_ids)
 
     def observe(self, events: pd.DataFrame) -> None:
-        """Event-sink listener: seen contents, reports and the real-time interest."""
+        """Event-sink listener: seen contents, reports, the real-time interest and UCB's per-item
+        statistics."""
         self.stream.observe(events)
+        self.item_stats.observe(events)
 
     def block(self, content_ids: Iterable[str], reason: str = "operator") -> None:
         """Never serve these contents again."""
@@ -380,8 +384,9 @@ class Recommender:
             stages.done("scoring")
             stages.enter("rerank", check_budget=False)
             items, chosen = self.reranker.rerank(
-                cands.positions, cands.content_ids, cands.sources, scored.scores, int(k), request_id
-            )
+                cands.positions, cands.content_ids, cands.sources, scored.scores, int(k),
+                request_id, str(user_id),
+            )  # fmt: skip
             stages.done("rerank")
             self._log_served(request_id, user_id, items, chosen, scored, context)
             stages.done("log")

@@ -11,6 +11,7 @@ import numpy as np
 
 from components.retrieval.exploration import dpp_rerank, explore_slate
 from components.serving.artifacts import ArtifactSet
+from components.serving.bandit import ItemStats
 from components.serving.catalogue import Catalogue
 from components.serving.feed import FeedItem
 from components.serving.settings import ServingSettings
@@ -39,9 +40,16 @@ def request_seed(seed: int, request_id: str) -> np.random.Generator:
 class Reranker:
     """The catalogue's trend factors and item vectors, and the re-ranking settings."""
 
-    def __init__(self, artifacts: ArtifactSet, catalogue: Catalogue, settings: ServingSettings) -> None:
+    def __init__(
+        self,
+        artifacts: ArtifactSet,
+        catalogue: Catalogue,
+        settings: ServingSettings,
+        item_stats: ItemStats | None = None,
+    ) -> None:
         self.artifacts = artifacts
         self.settings = settings
+        self.item_stats = item_stats  # UCB's per-item statistics from the stream
         self._id_rank = catalogue.id_rank
         t = artifacts.trending
         self._trend = trend_factors(len(catalogue), t.items, t.scores)
@@ -64,25 +72,30 @@ class Reranker:
         scores: np.ndarray,
         k: int,
         request_id: str,
+        user_id: str = "",
     ) -> tuple[list[FeedItem], list[int]]:
-        """Trend boost, DPP slate, exploration; the feed items and their candidate rows."""
+        """Trend boost, DPP slate, exploration (with the user's experiment arms' settings); the
+        feed items and their candidate rows."""
+        beta, explo = self.settings.for_user(user_id)
         trend = self._trend[pos]
-        boosted = boost(scores, trend, self.settings.trend_beta)
+        boosted = boost(scores, trend, beta)
         tie = self._id_rank[pos]  # ties by content id, compared as integers
         order = np.lexsort((tie, -boosted))
         pool = order[: max(self.settings.rerank_pool, k)]
         vectors = np.asarray(self.artifacts.item_vectors[pos[pool]], dtype=np.float64)
-        picked = pool[dpp_rerank(boosted[pool], vectors, k, self.settings.exploration.dpp_theta)]
+        picked = pool[dpp_rerank(boosted[pool], vectors, k, explo.dpp_theta)]
         slate = picked[np.lexsort((tie[picked], -boosted[picked]))]
         rest = order[~np.isin(order, slate)]
         ranked = np.concatenate([slate, rest])
         ranked_ids = cids[ranked].tolist()
+        ucb = explo.strategy == "ucb" and explo.epsilon > 0 and self.item_stats is not None
         shown = explore_slate(
             ranked_ids,
             k,
-            self.settings.exploration,
+            explo,
             request_seed(self.settings.seed, request_id),
             scores=boosted[ranked].tolist(),
+            stats=self.item_stats.snapshot(ranked_ids[k:]) if ucb and self.item_stats else None,
         )
         where = {c: j for j, c in enumerate(ranked_ids[: k + 1])}
         row_of = {

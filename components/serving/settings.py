@@ -4,10 +4,10 @@ canary split, the seed and the exploration parameters, checked once at load."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from components.core.config import Params
+from components.core.config import Experiments, Params
 from components.retrieval.exploration import ExplorationParams
 
 
@@ -30,6 +30,7 @@ class ServingSettings:
     canary_salt: str  # promote.canary.salt
     seed: int  # base.seed
     exploration: ExplorationParams
+    experiments: Experiments | None = None  # experiments.running: per-user configuration arms
 
     def __post_init__(self) -> None:
         if self.moderation_report_threshold < 0:
@@ -63,4 +64,16 @@ class ServingSettings:
             canary_salt=cfg.promote.canary.salt,
             seed=cfg.base.seed,
             exploration=ExplorationParams.from_params(cfg),
+            experiments=cfg.experiments,
         )
+
+    def for_user(self, user_id: str) -> tuple[float, ExplorationParams]:
+        """(trend_beta, exploration) for ``user_id``: params.yaml's, with the keys of the user's
+        arms in the running experiments (``experiments.running``) laid over them."""
+        if self.experiments is None or not self.experiments.running:
+            return self.trend_beta, self.exploration
+        from components.experiments.assign import serving_overrides
+
+        over = serving_overrides(self.experiments, user_id)
+        beta = float(over.pop("trend_beta", self.trend_beta))
+        return beta, replace(self.exploration, **over) if over else self.exploration

@@ -19,7 +19,6 @@ floor and the shadow checks have passed.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from components.deploy.gates.common import (
     scores_of,
     top_k,
 )
+from components.deploy.gates.live import LIVE_CANARY_EVIDENCE, NO_LIVE
 
 if TYPE_CHECKING:
     from components.ranking.model import RankerModel
@@ -45,11 +45,9 @@ ROLLBACK_CHECKS = ("guardrail", "engagement_not_worse")
 
 def in_canary(user_ids: Sequence[str] | pd.Series, share: float, salt: str) -> np.ndarray:
     """Deterministic canary assignment: SHA-256 of ``salt:user_id`` mapped to [0, 1) < share."""
-    out = np.empty(len(user_ids), dtype=bool)
-    for i, u in enumerate(user_ids):
-        h = hashlib.sha256(f"{salt}:{u}".encode()).digest()
-        out[i] = int.from_bytes(h[:8], "big") / 2.0**64 < share
-    return out
+    from components.experiments.assign import unit_interval
+
+    return np.asarray(unit_interval([str(u) for u in user_ids], salt) < share, dtype=bool)
 
 
 def arm_outcomes(
@@ -224,9 +222,15 @@ def canary_decision(
 
 
 def canary_gate(
-    rows: pd.DataFrame, candidate: RankerModel, production: RankerModel | None, p: PromoteParams
+    rows: pd.DataFrame,
+    candidate: RankerModel,
+    production: RankerModel | None,
+    p: PromoteParams,
+    live: pd.DataFrame | None = None,
 ) -> Verdict:
-    """The canary arms on the replayed requests (module docstring)."""
+    """The canary arms on live traffic: ``live`` per-user outcomes of the two arms
+    (:func:`components.deploy.gates.live.live_canary_users`); on the replayed requests only
+    when there is none (module docstring), labelled as such in the evidence."""
     thresholds = {
         "share": p.canary.share,
         "min_users_per_arm": p.canary.min_users,
@@ -247,6 +251,13 @@ def canary_gate(
             evidence=REPLAY_EVIDENCE,
             decision="promote",
         )
+    if live is not None:
+        decision, checks, metrics = canary_decision(live, p)
+        return promotion_verdict(
+            "canary", candidate.version, production.version, checks,
+            passed_reason=next((c.reason for c in checks if c.name == "noninferiority"), ""),
+            metrics=metrics, thresholds=thresholds, evidence=LIVE_CANARY_EVIDENCE, decision=decision,
+        )  # fmt: skip
     cand = scores_of(candidate, rows)[0]
     prod = scores_of(production, rows)[0]
     decision, checks, metrics = canary_decision(arm_outcomes(rows, cand, prod, p), p)
@@ -269,7 +280,7 @@ def canary_gate(
         passed_reason=passed_reason,
         metrics=metrics,
         thresholds=thresholds,
-        evidence=REPLAY_EVIDENCE,
+        evidence=REPLAY_EVIDENCE + NO_LIVE,
         decision=decision,
     )
     if verdict.passed != (decision == "promote"):

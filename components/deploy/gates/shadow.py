@@ -30,6 +30,7 @@ from components.deploy.gates.common import (
     scores_of,
     top_k,
 )
+from components.deploy.gates.live import LIVE_SHADOW_EVIDENCE, NO_LIVE, live_shadow_checks
 
 if TYPE_CHECKING:
     from components.ranking.model import RankerModel
@@ -106,9 +107,15 @@ def candidate_checks(
 
 
 def shadow_gate(
-    rows: pd.DataFrame, candidate: RankerModel, production: RankerModel | None, p: PromoteParams
+    rows: pd.DataFrame,
+    candidate: RankerModel,
+    production: RankerModel | None,
+    p: PromoteParams,
+    live: dict[str, Any] | None = None,
 ) -> tuple[Verdict, pd.DataFrame]:
-    """Both models score every replayed request; returns the verdict and the score log rows."""
+    """Both models score every replayed request; with ``live`` shadow metrics
+    (:func:`components.deploy.gates.live.live_shadow_metrics`) the live checks are added.
+    Returns the verdict and the score log rows."""
     prod_version = production.version if production is not None else None
     thresholds = {"min_rank_corr": p.shadow.min_rank_corr, "max_p99_ms": p.shadow.max_p99_ms}
     if rows.empty:
@@ -150,8 +157,17 @@ def shadow_gate(
             if finite(corr) is not None and finite(overlap) is not None
             else ""
         )
+    evidence = EVIDENCE + NO_LIVE
+    if live is not None:
+        metrics.update(live)
+        checks += live_shadow_checks(live, p.shadow.min_rank_corr)
+        evidence = f"{EVIDENCE}; {LIVE_SHADOW_EVIDENCE}"
+        corr = live.get("live_mean_rank_corr")
+        passed_reason += f"; live: {live['live_requests']} requests" + (
+            f", rank corr {corr:.3f}" if corr is not None else ""
+        )
     verdict = promotion_verdict(
         "shadow", candidate.version, prod_version, checks, passed_reason=passed_reason,
-        metrics=metrics, thresholds=thresholds, evidence=EVIDENCE,
+        metrics=metrics, thresholds=thresholds, evidence=evidence,
     )  # fmt: skip
     return verdict, pd.concat(log_parts, ignore_index=True)
