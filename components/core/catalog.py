@@ -183,6 +183,7 @@ CATALOG: Mapping[str, Artefact] = _entries(
     ("impressions", "data/logs/impressions", "parquet", None, "served feeds (impression log)"),
     ("stream", "data/stream", "dir", None, "the file event stream: staging, quarantine, segments"),
     ("stream_events", "data/stream/events", "parquet", None, "accepted live events"),
+    ("stream_index", "data/stream/commits.sqlite", "sqlite", None, "committed event batches and their event ids"),
 )
 
 
