@@ -171,12 +171,15 @@ class StreamStore:
     # ---- reading
 
     def read(self, name: str) -> pd.DataFrame:
-        """The events of one committed batch (``event_date`` left out: ``timestamp`` holds it)."""
+        """The events of one committed batch (``event_date`` left out: ``timestamp`` holds it),
+        from staging if it is not in place yet (committed there: complete and fsynced)."""
         from components.data.ingestion.store import read_event_table
 
         folder = self.events_dir / name
         if not folder.exists():
-            raise FileNotFoundError(f"{folder}: batch not in place (yet)")
+            folder = self.staging_dir / name / "events"
+        if not folder.exists():
+            raise FileNotFoundError(f"{self.events_dir / name}: batch not found")
         table = read_event_table(folder)
         if "event_date" in table.column_names:
             table = table.drop_columns(["event_date"])
