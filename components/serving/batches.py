@@ -124,11 +124,17 @@ class StreamStore:
     def _place(self, name: str) -> None:
         """Move a committed batch from staging into place (each step idempotent) and fsync."""
         staging = self.staging_dir / name
-        if (staging / "events").exists() and not (self.events_dir / name).exists():
-            os.replace(staging / "events", self.events_dir / name)
-        q = staging / "quarantine" / f"{name}.parquet"
-        if q.exists():
-            os.replace(q, self.quarantine_dir / f"{name}.parquet")
+        moves = [
+            (staging / "events", self.events_dir / name),
+            (staging / "quarantine" / f"{name}.parquet", self.quarantine_dir / f"{name}.parquet"),
+        ]
+        for src, dst in moves:
+            if src.exists() and not dst.exists():
+                try:
+                    os.replace(src, dst)
+                except FileNotFoundError:  # another process's recovery placed it meanwhile
+                    if not dst.exists():
+                        raise
         fsync_dir(self.events_dir)
         fsync_dir(self.quarantine_dir)
         shutil.rmtree(staging, ignore_errors=True)
