@@ -191,3 +191,27 @@ def test_replay_rebuilds_the_streamed_state_and_the_follower_skips_a_bad_batch(t
 
 def read_batch_ids(folder: Path) -> list[str]:
     return pd.read_parquet(next(folder.rglob("*.parquet")))["event_id"].tolist()
+
+
+def _post_from_another_process(root: str, offset: int, out: Any) -> None:
+    s = sink_at(Path(root))
+    results = [s.accept([ev(10 * r + i) for i in range(offset, offset + 8)], NOW) for r in range(10)]
+    out.put((sum(r.accepted for r in results), sum(r.duplicates for r in results)))
+
+
+def test_two_real_processes_store_each_id_once(tmp_path: Path) -> None:
+    """The same race as above from two spawned processes (two server workers)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_post_from_another_process, args=(str(tmp_path), off, out)) for off in (0, 4)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    ids = stream_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == 102
+    assert sum(a for a, _ in got) == 102 and sum(d for _, d in got) == 160 - 102
