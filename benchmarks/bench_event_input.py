@@ -52,7 +52,7 @@ def _commit_only(sink: EventSink, i: int) -> None:
         _TEMPLATE = next(iter(process_drops([d], known_content={"c1"}, key=b"b", now=NOW, limits=sink.limits))).events
     ids = pa.array([f"c{i}-{j}" for j in range(len(_TEMPLATE))])
     table = _TEMPLATE.set_column(_TEMPLATE.schema.get_field_index("event_id"), "event_id", ids)
-    done = sink.store.commit(table, quarantine_frame([]), "bench")
+    done = sink.store.commit(table, quarantine_frame([]), sink.writer_id)
     assert len(done.events) == 20
 
 
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stored", type=int, default=200_000, help="ids in the commit log before the dedupe check")
     ap.add_argument("--batches", type=int, default=2_000, help="committed batches before the follower's poll")
     args = ap.parse_args(argv)
+    if args.stored < 20_000:
+        ap.error("--stored must be >= 20000 (the checked batch is 10k of the first 20k ids)")
     limits = Limits.from_params(load_params(args.params))
     with tempfile.TemporaryDirectory() as tmp:
         sink = EventSink(DataPaths(Path(tmp)), key=b"bench", limits=limits, known_content={"c1"})
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         commits = [_timed(lambda i=i: _commit_only(sink, i))[0] for i in range(50)]
         print(f"20-event batch, durable commit alone: median {sorted(commits)[25] * 1000:.1f} ms, max {max(commits) * 1000:.1f} ms")
         with sink.store.log.writing() as tx:  # fill the commit log
-            tx.add("bench-fill", "bench", (f"f{i}" for i in range(args.stored)))
+            tx.add("bench-fill", sink.writer_id, (f"f{i}" for i in range(args.stored)))
         t, known = _timed(lambda: sink.store.log.known([f"f{i}" for i in range(0, 20_000, 2)]))
         assert len(known) == 10_000
         print(f"dedupe check of a 10k-id batch against {sink.store.log.count_ids():,} stored ids: {t * 1000:.1f} ms")
