@@ -64,6 +64,13 @@ def post(base: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     return body
 
 
+def _status(base: str, events: list[dict[str, Any]]) -> int:
+    try:
+        return httpx.post(f"{base}/v1/events", json={"events": events}, headers=HEADERS, timeout=60).status_code
+    except httpx.HTTPError:
+        return 0
+
+
 class Traffic:
     """Feed requests and event batches from a few threads until the server dies or ``stop``;
     records every acknowledged event id and every answered feed request."""
@@ -148,7 +155,14 @@ def test_kill_9_under_traffic_loses_no_acknowledged_event_and_stores_none_twice(
         traffic = Traffic(server.base, users, items)
         run = traffic.run(until_acked=400, max_s=20)
         next(run)
+        # a large batch over three days in flight at the kill: all of it or none may be stored
+        big = [event(f"big-{i}", users[i % len(users)], items[i % len(items)], days_ago=i % 3) for i in range(6000)]
+        big_answer: list[int] = []
+        sender = threading.Thread(target=lambda: big_answer.append(_status(server.base, big)))
+        sender.start()
+        time.sleep(0.8)
         server.kill9()
+        sender.join(timeout=60)
         next(run, None)
     finally:
         server.stop()
@@ -156,6 +170,11 @@ def test_kill_9_under_traffic_loses_no_acknowledged_event_and_stores_none_twice(
 
     restarted = start_server(project, tmp_path)
     try:
+        before_retry = set(read_stream_events(DataPaths(project))["event_id"])
+        big_stored = len({e["event_id"] for e in big} & before_retry)
+        assert big_stored in (0, len(big)), f"a killed batch was stored in part: {big_stored} of {len(big)}"
+        if big_answer != [200]:
+            traffic.unacked.append(big)
         retried = []
         for batch in traffic.unacked:  # the client's retries: stored now, or already before the kill
             body = post(restarted.base, batch)
@@ -180,6 +199,8 @@ def test_kill_9_under_traffic_loses_no_acknowledged_event_and_stores_none_twice(
         "acknowledged_events": len(acked),
         "unacknowledged_batches_retried": len(traffic.unacked),
         "stream_events": int(counts.sum()),
+        "big_batch_answer": big_answer[0] if big_answer else None,
+        "big_batch_stored_before_retry": big_stored,
         "acknowledged_missing": len(missing),
         "stored_twice": len(twice),
         "answered_feeds": len(traffic.answered),
