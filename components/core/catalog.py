@@ -183,6 +183,7 @@ CATALOG: Mapping[str, Artefact] = _entries(
     ("impressions", "data/logs/impressions", "parquet", None, "served feeds (impression log)"),
     ("stream", "data/stream", "dir", None, "the file event stream: staging, quarantine, segments"),
     ("stream_events", "data/stream/events", "parquet", None, "accepted live events"),
+    ("stream_index", "data/stream/commits.sqlite", "sqlite", None, "committed event batches and their event ids"),
     # experiments, off-policy evaluation and the post-promotion monitor (their own CLIs)
     ("metrics_experiments", "metrics/experiments.json", "json", "experiments", "A/B/n reports of the running experiments"),
     ("metrics_ope", "metrics/ope.json", "json", None, "off-policy estimates of the candidate on the impression log"),

@@ -115,6 +115,8 @@ class IngestLimits(Section):
     min_timestamp: str
     min_rating: float
     max_rating: float
+    #: device_type / os / network longer than this are quarantined (``field_too_long``)
+    max_field_chars: int = Field(64, gt=0)
 
 
 class Ingest(IngestLimits):
@@ -380,6 +382,12 @@ class Serving(Section):
     log_flush_s: float
     #: request bodies above this many bytes are answered 413 before anything reads them
     max_body_bytes: int = Field(gt=0)
+    #: streamed reports count only from users with this many accepted events ...
+    moderation_min_user_events: int = Field(ge=0)
+    #: ... the first of them at least this long before the report (or known to the batch export)
+    moderation_min_user_age_s: float = Field(ge=0)
+    #: users whose event history (for the above) and contents whose reporters are kept
+    moderation_track_users: int = Field(gt=0)
 
 
 class OnlineUpdateOptions(Section):

@@ -118,6 +118,8 @@ STRING_FIELDS: tuple[str, ...] = (
 NUMBER_FIELDS: tuple[str, ...] = ("watch_duration_s", "rating")
 #: Free-text fields whose length is bounded (see ``ingest.max_text_chars`` in params).
 TEXT_FIELDS: tuple[str, ...] = ("comment_text", "reason", "metadata", "platform")
+#: Short free strings of the request context, bounded by ``ingest.max_field_chars``.
+SHORT_FIELDS: tuple[str, ...] = ("device_type", "os", "network")
 #: Identifier fields with a short length bound (see ``ingest.max_id_chars``).
 ID_FIELDS: tuple[str, ...] = ("event_id", "user_id", "content_id", "creator_id")
 

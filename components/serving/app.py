@@ -283,12 +283,19 @@ def _add_event_routes(app: FastAPI, state: ServingState) -> None:
 
     @app.post("/v1/events", summary="Ingest a batch of events (same validation as batch ingestion)")
     def post_events(body: EventsBody, key: str = Depends(api_key)) -> dict[str, Any]:
+        import sqlite3
+
         import pandas as pd
 
         if state.sink is None:
             raise HTTPException(503, "event ingestion is not configured")
         t0 = time.perf_counter()
-        result = state.sink.accept(body.events, pd.Timestamp.now(tz="UTC"))
+        try:
+            result = state.sink.accept(body.events, pd.Timestamp.now(tz="UTC"))
+        except (OSError, sqlite3.Error) as exc:  # nothing acknowledged: the batch is stored whole or not at all
+            log.exception("event batch not stored")
+            m.requests.labels("events", "503").inc()
+            raise HTTPException(503, f"events not stored ({type(exc).__name__}); retry the batch", headers={"Retry-After": "1"}) from exc
         m.events.labels("accepted").inc(result.accepted)
         m.events.labels("rejected").inc(result.rejected)
         m.events.labels("duplicate").inc(result.duplicates)
@@ -383,6 +390,10 @@ def build_state(
         push=lambda rows: push_user_realtime(store, rows),
         last_n_viewed=cfg.features.last_n_viewed,
     )
+    # the streamed state (seen sets, moderation, interest, real-time windows, duplicate ids)
+    # comes back from the stream; then the follower takes what other workers add
+    sink.recover()
+    sink.replay([recommender.observe])
     sink.listeners.append(recommender.observe)
     updater = None
     if cfg.online_update.enabled and settings.online_update:

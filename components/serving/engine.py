@@ -106,7 +106,7 @@ from components.serving.rerank import Reranker
 from components.serving.scoring import ModelSlots, Scored, choose_arm, shadow_scores
 from components.serving.settings import ServingSettings
 from components.serving.stages import BudgetSpent, StageClock
-from components.serving.stream import StreamState, over_threshold
+from components.serving.stream import ReportPolicy, StreamState, over_threshold
 
 if TYPE_CHECKING:
     from components.deploy.model_cache import ModelCache
@@ -152,6 +152,13 @@ class Recommender:
             reporters=reporters or {},
             threshold=settings.moderation_report_threshold,
             vectors_lock=retrieval_lock,
+            policy=ReportPolicy(
+                settings.moderation_report_threshold,
+                settings.moderation_min_user_events,
+                settings.moderation_min_user_age_s,
+                settings.moderation_track_users,
+            ),
+            clock=clock,
         )
         self.candidates = CandidateAssembler(
             artifacts,

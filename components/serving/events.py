@@ -6,11 +6,20 @@ keyed-HMAC pseudonymisation), so an event accepted here would be accepted by ``d
 refused for the same reason. Then:
 
 * valid events are appended durably to the stream event store ``data/stream/events/`` (same
-  schema and day partitioning as ``data/raw/events``; ``data/raw`` itself is a DVC output that
-  only the ingest stage writes), each batch as new files written to a staging folder and
-  renamed into place, so a crash leaves the whole batch or none of it;
-* refused events go to ``data/stream/quarantine/`` with their reason, and back to the caller
-  as per-event errors; the valid events of the same batch are kept;
+  schema and day partitioning as ``data/raw/events``, one folder per batch:
+  ``events/<batch>/event_date=YYYY-MM-DD/<batch>.parquet``; ``data/raw`` itself is a DVC output
+  that only the ingest stage writes). A batch commits all or nothing
+  (:mod:`components.serving.commits`): written and fsynced (files and folders) in
+  ``data/stream/.staging/<batch>/``, committed in the commit log together with its event ids
+  (a unique index shared by every worker process and kept across restarts: an id is stored
+  once), then renamed into place in one step; a 200 is sent only after that. Start-up
+  (:meth:`EventSink.recover`) finishes committed batches a crash left in staging and deletes
+  uncommitted ones;
+* refused events go to ``data/stream/quarantine/`` with their reason (user ids pseudonymised
+  there too), and back to the caller as per-event errors; the valid events of the same batch
+  are kept. Each record is checked on its own first (:func:`~components.data.ingestion.decode.check_record`):
+  nested deeper than 32 levels (``too_deep``) or holding a lone surrogate (``invalid_unicode``)
+  is refused, unknown keys are dropped and counted (``dropped_keys``), never made columns;
 * the users' real-time features (``rt_*``: events / engagements / views / skips in the last
   hour, last event time, last viewed contents) are recomputed from a one-hour window kept in
   memory and pushed to Feast's push source, so the next online lookup sees them.
@@ -23,19 +32,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import pandas as pd
 import pyarrow as pa
 
 from components.core.catalog import DataPaths
-from components.core.io import fsync_dir, fsync_file
 from components.core.schema import ENGAGEMENT_TYPES, USER_EVENT_TYPES
 
 if TYPE_CHECKING:
@@ -61,6 +68,7 @@ class BatchResult:
     duplicates: int
     errors: list[EventError]
     users_updated: int
+    dropped_keys: int = 0  # unknown keys removed from the events (never stored)
 
     def reconciles(self) -> bool:
         return self.received == self.accepted + self.rejected + self.duplicates
@@ -86,6 +94,8 @@ class RealtimeFeatures:
         w = self._users.setdefault(user_id, _UserWindow())
         w.events.append((ts_s, event_type, content_id))
         w.last_ts_s = max(w.last_ts_s, ts_s)
+        while w.events and w.events[0][0] <= w.last_ts_s - ONE_HOUR_S:  # bounded: one hour a user
+            w.events.popleft()
         if event_type == "view" and content_id:
             w.viewed.append(content_id)
             while len(w.viewed) > self.last_n:
@@ -148,45 +158,44 @@ class EventSink:
         last_n_viewed: int = 20,
         remember_ids: int = 1_000_000,
     ) -> None:
+        from components.serving.batches import StreamStore
+
         self.paths = paths
         self.key = key
         self.limits = limits
         self.known_content = set(known_content)
         self.push = push
         self.realtime = RealtimeFeatures(last_n_viewed)
-        self._seen = RecentIds(remember_ids)  # recent event ids (duplicates across batches)
+        self.store = StreamStore(paths)
+        self.writer_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # names this sink's batches
+        self._seen = RecentIds(remember_ids)  # recent ids: the commit log is asked about the rest
         self._lock = threading.Lock()
         self.listeners: list[Callable[[pd.DataFrame], None]] = []  # e.g. the online-update buffer
-        self.written: set[str] = set()  # names of the stream files this sink wrote
+        self.replayed_seq: int | None = None  # the last batch :meth:`replay` read
 
     def accept(self, records: Sequence[Any], now: pd.Timestamp) -> BatchResult:
-        from components.data.ingestion.decode import decode_jsonl
+        """Check, store (all or nothing, see the module doc) and push one posted batch."""
+        from components.data.ingestion.decode import decode_records
         from components.data.ingestion.process import process_drops, uploads_in
 
-        lines = b"".join(orjson.dumps(r) + b"\n" for r in records)
-        decoded = decode_jsonl(lines, "api")
+        decoded = decode_records(records, "api")
+        if decoded.dropped_keys:
+            log.info("dropped %d unknown event keys, e.g. %s", decoded.dropped_keys, list(decoded.dropped_names))
+        frame = decoded.frame
         with self._lock:
-            frame = decoded.frame
-            repeated = (
-                frame["event_id"].map(lambda e: isinstance(e, str) and e in self._seen).to_numpy(dtype=bool)
-                if "event_id" in frame and len(frame)
-                else None
-            )
-            errors: list[EventError] = []
-            if repeated is not None and repeated.any():
-                for no, eid in zip(frame.loc[repeated, "_record_no"], frame.loc[repeated, "event_id"], strict=True):
-                    errors.append(EventError(int(no) - 1, "duplicate_event_id", f"event_id {eid!r} was already ingested"))
-                frame = frame[~repeated].reset_index(drop=True)
-                decoded = type(decoded)(decoded.source, frame, decoded.rejected, decoded.n_in, decoded.n_blank)
             uploads = uploads_in(frame) if len(frame) else set()
             outcome = next(
                 iter(process_drops([decoded], known_content=self.known_content | uploads, key=self.key, now=now, limits=self.limits))
             )
+            errors = [
+                EventError(int(q["record_no"]) - 1, str(q["reason"]), str(q["detail"])) for _, q in outcome.quarantine.iterrows()
+            ]
+            ids = outcome.events["event_id"].to_pylist()
+            done = self.store.commit(outcome.events, outcome.quarantine, self.writer_id, known=[e for e in ids if e in self._seen])
             self.known_content |= uploads
-            for _, q in outcome.quarantine.iterrows():
-                errors.append(EventError(int(q["record_no"]) - 1, str(q["reason"]), str(q["detail"])))
-            events = outcome.events
-            self._write(events, outcome.quarantine)
+            events = done.events
+            if done.duplicates:
+                errors += _duplicate_errors(frame, outcome.quarantine, done.duplicates)
             self._seen.add_all(events["event_id"].to_pylist())
             updated = self._update_realtime(events, now)
         duplicates = sum(e.reason == "duplicate_event_id" for e in errors)
@@ -197,52 +206,58 @@ class EventSink:
             duplicates=duplicates,
             errors=sorted(errors, key=lambda e: e.index),
             users_updated=updated,
+            dropped_keys=decoded.dropped_keys,
         )
         if not result.reconciles():  # a bug, never a user error: fail loudly
             raise RuntimeError(f"event batch does not reconcile: {result}")
         if len(events):
             frame_out = events.to_pandas()
+            frame_out.attrs["received_s"] = time.time()
             for listener in self.listeners:
                 listener(frame_out)
         return result
 
-    def _write(self, events: pa.Table, quarantine: pd.DataFrame) -> None:
-        """Append the batch durably: staging folder, fsync, rename each file into place."""
-        from components.data.ingestion.store import write_events
+    def recover(self) -> dict[str, int]:
+        """Start-up: finish or drop what a crash left in staging (see :meth:`StreamStore.recover`)."""
+        return self.store.recover()
 
-        base = self.paths.of("stream")
-        name = f"api-{pd.Timestamp.now(tz='UTC').strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
-        staging = base / ".staging" / name
-        staging.mkdir(parents=True, exist_ok=True)
-        try:
-            if len(events):
-                write_events(events, staging / "events", basename=name)
-            if len(quarantine):
-                (staging / "quarantine").mkdir()
-                quarantine.astype({"record_no": "int64"}).to_parquet(staging / "quarantine" / f"{name}.parquet", index=False)
-            for path in sorted(p for p in staging.rglob("*.parquet")):
-                fsync_file(path)
-                final = base / path.relative_to(staging)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                self.written.add(final.name)
-                os.replace(path, final)
-                fsync_dir(final.parent)
-        finally:
-            for p in sorted(staging.rglob("*"), reverse=True):
-                p.rmdir() if p.is_dir() else p.unlink()
-            staging.rmdir()
+    def replay(self, listeners: Iterable[Callable[[pd.DataFrame], None]] = ()) -> int:
+        """Start-up: fold every committed batch, in commit order, into this sink's duplicate
+        cache and real-time windows and hand it to ``listeners`` (the engine's seen sets,
+        moderation and interest), so a restart loses no streamed state. Returns the events read."""
+        listeners = list(listeners)
+        n = 0
+        last = 0
+        for batch in self.store.batches():
+            last = batch.seq
+            if batch.n_events == 0:
+                continue
+            try:
+                frame = self.store.read(batch.name)
+            except Exception:
+                log.exception("replay: committed batch %s unreadable; skipped", batch.name)
+                continue
+            frame.attrs["received_s"] = batch.committed_s
+            self._absorb(frame, listeners)
+            n += len(frame)
+        self.replayed_seq = last
+        log.info("replayed %d streamed events (%d batches)", n, last)
+        return n
 
     def absorb(self, events: pd.DataFrame) -> None:
         """Events another process accepted into the same stream (see :class:`StreamFollower`):
         remembered for duplicate detection and folded into the real-time windows (not pushed:
         their writer pushed them), then handed to the listeners like this sink's own."""
+        self._absorb(events, self.listeners)
+
+    def _absorb(self, events: pd.DataFrame, listeners: Sequence[Callable[[pd.DataFrame], None]]) -> None:
         if events is None or len(events) == 0:
             return
         table = pa.Table.from_pandas(events, preserve_index=False)
         with self._lock:
             self._seen.add_all(table["event_id"].to_pylist() if "event_id" in table.column_names else [])
             self._update_realtime(table, pd.Timestamp.now(tz="UTC"), push=False)
-        for listener in self.listeners:
+        for listener in listeners:
             listener(events)
 
     def _update_realtime(self, events: pa.Table, now: pd.Timestamp, push: bool = True) -> int:
@@ -271,44 +286,61 @@ class EventSink:
         return len(rows)
 
 
+def _duplicate_errors(frame: pd.DataFrame, quarantine: pd.DataFrame, stored: Iterable[str]) -> list[EventError]:
+    """Per-event errors for the valid events whose id was already stored (their record is the
+    batch's record with that id that was not quarantined)."""
+    stored = set(stored)
+    refused = set(quarantine["record_no"].astype("int64").tolist()) if len(quarantine) else set()
+    out: list[EventError] = []
+    for no, eid in zip(frame["_record_no"].tolist(), frame["event_id"].tolist(), strict=True):
+        if eid in stored and int(no) not in refused:
+            out.append(EventError(int(no) - 1, "duplicate_event_id", f"event_id {eid!r} was already ingested"))
+            stored.discard(eid)
+    return out
+
+
 class StreamFollower:
-    """Tails the durable event stream for files other processes wrote (several server workers
-    share one stream): each new file's events go to :meth:`EventSink.absorb`, so every worker's
-    seen-contents, real-time interest, moderation counts and real-time feature windows follow
-    all the events, not only those it received, within ``poll_s``.
+    """Follows the commit log for batches other processes committed (several server workers
+    share one stream): each new batch's events go to :meth:`EventSink.absorb`, so every
+    worker's seen-contents, real-time interest, moderation counts and real-time feature windows
+    follow all the events, not only those it received, within ``poll_s``.
 
-    Files present when it starts are skipped (they precede this process's state, like the
-    events the serving artefact set was exported from)."""
+    A poll asks the log for the batches after the last one taken (O(new batches), no listing of
+    the stream). A batch that cannot be read (not placed yet, or damaged) is tried again on the
+    next polls, keeping the order; after ``max_tries`` polls it is skipped with an error logged
+    (and listed in ``skipped``). It starts after the batches :meth:`EventSink.replay` read, or
+    after the newest committed batch."""
 
-    def __init__(self, sink: EventSink, poll_s: float = 0.25) -> None:
+    def __init__(self, sink: EventSink, poll_s: float = 0.25, max_tries: int = 40) -> None:
         self.sink = sink
         self.poll_s = float(poll_s)
-        self.folder = sink.paths.of("stream_events")
-        self._known = set(self._files())
+        self.max_tries = int(max_tries)
+        self.after = sink.replayed_seq if sink.replayed_seq is not None else sink.store.log.last_seq()
+        self._tries: dict[int, int] = {}
+        self.skipped: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.absorbed = 0  # events taken from other writers
 
-    def _files(self) -> list[str]:
-        if not self.folder.exists():
-            return []
-        return [str(p) for p in self.folder.rglob("*.parquet")]
-
     def poll(self) -> int:
-        """Absorb the files that appeared since the last poll; the number of events taken."""
+        """Absorb the batches committed since the last poll; the number of events taken."""
         taken = 0
-        for path in sorted(set(self._files()) - self._known):
-            self._known.add(path)
-            if Path(path).name in self.sink.written:
-                continue
-            try:
-                frame = pd.read_parquet(path)
-            except Exception:  # a file being replaced under us: next poll
-                self._known.discard(path)
-                log.exception("stream file %s unreadable; retrying", path)
-                continue
-            self.sink.absorb(frame)
-            taken += len(frame)
+        for batch in self.sink.store.batches(self.after):
+            if batch.writer != self.sink.writer_id and batch.n_events > 0:
+                try:
+                    frame = self.sink.store.read(batch.name)
+                except Exception as exc:
+                    tries = self._tries[batch.seq] = self._tries.get(batch.seq, 0) + 1
+                    if tries < self.max_tries:
+                        break  # keep the order: next poll
+                    log.error("stream batch %s unreadable after %d tries (%s): skipped", batch.name, tries, exc)
+                    self.skipped.append(batch.name)
+                else:
+                    frame.attrs["received_s"] = batch.committed_s
+                    self.sink.absorb(frame)
+                    taken += len(frame)
+            self._tries.pop(batch.seq, None)
+            self.after = batch.seq
         self.absorbed += taken
         return taken
 
@@ -330,13 +362,10 @@ class StreamFollower:
 
 
 def read_stream_events(paths: DataPaths) -> pd.DataFrame:
-    """Every event accepted through the API so far (empty frame when none)."""
-    from components.data.ingestion.store import read_events
+    """Every committed event accepted through the API so far (empty frame when none)."""
+    from components.serving.batches import StreamStore
 
-    folder = paths.of("stream_events")
-    if not folder.exists() or not any(folder.rglob("*.parquet")):
-        return pd.DataFrame()
-    return read_events(folder)
+    return StreamStore(paths).read_all()
 
 
 def limits_from(params: Mapping[str, Any]) -> Limits:

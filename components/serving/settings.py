@@ -16,6 +16,9 @@ class ServingSettings:
     """What the engine reads from params.yaml: ``serving`` keys, the canary split, the seed."""
 
     moderation_report_threshold: int  # serving.moderation_report_threshold
+    moderation_min_user_events: int  # serving.moderation_min_user_events
+    moderation_min_user_age_s: float  # serving.moderation_min_user_age_s
+    moderation_track_users: int  # serving.moderation_track_users
     trend_beta: float  # serving.trend_beta
     rerank_pool: int  # serving.rerank_pool: boosted candidates the DPP picks the slate from
     budget_ms: float  # serving.budget_ms: no stage starts after
@@ -50,6 +53,9 @@ class ServingSettings:
         s = cfg.serving
         return cls(
             moderation_report_threshold=s.moderation_report_threshold,
+            moderation_min_user_events=s.moderation_min_user_events,
+            moderation_min_user_age_s=s.moderation_min_user_age_s,
+            moderation_track_users=s.moderation_track_users,
             trend_beta=s.trend_beta,
             rerank_pool=s.rerank_pool,
             budget_ms=s.budget_ms,

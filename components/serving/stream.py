@@ -1,12 +1,23 @@
 """What the event stream changed since load (:class:`StreamState`): the contents each user has
 seen since, moderation (reports counted over the batch events and the stream, operator blocks)
-and each user's real-time interest; plus the report-counting helpers."""
+and each user's real-time interest; plus the report-counting helpers.
+
+A streamed report counts only from an *established* user (:class:`ReportPolicy`): one the batch
+export knew with events, or one whose first accepted event reached the server at least
+``serving.moderation_min_user_age_s`` before the report, with at least
+``serving.moderation_min_user_events`` accepted events since; user ids are free text in a
+posted event, so reports from invented ids cannot take content down. Memory stays bounded:
+at most threshold + 1 reporters per content (forgotten once it is moderated) and the
+``serving.moderation_track_users`` most recently active users' histories."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -37,6 +48,44 @@ def moderated_contents(events: pd.DataFrame, threshold: int) -> frozenset[str]:
     return over_threshold(reporters_by_content(events), threshold)
 
 
+@dataclass(frozen=True)
+class ReportPolicy:
+    """Whose streamed reports count (``serving.moderation_*``)."""
+
+    threshold: int  # contents reported by more distinct users than this are moderated
+    min_user_events: int = 1  # accepted events a user needs before the report
+    min_user_age_s: float = 86_400.0  # since the user's first accepted event (server clock)
+    track_users: int = 1_000_000  # most recently active users whose history is kept
+
+
+class UserHistory:
+    """Per user: when its first accepted event reached the server and how many it sent (the
+    ``track`` most recently active users; an evicted user starts again as new)."""
+
+    def __init__(self, track: int) -> None:
+        self.track = int(track)
+        self._users: OrderedDict[str, list[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def note(self, counts: Mapping[str, int], received_s: float) -> None:
+        for user, n in counts.items():
+            got = self._users.get(user)
+            if got is None:
+                self._users[user] = [received_s, float(n)]
+            else:
+                got[0] = min(got[0], received_s)
+                got[1] += n
+                self._users.move_to_end(user)
+        while len(self._users) > self.track:
+            self._users.popitem(last=False)
+
+    def established(self, user: str, at_s: float, policy: ReportPolicy) -> bool:
+        got = self._users.get(user)
+        return got is not None and got[1] >= policy.min_user_events and got[0] <= at_s - policy.min_user_age_s
+
+
 class StreamState:
     """Seen sets, moderation and real-time interest, under one lock (``vectors_lock`` guards the
     item vectors, shared with the FAISS searches)."""
@@ -50,13 +99,22 @@ class StreamState:
         reporters: Mapping[str, set[str]],
         threshold: int,
         vectors_lock: threading.Lock,
+        policy: ReportPolicy | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.artifacts = artifacts
         self.catalogue = catalogue
         self.threshold = threshold
+        self.policy = policy if policy is not None else ReportPolicy(threshold)
         self.moderated = frozenset(moderated)
         self.moderated_pos = catalogue.to_positions(moderated)
-        self._reporters = {c: set(u) for c, u in reporters.items()}
+        # reporters of contents not moderated yet (at most threshold + 1 each), oldest first
+        self._reporters: OrderedDict[str, set[str]] = OrderedDict(
+            (c, set(u)) for c, u in reporters.items() if c not in self.moderated
+        )
+        self._history = UserHistory(self.policy.track_users)
+        self._clock = clock
+        self.ignored_reports = 0  # streamed reports from users not established
         self._noted: dict[str, set[str]] = {}
         # real-time interest: sum of the unit vectors of contents engaged with since load, count
         self._fresh: dict[str, tuple[np.ndarray, int]] = {}
@@ -94,22 +152,46 @@ class StreamState:
         if "event_type" in ev:
             kind = ev["event_type"].astype(str)
             self._update_interest(ev[kind.isin(POSITIVE_TYPES)])
-            self._count_reports(ev[kind == "report"])
+            # reports first: a user's events in the same batch do not establish it
+            received_s = float(events.attrs.get("received_s", self._clock()))
+            self._count_reports(ev[kind == "report"], received_s)
+            others = events[events["event_type"].astype(str) != "report"]
+            if len(others):
+                with self._lock:
+                    counts = others["user_id"].astype(str).value_counts()
+                    self._history.note(dict(zip(counts.index.astype(str), counts.astype(int), strict=True)), received_s)
 
     # ---- moderation
 
-    def _count_reports(self, reports: pd.DataFrame) -> None:
-        """Streamed reports: a content reported by more than the threshold's distinct users is
-        moderated from the next request on."""
+    def established(self, user_id: str, at_s: float) -> bool:
+        """Whether the user's reports count (see the module doc)."""
+        row = self.artifacts.snapshot.row(str(user_id))
+        if row >= 0 and bool(self.artifacts.known[row]):
+            return True
+        with self._lock:
+            return self._history.established(str(user_id), at_s, self.policy)
+
+    def _count_reports(self, reports: pd.DataFrame, received_s: float) -> None:
+        """Streamed reports from established users: a content reported by more than the
+        threshold's distinct users is moderated from the next request on."""
         if reports.empty:
             return
         newly = []
-        with self._lock:
-            for c, u in zip(reports["content_id"].astype(str), reports["user_id"].astype(str), strict=True):
+        for c, u in zip(reports["content_id"].astype(str), reports["user_id"].astype(str), strict=True):
+            if c in self.moderated or c in newly:
+                continue
+            if not self.established(u, received_s):
+                self.ignored_reports += 1
+                continue
+            with self._lock:
                 who = self._reporters.setdefault(c, set())
+                self._reporters.move_to_end(c)
                 who.add(u)
-                if len(who) > self.threshold and c not in self.moderated:
+                if len(who) > self.threshold:
                     newly.append(c)
+                    del self._reporters[c]  # moderated: its reporters are no longer needed
+                while len(self._reporters) > self.policy.track_users:
+                    self._reporters.popitem(last=False)
         if newly:
             self.block(newly, reason="reports")
 

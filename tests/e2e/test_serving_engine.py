@@ -475,14 +475,19 @@ def test_logged_feature_snapshot_reproduces_the_score(engine: Recommender) -> No
 
 
 def test_streamed_reports_moderate_a_content(engine: Recommender) -> None:
-    """Reports arriving through the event stream moderate a content once more distinct users
-    than the threshold reported it (0 here: the first report), from the next request on."""
+    """Reports arriving through the event stream moderate a content once more distinct
+    established users than the threshold reported it (0 here: the first report), from the next
+    request on; a report from an invented user id counts for nothing."""
     u = known_users(engine)[7]
     first = engine.recommend(u, K, ctx(engine), request_id="mod-1")
     target = first.items[0].content_id
     assert target not in engine.moderated
     engine.observe(
         pd.DataFrame({"user_id": ["reporter-a"], "content_id": [target], "event_type": ["report"]})
+    )
+    assert target not in engine.moderated, "an invented user's report must not count"
+    engine.observe(
+        pd.DataFrame({"user_id": [known_users(engine)[9]], "content_id": [target], "event_type": ["report"]})
     )
     assert target in engine.moderated
     again = engine.recommend(u, K, ctx(engine), request_id="mod-2")

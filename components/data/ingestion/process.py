@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from components.core import schema
 from components.core.frames import arrow_string_mapper
 from components.data.ingestion.decode import Decoded
-from components.data.ingestion.pseudonyms import pseudonymise_arrow
+from components.data.ingestion.pseudonyms import pseudonymise_arrow, pseudonymise_raw
 from components.data.ingestion.rules import DUPLICATE, Limits, quarantine_frame
 from components.data.ingestion.validate import validate_events
 
@@ -91,6 +91,8 @@ def process_drops(
             }
         )
         quarantine = pd.concat([d.rejected, v.rejected, dup_rows], ignore_index=True)
+        if len(quarantine):  # no raw user id reaches the quarantine either
+            quarantine["raw"] = pseudonymise_raw(quarantine["raw"], key, pseudonyms)
         report = FileReport(
             source=d.source,
             n_in=d.n_in,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+import re
 from collections.abc import Mapping
 
 import pandas as pd
@@ -69,3 +71,29 @@ def pseudonymise(ids: pd.Series, key: bytes) -> pd.Series:
         arr = pa_arrow.chunked_array([pa_arrow.array(ids.to_numpy(dtype=object), type=pa_arrow.string(), from_pandas=True)])
     out = pseudonymise_arrow(arr, key)
     return pd.Series(pd.arrays.ArrowStringArray(out), index=ids.index)
+
+
+#: ``"user_id": <text or number>`` in a quarantined record's raw text (JSON, or a line that did
+#: not decode: the pattern finds the id without parsing the whole line)
+_RAW_USER_ID = re.compile(r'("user_id"\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)')
+
+
+def pseudonymise_raw(raw: pd.Series, key: bytes, cache: dict[str, str] | None = None) -> pd.Series:
+    """Quarantine ``raw`` texts with each user id replaced by its pseudonym, so no raw id is
+    ever written, even for records that failed validation or did not decode."""
+    memo: dict[str, str] = {} if cache is None else cache
+
+    def swap(m: re.Match[str]) -> str:
+        text = m.group(2)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        raw_id = value if isinstance(value, str) else text
+        if raw_id not in memo:
+            memo[raw_id] = pseudonym(raw_id, key)
+        return f'{m.group(1)}"{memo[raw_id]}"'
+
+    if raw.empty:
+        return raw
+    return raw.astype(str).map(lambda t: _RAW_USER_ID.sub(swap, t) if '"user_id"' in t else t)

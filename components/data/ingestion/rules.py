@@ -16,6 +16,8 @@ REASON_ORDER: tuple[str, ...] = (
     "truncated_line",
     "malformed_json",
     "not_an_object",
+    "too_deep",
+    "invalid_unicode",
     "unknown_event_type",
     "missing_field",
     "wrong_type",
@@ -27,6 +29,7 @@ REASON_ORDER: tuple[str, ...] = (
     "invalid_rating",
     "text_too_long",
     "id_too_long",
+    "field_too_long",
 )
 DUPLICATE = "duplicate_event_id"
 

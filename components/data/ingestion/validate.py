@@ -108,6 +108,10 @@ def build_schema(limits: Limits, now: pd.Timestamp, typed: frozenset[str] = froz
             checks.append(
                 pa.Check(lambda s: _str_len(s) <= limits.max_id_chars, name=f"id_too_long:{name}")
             )
+        if name in schema.SHORT_FIELDS:
+            checks.append(
+                pa.Check(lambda s: _str_len(s) <= limits.max_field_chars, name=f"field_too_long:{name}")
+            )
         columns[name] = pa.Column(checks=checks, nullable=True, coerce=False, required=True)
     for name in schema.NUMBER_FIELDS:
         columns[name] = pa.Column(
@@ -234,7 +238,7 @@ def _describe(check: str, row: pd.Series, limits: Limits) -> str:
         want = "a number" if fld in schema.NUMBER_FIELDS else "text"
         return f"field '{fld}' must be {want}, got {type(v).__name__} {v!r}"[:300]
     if code == "unknown_event_type":
-        return f"event_type {row.get('event_type')!r} is not one of {', '.join(schema.EVENT_TYPES)}"
+        return f"event_type {str(row.get('event_type'))[:64]!r} is not one of {', '.join(schema.EVENT_TYPES)}"
     if code == "unparsable_timestamp":
         return f"timestamp {row.get('timestamp')!r} is neither ISO-8601 nor epoch milliseconds"[:300]
     if code == "timestamp_before_2000":
@@ -250,8 +254,9 @@ def _describe(check: str, row: pd.Series, limits: Limits) -> str:
         )
     if code == "invalid_rating":
         return f"rating {_plain(row.get('rating'))} outside [{limits.min_rating:g}, {limits.max_rating:g}]"
-    if code in ("text_too_long", "id_too_long"):
-        cap = limits.max_text_chars if code == "text_too_long" else limits.max_id_chars
+    if code in ("text_too_long", "id_too_long", "field_too_long"):
+        caps = {"text_too_long": limits.max_text_chars, "id_too_long": limits.max_id_chars}
+        cap = caps.get(code, limits.max_field_chars)
         return f"field '{fld}' has {len(str(row.get(fld)))} characters (max {cap})"
     return check
 
