@@ -25,7 +25,7 @@ from components.core.io import atomic_write_text
 SIDECAR_SUFFIX = ".sha256.json"
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(ValueError):
     """An artefact's bytes do not match the SHA-256 recorded when it was written (or no hash
     was recorded): it is refused, never loaded."""
 
