@@ -34,6 +34,35 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, streamed (for files mapped rather than read into memory)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def file_sums(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` by relative POSIX path, except the names in ``skip``."""
+    root = Path(root)
+    return {
+        f.relative_to(root).as_posix(): sha256_file(f)
+        for f in sorted(root.rglob("*"))
+        if f.is_file() and f.relative_to(root).as_posix() not in skip
+    }
+
+
+def check_sums(root: Path, recorded: dict[str, str] | None, *, recorded_in: str, skip: tuple[str, ...] = ()) -> None:
+    """Every file under ``root`` (but ``skip``) is listed in ``recorded`` with its SHA-256, and
+    every listed file is there: :class:`IntegrityError` naming the first file that is not."""
+    if not recorded:
+        raise IntegrityError(f"{root}: no file hashes recorded in {recorded_in}: refused to load")
+    actual = file_sums(root, skip)
+    for name in sorted(set(recorded) | set(actual)):
+        want, got = recorded.get(name), actual.get(name)
+        if want != got:
+            what = "is missing" if got is None else "is not listed" if want is None else f"has SHA-256 {got}, not the {want}"
+            raise IntegrityError(f"{Path(root) / name} {what} (file hashes of {recorded_in}): refused to load")
+
+
 def verified_bytes(path: Path, expected: str | None, *, recorded_in: str) -> bytes:
     """The bytes of ``path`` when their SHA-256 is ``expected``; :class:`IntegrityError`
     naming the file, the expected and the actual hash otherwise (also when ``expected`` is
