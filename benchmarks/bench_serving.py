@@ -194,6 +194,47 @@ def _processes(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return [p, *p.children(recursive=True)]
 
 
+def start_server(root: Path, workers: int, log_name: str, extra_env: dict[str, str] | None = None, timeout_s: float = 900) -> tuple[subprocess.Popen[bytes], int, float, Path]:
+    """``python -m components.serving.app`` with ``workers`` processes on a free port of 127.0.0.1
+    over ``root``, once ``/readyz`` answers 200: (process, port, seconds to ready, log path)."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "RECO_PROJECT_ROOT": str(root), "HOST": "127.0.0.1", "PORT": str(port), "RECO_WORKERS": str(workers), **(extra_env or {})}
+    env.setdefault("RECO_DEMO", "1")
+    log_path = root / "data" / "logs" / log_name  # git-ignored (data/)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "components.serving.app"], env=env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    t_start = time.monotonic()
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited during start-up (see {log_path})")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > t_start + timeout_s:
+                raise SystemExit(f"the server was not ready in {timeout_s:.0f} s (see {log_path})")
+            time.sleep(0.5)
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc, port, time.monotonic() - t_start, log_path
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT, help="a project built by `make demo`, or a synthetic world")
@@ -209,31 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     root = args.root.resolve()
-    port = _free_port()
-    env = {**os.environ, "RECO_PROJECT_ROOT": str(root), "HOST": "127.0.0.1", "PORT": str(port), "RECO_WORKERS": str(args.workers)}
-    env.setdefault("RECO_DEMO", "1")
-    log_path = root / "data" / "logs" / "bench_serving.log"  # git-ignored (data/)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "components.serving.app"], env=env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+    proc, port, ready_s, _ = start_server(root, args.workers, "bench_serving.log")
     results = []
     try:
-        import httpx
-
-        t_start = time.monotonic()
-        deadline = t_start + 900
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited during start-up (see {log_path})")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the server was not ready in 900 s (see {log_path})")
-            time.sleep(0.5)
-        ready_s = time.monotonic() - t_start
         users, what = _users(root, args.users, args.seed)
         print(f"serving benchmark: {what}; {len(users):,} distinct users requested, {args.cold_share:.0%} cold; "
               f"k={args.k}; {args.workers} server process(es); {args.seconds:.0f} s per level; {psutil.cpu_count()} cores; "
@@ -249,11 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             for sample in r["error_samples"]:  # type: ignore[union-attr]
                 print(f"      error: {sample}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     if args.json:
         args.json.write_text(json.dumps({"root": str(root), "workers": args.workers, "levels": results}, indent=2) + "\n")
     return 0

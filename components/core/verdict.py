@@ -4,7 +4,9 @@ A :class:`Verdict` says what was judged (``gate``), whether it passed, why, on w
 ``metrics`` against which ``thresholds``, and the list of :class:`Check` s it was decided on.
 It fails closed by construction: a verdict can only pass with at least one check and every
 check passed, so "nothing to check" is never a pass, and missing evidence is written as a
-failed check whose reason names what is missing and what to run (:func:`missing`).
+failed check whose reason names what is missing and what to run (:func:`missing`). Such a check
+is flagged ``evidence_missing``: a verdict that failed only on those could not judge
+(:attr:`Verdict.could_not_judge`), which the promotion CLI reports apart from a refusal.
 
 ``details`` holds the gate's own record (the model versions of a promotion gate, the windows
 and families of the drift gate); it is written at the top level of the JSON so the readers of
@@ -34,14 +36,18 @@ class Check:
     name: str
     passed: bool
     reason: str
+    evidence_missing: bool = False  # failed because the evidence to judge it is absent
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "reason": self.reason}
+        out: dict[str, Any] = {"name": self.name, "passed": self.passed, "reason": self.reason}
+        if self.evidence_missing:
+            out["evidence_missing"] = True
+        return out
 
 
 def missing(name: str, what: str, fix: str) -> Check:
     """The failed check of a missing piece of evidence: ``what`` is absent, ``fix`` produces it."""
-    return Check(name, False, f"{what}: {fix}")
+    return Check(name, False, f"{what}: {fix}", evidence_missing=True)
 
 
 def finite(x: Any) -> float | None:
@@ -78,6 +84,10 @@ def at_most(name: str, value: Any, ceiling: float, label: str) -> Check:
 #: be tested) and f"{family}{NO_DRIFT}" the finding.
 TESTED = "_tested"
 NO_DRIFT = "_no_drift"
+
+#: The decision of a promotion gate that could not judge (every failed check lacked evidence):
+#: the model neither moves on nor is archived.
+INSUFFICIENT_EVIDENCE = "insufficient_evidence"
 
 _OWN_FIELDS = ("gate", "passed", "decision", "reason", "checks", "metrics", "thresholds")
 
@@ -121,7 +131,7 @@ class Verdict:
         with the failed checks' reasons. No checks at all fails: there was nothing to judge."""
         checks = tuple(checks)
         if not checks:
-            checks = (Check("evidence", False, "nothing to check"),)
+            checks = (Check("evidence", False, "nothing to check", evidence_missing=True),)
         failed = [c.reason for c in checks if not c.passed]
         return cls(
             gate=gate,
@@ -136,6 +146,12 @@ class Verdict:
     @property
     def failed_checks(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if not c.passed)
+
+    @property
+    def could_not_judge(self) -> bool:
+        """Not passed, and every failed check lacked its evidence: no judgement was made."""
+        failed = self.failed_checks
+        return bool(failed) and all(c.evidence_missing for c in failed)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: numpy scalars as Python numbers, non-finite numbers as None."""
@@ -159,7 +175,13 @@ class Verdict:
         """Read a verdict back from its JSON form; a malformed record raises ``ValueError``."""
         try:
             checks = tuple(
-                Check(str(c["name"]), bool(c["passed"]), str(c["reason"])) for c in d["checks"]
+                Check(
+                    str(c["name"]),
+                    bool(c["passed"]),
+                    str(c["reason"]),
+                    bool(c.get("evidence_missing", False)),
+                )
+                for c in d["checks"]
             )
             own = {f.name for f in fields(cls)}
             return cls(

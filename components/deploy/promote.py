@@ -16,7 +16,12 @@ held-out events, labelled as such in every verdict (``evidence``). With a servin
 same gate reads logged impressions joined with outcomes instead.
 
 Moves: offline pass → shadow, fail → archived; shadow pass → canary, fail → archived; canary
-promote → production, rollback → archived, hold → stays canary. With no production model (the
+promote → production, rollback → archived, hold → stays canary. A gate that could not judge
+(``insufficient_evidence``: every failed check lacked its evidence) moves nothing.
+
+Exit codes of the CLI (of the last gate run): 0 passed, 3 judged and not passed (fail, hold,
+rollback), 4 could not judge (no model in the stage, or missing evidence): a gate never passes
+on nothing. With no production model (the
 first model), the comparisons have no baseline: the offline gate requires an absolute AUC floor,
 the shadow gate checks the candidate alone, and the canary gate promotes with that reason.
 """
@@ -36,7 +41,7 @@ import pandas as pd
 from components.core.catalog import DataPaths
 from components.core.config import Params, stage_context
 from components.core.io import atomic_write_parquet
-from components.core.verdict import Check, Verdict, missing, write_verdict
+from components.core.verdict import INSUFFICIENT_EVIDENCE, Check, Verdict, missing, write_verdict
 from components.deploy.gates.canary import canary_gate
 from components.deploy.gates.common import PromoteParams, promotion_verdict
 from components.deploy.gates.offline import offline_gate
@@ -53,6 +58,7 @@ GATES: tuple[str, ...] = ("offline", "shadow", "canary")
 GATE_STAGE = {"offline": "candidate", "shadow": "shadow", "canary": "canary"}
 NEXT_STAGE = {"offline": "shadow", "shadow": "canary", "canary": "production"}
 STAGE_ORDER = ("candidate", "shadow", "canary", "production")
+EXIT_PASSED, EXIT_NOT_PASSED, EXIT_COULD_NOT_JUDGE = 0, 3, 4
 
 
 # ------------------------------------------------------------------------------------------ I/O
@@ -309,7 +315,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for v in verdicts:
         print(f"{v.gate:8s} {v.details.get('candidate') or '-':>16s}  {v.decision:8s} {v.reason}")
-    return 0 if verdicts[-1].passed else 3
+    code = exit_code(verdicts[-1])
+    if code == EXIT_COULD_NOT_JUDGE:
+        print(f"{verdicts[-1].gate} gate could not judge ({INSUFFICIENT_EVIDENCE}): exit {code}")
+    return code
+
+
+def exit_code(verdict: Verdict) -> int:
+    """The CLI's exit code for the last verdict (module docstring)."""
+    if verdict.passed:
+        return EXIT_PASSED
+    if verdict.decision in ("nothing", INSUFFICIENT_EVIDENCE) or verdict.could_not_judge:
+        return EXIT_COULD_NOT_JUDGE
+    return EXIT_NOT_PASSED
 
 
 if __name__ == "__main__":

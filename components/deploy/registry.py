@@ -359,9 +359,12 @@ class ModelRegistry:
         """The registered copy of ``version``, loaded (and so verified against its hash)."""
         path = self.artefact_dir(version)
         try:
-            return load(path, predict_threads=predict_threads)
+            model = load(path, predict_threads=predict_threads)
         except (OSError, ValueError, KeyError) as exc:
             raise ArtefactError(f"{version}: {exc}") from exc
+        if model.version != version:  # the folder holds another (complete) artefact
+            raise ArtefactError(f"{path}: holds version {model.version}, the registry record says {version}")
+        return model
 
     def check(self, *, verify_models: bool = False) -> builtins.list[str]:
         """Problems with the registry (empty when valid); removes stale ``.tmp-*`` folders.

@@ -1,6 +1,9 @@
 """The ranker artefact folder: :func:`save` writes ``<directory>/<version>/`` atomically
 (temporary folder + rename): ``manifest.json`` plus each head's model in the backend's native
-format; :func:`load` restores it and refuses an artefact whose bytes no longer match its version.
+format, and ``sha256sums.json`` (each file's SHA-256); :func:`load` checks every file against
+those sums before any is parsed (a changed file is refused by name, with both hashes), then
+refuses an artefact whose content no longer matches its version (the content hash, which the
+registry records). Folders saved before the sums existed are checked by the version alone.
 
 The manifest stores no class path: an artefact loads with whatever module layout reads it.
 """
@@ -12,8 +15,10 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from components.core.integrity import IntegrityError, sha256_hex, verified_bytes
 from components.core.io import fsync_dir, fsync_file
 from components.ranking.model import FORMAT_VERSION, HeadSpec, RankerModel
 from components.ranking.params import RankerParams
@@ -21,6 +26,7 @@ from components.ranking.params import RankerParams
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+SUMS = "sha256sums.json"
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -46,10 +52,10 @@ def save(model: RankerModel, directory: Path) -> Path:
     try:
         for name, data in model._files.items():
             _write_file(tmp / name, data)
-        _write_file(
-            tmp / MANIFEST,
-            json.dumps(model.manifest(), indent=2, sort_keys=True, allow_nan=False).encode(),
-        )
+        manifest = json.dumps(model.manifest(), indent=2, sort_keys=True, allow_nan=False).encode()
+        _write_file(tmp / MANIFEST, manifest)
+        sums = {name: sha256_hex(data) for name, data in {**model._files, MANIFEST: manifest}.items()}
+        _write_file(tmp / SUMS, json.dumps(sums, indent=2, sort_keys=True).encode())
         try:
             os.rename(tmp, final)
         except OSError:
@@ -64,10 +70,27 @@ def save(model: RankerModel, directory: Path) -> Path:
     return final
 
 
+def _verified_reader(directory: Path) -> Callable[[str], bytes]:
+    """Reads a file of the folder, checked against ``sha256sums.json`` when the folder has one
+    (:class:`IntegrityError` for a changed file or one the sums do not list)."""
+    sums_path = directory / SUMS
+    if not sums_path.exists():
+        return lambda name: (directory / name).read_bytes()
+    sums = json.loads(sums_path.read_text(encoding="utf-8"))
+
+    def read(name: str) -> bytes:
+        if name not in sums:
+            raise IntegrityError(f"{directory / name}: not listed in {sums_path}: refused to load")
+        return verified_bytes(directory / name, sums[name], recorded_in=str(sums_path))
+
+    return read
+
+
 def load(directory: Path, *, predict_threads: int = 1) -> RankerModel:
     """Restore a saved ranker, refusing an artefact whose content no longer matches its version."""
     directory = Path(directory)
-    manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    read = _verified_reader(directory)
+    manifest = json.loads(read(MANIFEST).decode("utf-8"))
     if manifest.get("kind") != "ranker" or manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory}: not a ranker artefact of format {FORMAT_VERSION}")
     heads = {
@@ -85,7 +108,7 @@ def load(directory: Path, *, predict_threads: int = 1) -> RankerModel:
         )
         for h, s in manifest["heads"].items()
     }
-    files = {n: (directory / n).read_bytes() for s in heads.values() for n in s.files}
+    files = {n: read(n) for s in heads.values() for n in s.files}
     model = RankerModel(
         backend=manifest["backend"],
         objective=manifest["objective"],

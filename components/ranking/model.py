@@ -28,7 +28,6 @@ Version
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -37,12 +36,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import lleaves
 import numpy as np
 import pandas as pd
 
-from components.core.io import atomic_write_bytes
 from components.ranking.backends import scoring_backend
+from components.ranking.compiled import compile_head
 from components.ranking.params import HEADS, HeadKind, HeadOutput, RankerParams
 
 logger = logging.getLogger(__name__)
@@ -190,8 +188,9 @@ class RankerModel:
 
         ``Booster.predict`` spends most of its ~3 ms for 500 rows in per-call overhead; the
         compiled forest scores them in ~0.2-0.5 ms. Compiled heads are cached as shared objects
-        under ``cache_dir/<version>/<head>.so`` (a file lock keeps concurrent processes from
-        compiling the same head twice), and each one serves only after its raw margins equal the
+        under ``cache_dir/<version>/<head>.so``, published atomically with a SHA-256 sidecar and
+        checked against it before use (:mod:`components.ranking.compiled`: a truncated or
+        tampered object is refused and compiled again), and each one serves only after its raw margins equal the
         booster's within ``tolerance`` on probe rows (values across magnitudes, negatives and
         NaN); a head that differs or fails to compile keeps the booster. Returns, per head,
         ``"compiled"`` or why not. XGBoost models already score through ``inplace_predict``."""
@@ -209,13 +208,7 @@ class RankerModel:
         compiled: dict[str, Any] = {}
         for name, booster in self.boosters.items():
             try:
-                model_file = folder / f"{name}.txt"
-                with open(folder / ".lock", "w") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)
-                    if not model_file.exists():
-                        atomic_write_bytes(model_file, self._files[f"{name}.txt"])
-                    fast = lleaves.Model(model_file=str(model_file))
-                    fast.compile(cache=str(folder / f"{name}.so"), raw_score=True)
+                fast = compile_head(folder, name, self._files[f"{name}.txt"])
                 want = self._impl.margin(booster, probe, 1)
                 got = np.asarray(fast.predict(probe.astype(np.float64), n_jobs=1), dtype=np.float64)
                 worst = float(np.max(np.abs(got - want))) if len(want) else 0.0

@@ -22,7 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.core.io import atomic_write_json
+from components.core.integrity import sha256_hex, verified_bytes
+from components.core.io import atomic_write_bytes, atomic_write_json
 from components.retrieval.content_encoder import ContentEncoder, normalize_rows
 from components.retrieval.embedding_params import EmbeddingParams
 from components.retrieval.factorization import fit_als, graph_adjacency, netmf
@@ -140,7 +141,8 @@ def _matrix(col: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 
 
 def save_model(model: EmbeddingModel, out_dir: Path) -> None:
-    """Write ``users.parquet``, ``content.parquet``, ``encoder.pkl`` and ``meta.json``."""
+    """Write ``users.parquet``, ``content.parquet``, ``encoder.pkl`` and ``meta.json`` (last,
+    atomically, with the pickle's SHA-256)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     users = pa.table(
         {
@@ -165,8 +167,8 @@ def save_model(model: EmbeddingModel, out_dir: Path) -> None:
         # sklearn caches id(stop_words) (a memory address) to skip a re-check: it would make the
         # pickle differ between identical runs; dropping it only means the check runs again
         model.encoder.tfidf.__dict__.pop("_stop_words_id", None)
-    with (out_dir / "encoder.pkl").open("wb") as fh:
-        pickle.dump(model.encoder, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    encoder = pickle.dumps(model.encoder, protocol=pickle.HIGHEST_PROTOCOL)
+    atomic_write_bytes(out_dir / "encoder.pkl", encoder)
     meta = {
         "mf_dim": int(model.user_mf.shape[1]),
         "graph_dim": int(model.user_graph.shape[1]),
@@ -174,16 +176,23 @@ def save_model(model: EmbeddingModel, out_dir: Path) -> None:
         "unified_blocks": model.encoder.block_dims(),
         "ridge_holdout_cosine": model.ridge_holdout_cosine,
         "version": model_version(model),
+        "encoder_sha256": sha256_hex(encoder),  # checked before the pickle is loaded
     }
     atomic_write_json(out_dir / "meta.json", meta, sort_keys=False)
 
 
 def load_model(in_dir: Path) -> EmbeddingModel:
+    """The model :func:`save_model` wrote. Unpickling runs code, so ``encoder.pkl`` is loaded
+    only when its bytes have the SHA-256 ``meta.json`` recorded: a tampered, truncated or
+    unrecorded pickle raises :class:`~components.core.integrity.IntegrityError` (naming the
+    file and both hashes) before anything is unpickled."""
     meta = json.loads((in_dir / "meta.json").read_text())
+    encoder_bytes = verified_bytes(
+        in_dir / "encoder.pkl", meta.get("encoder_sha256"), recorded_in=str(in_dir / "meta.json")
+    )
     users = pq.read_table(in_dir / "users.parquet")
     items = pq.read_table(in_dir / "content.parquet")
-    with (in_dir / "encoder.pkl").open("rb") as fh:
-        encoder = pickle.load(fh)  # our own artefact, written by save_model
+    encoder = pickle.loads(encoder_bytes)  # verified against meta.json above
     return EmbeddingModel(
         user_ids=np.array(users["user_id"].to_pylist(), dtype=object),
         item_ids=np.array(items["content_id"].to_pylist(), dtype=object),

@@ -38,6 +38,8 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from components.core.catalog import DataPaths
+from components.core.integrity import file_sums
+from components.core.io import atomic_write_text
 from components.retrieval import pair_features
 from components.retrieval.faiss_search import search
 from components.retrieval.pair_features import PAIR_SOURCES, PairState
@@ -263,8 +265,9 @@ def write_artifacts(directory: Path, s: ArtifactSet, producer: Mapping[str, Any]
         "lists": {"recent": s.recent is not None},
         "item_features": items_meta,
         "arrays": _array_table(tmp),
+        "files": file_sums(tmp),  # checked by serving before anything is loaded
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")  # last
     if directory.exists():
         shutil.rmtree(directory)
     tmp.rename(directory)

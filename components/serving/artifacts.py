@@ -2,7 +2,8 @@
 
 :func:`open_artifacts` maps every array with ``mmap_mode="r"`` (N worker processes on one host
 share one copy through the page cache; start-up reads no events and fits nothing) and refuses a
-set it cannot serve (missing, another schema version, arrays of the wrong shape or dtype,
+set it cannot serve (missing, a file whose SHA-256 differs from the manifest's or that the manifest does
+not list, checked before anything is opened; another schema version, arrays of the wrong shape or dtype,
 another pair-feature version, a production model asking for pair features the set does not
 produce) with an :class:`ArtifactError` that says what to run. It imports no training code:
 the set's format, the pair-feature maths and the FAISS search rule only.
@@ -23,6 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from components.core.integrity import IntegrityError, check_sums
 from components.retrieval.faiss_search import set_search_params
 from components.retrieval.pair_features import PAIR_SOURCES, KnnState, PairState, as_csr
 from components.retrieval.serving_set import (
@@ -144,6 +146,11 @@ def open_artifacts(directory: Path) -> ArtifactSet:
     t0 = time.perf_counter()
     root = Path(directory)
     manifest = read_manifest(root)
+    try:  # a parser (FAISS, Parquet, NumPy headers) never sees a changed file
+        check_sums(root, manifest.get("files"), recorded_in=str(root / "manifest.json"), skip=("manifest.json",))
+    except IntegrityError as exc:
+        raise ArtifactError(f"{exc}: {HOW_TO_FIX}") from exc
+    log.info("serving artefact set %s: %d file hashes checked in %.2f s", root, len(manifest["files"]), time.perf_counter() - t0)
     arrays = _Arrays(root, manifest["arrays"])
     content_ids = [str(c) for c in pq.read_table(root / "contents.parquet")["content_id"].to_pylist()]
     n = len(content_ids)

@@ -411,13 +411,32 @@ def test_serving_refuses_a_stale_or_missing_set(
 
         return edit
 
+    def rehash(d: Path) -> None:  # a consistent manifest over edited files: the later checks run
+        from components.core.integrity import file_sums
+
+        manifest_edit(files=file_sums(d, skip=("manifest.json",)))(d)
+
+    def flip(f: Path) -> None:
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
+
+    def truncate(folder: Path) -> None:
+        f = max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
     cases = {
         "schema": (manifest_edit(schema_version=0), r"schema version 0, this serving code reads 1"),
         "features": (manifest_edit(feature_version="0" * 16), r"pair-feature version 0000000000000000"),
         "shape": (
-            lambda d: np.save(d / "catalogue" / "item_vectors.npy", np.zeros((3, 2), np.float32)),
+            lambda d: (np.save(d / "catalogue" / "item_vectors.npy", np.zeros((3, 2), np.float32)), rehash(d)),
             r"catalogue/item_vectors.npy is float32\[3, 2\], the manifest says",
         ),
+        # integrity (issue 16): every file against the manifest's SHA-256, before any is opened
+        "tampered": (lambda d: flip(d / "index.faiss"), r"index.faiss has SHA-256 [0-9a-f]{64}, not the [0-9a-f]{64}"),
+        "truncated": (lambda d: truncate(d / "snapshot"), r"snapshot/.* has SHA-256 [0-9a-f]{64}, not the"),
+        "unlisted": (lambda d: (d / "extra.pkl").write_bytes(b"x"), r"extra.pkl is not listed"),
+        "no hashes": (manifest_edit(files={}), r"no file hashes recorded"),
         "missing": (lambda d: (d / "pair" / "knn.item_sim.data.npy").unlink(), r"knn.item_sim.data.npy is missing"),
         "index": (lambda d: (d / "index.faiss").unlink(), r"index.faiss is missing"),
     }

@@ -184,6 +184,7 @@ def canary_decision(
             "sample_size",
             False,
             f"not enough outcomes yet: {len(c)} canary / {len(b)} control users (< {p.canary.min_users} per arm)",
+            evidence_missing=True,
         )
         return "hold", [few], metrics
     checks = [Check("sample_size", True, f"{len(c)} canary / {len(b)} control users")]
@@ -194,6 +195,7 @@ def canary_decision(
                 "outcome_rates",
                 False,
                 "non-finite per-user outcome rates: the arms cannot be compared",
+                evidence_missing=True,
             )
         )
         return "hold", checks, metrics
@@ -205,6 +207,7 @@ def canary_decision(
                 False,
                 f"every user of both arms has the same engagement rate ({engagement[0]:.4f}): "
                 "no evidence either way; waiting for outcomes that vary",
+                evidence_missing=True,
             )
         )
         return "hold", checks, metrics
@@ -268,6 +271,7 @@ def canary_gate(
                 "guardrail_evidence",
                 False,
                 "the replayed rows have no label_negative: the guardrail cannot be checked; run `dvc repro ranking`",
+                evidence_missing=True,
             ),
         )
         decision = "rollback" if decision == "rollback" else "hold"

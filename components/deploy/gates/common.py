@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.config import Params, Promote, Seed
-from components.core.verdict import Check, Verdict
+from components.core.verdict import INSUFFICIENT_EVIDENCE, Check, Verdict
 
 if TYPE_CHECKING:
     from components.ranking.model import RankerModel
@@ -49,7 +49,9 @@ def promotion_verdict(
     decision: str = "",
 ) -> Verdict:
     """A promotion gate's verdict: the model versions and the evidence go to ``details``
-    (``candidate``, ``production``, ``evidence`` in the JSON, as its readers expect)."""
+    (``candidate``, ``production``, ``evidence`` in the JSON, as its readers expect). Without a
+    ``decision``, one that failed only for missing evidence decides ``insufficient_evidence``
+    (the model stays where it is) rather than ``fail`` (archived)."""
     verdict = Verdict.from_checks(
         gate,
         checks,
@@ -58,6 +60,8 @@ def promotion_verdict(
         thresholds=thresholds,
         details={"candidate": candidate, "production": production, "evidence": evidence},
     )
+    if not decision and verdict.could_not_judge:
+        decision = INSUFFICIENT_EVIDENCE
     return replace(verdict, decision=decision) if decision else verdict
 
 

@@ -8,7 +8,10 @@
   in data newer than the candidate's training data (``trained_until`` of its registry record).
 
 Fail closed: a missing record, a metric that cannot be computed or is not finite, a drift
-verdict that could not test a required family: each is a failed check naming what to run.
+verdict that could not test a required family, a drift verdict without its window end or a
+candidate without ``trained_until``: each is a failed check naming what to run. A verdict that
+failed only for missing evidence decides ``insufficient_evidence`` (the candidate stays a
+candidate) rather than ``fail``.
 """
 
 from __future__ import annotations
@@ -110,15 +113,16 @@ def drift_check(
     drift: Mapping[str, Any] | None, trained_until: str
 ) -> tuple[Check, dict[str, Any]]:
     """The drift verdict holds all its evidence and finds no drift in data newer than the
-    candidate's training data (module docstring); the metrics it was judged on."""
+    candidate's training data (module docstring); the metrics it was judged on. Without the
+    verdict, a complete one, its window end or the candidate's ``trained_until`` the check
+    fails with ``evidence_missing``: a verdict that cannot be placed against the candidate's
+    training data says nothing about it, drift or not."""
     if drift is None:
         return missing("drift", "no drift verdict (metrics/drift.json not found)", DRIFT_FIX), {}
     try:
         v = Verdict.from_dict(drift)
     except ValueError as exc:
-        return Check(
-            "drift", False, f"metrics/drift.json is not a drift verdict ({exc}): {DRIFT_FIX}"
-        ), {}
+        return missing("drift", f"metrics/drift.json is not a drift verdict ({exc})", DRIFT_FIX), {}
     end = str(((v.details.get("windows") or {}).get("current") or {}).get("end") or "")
     metrics = {
         "passed": v.passed,
@@ -127,40 +131,37 @@ def drift_check(
         "trained_until": trained_until,
     }
     if v.gate != "drift":
-        return Check(
-            "drift", False, f"metrics/drift.json holds a {v.gate!r} verdict: {DRIFT_FIX}"
-        ), metrics
+        return missing("drift", f"metrics/drift.json holds a {v.gate!r} verdict", DRIFT_FIX), metrics
     gaps = [c.reason for c in v.failed_checks if not c.name.endswith(NO_DRIFT)]
     if gaps:
-        return Check("drift", False, "drift verdict incomplete: " + "; ".join(gaps)), metrics
-    found = [c.name.removesuffix(NO_DRIFT) for c in v.failed_checks]
-    if not found:
-        return Check("drift", True, f"no drift in the window ending {end}"), metrics
-    if not trained_until or not end:
-        what = (
-            "the candidate's record has no trained_until"
-            if not trained_until
-            else "the drift verdict has no window end"
-        )
-        return Check(
+        return missing("drift", "drift verdict incomplete: " + "; ".join(gaps), DRIFT_FIX), metrics
+    if not trained_until:
+        return missing(
             "drift",
-            False,
-            f"drift detected in {', '.join(found)} and {what}: cannot tell it from the training data",
+            "the candidate's registry record has no trained_until: the drift verdict cannot be "
+            "placed against its training data",
+            "register it from a `dvc repro ranking` run (lineage records trained_until)",
         ), metrics
+    if not end:
+        return missing("drift", "the drift verdict has no current window end", DRIFT_FIX), metrics
     try:
         newer = pd.Timestamp(end) > pd.Timestamp(trained_until)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         return Check(
             "drift",
             False,
             f"cannot compare drift window end {end!r} with trained_until {trained_until!r}: {exc}",
+            evidence_missing=True,
         ), metrics
+    found = [c.name.removesuffix(NO_DRIFT) for c in v.failed_checks]
+    if not found:
+        return Check("drift", True, f"no drift in the window ending {end}"), metrics
     if newer:
         return Check(
             "drift",
             False,
-            f"drift detected in data up to {end}, newer than the candidate's training data "
-            f"({trained_until})",
+            f"drift detected in {', '.join(found)} in data up to {end}, newer than the "
+            f"candidate's training data ({trained_until})",
         ), metrics
     return Check(
         "drift", True, f"drift only in data up to {end}, which the candidate was trained on"
@@ -198,6 +199,7 @@ def offline_gate(
             "held_out_groups",
             enough,
             f"{groups} held-out groups ({'>=' if enough else '<'} {p.offline.min_groups})",
+            evidence_missing=not enough,
         ),
         finite_scores("candidate_scores", cand_scores, "candidate"),
     ]

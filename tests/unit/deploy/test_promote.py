@@ -40,7 +40,12 @@ from tests.fixtures.params import project_params, project_settings
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 GOOD_QUALITY = {"reconciled": True, "quarantine_rate": 0.001}
 NO_DRIFT = drift_record()
-P = PromoteParams.from_params(project_params(promote={"offline": {"min_groups": 20}, "canary": {"min_users": 40, "share": 0.3}}))
+TRAINED = "2026-03-04T00:00:00+00:00"  # the candidates' training data ends before the drift window's end
+# the latency budget is tested on its own (max_p99_ms=0): elsewhere a loaded shared machine
+# must not turn a decision on model quality into a timing failure
+SHADOW = {"max_p99_ms": 10_000.0}
+P = PromoteParams.from_params(project_params(promote={"offline": {"min_groups": 20}, "canary": {"min_users": 40, "share": 0.3},
+                                                      "shadow": SHADOW}))
 
 
 def make_rows(n_users: int = 400, per_group: int = 30, seed: int = 0) -> pd.DataFrame:
@@ -104,19 +109,19 @@ def rows() -> pd.DataFrame:
 
 
 def test_offline_gate_passes_a_better_candidate_and_stops_a_worse_one(models, rows) -> None:
-    better = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=NO_DRIFT)
+    better = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=NO_DRIFT, trained_until=TRAINED)
     assert better.passed and better.decision == "pass"
     assert better.metrics["delta"]["auc"] > 0.2 and better.metrics["delta"]["ndcg@10"] > 0.1
-    worse = offline_gate(rows, models["inverted"], models["good"], P, quality=GOOD_QUALITY, drift=NO_DRIFT)
+    worse = offline_gate(rows, models["inverted"], models["good"], P, quality=GOOD_QUALITY, drift=NO_DRIFT, trained_until=TRAINED)
     assert not worse.passed and worse.decision == "fail"
     assert "NDCG@10" in worse.reason and "AUC" in worse.reason
 
 
 def test_offline_gate_checks_data_quality_and_drift(models, rows) -> None:
     bad = offline_gate(rows, models["good"], models["weak"], P,
-                       quality={"reconciled": True, "quarantine_rate": 0.2}, drift=NO_DRIFT)
+                       quality={"reconciled": True, "quarantine_rate": 0.2}, drift=NO_DRIFT, trained_until=TRAINED)
     assert not bad.passed and "quarantine rate 0.2" in bad.reason
-    missing = offline_gate(rows, models["good"], models["weak"], P, quality={}, drift=NO_DRIFT)
+    missing = offline_gate(rows, models["good"], models["weak"], P, quality={}, drift=NO_DRIFT, trained_until=TRAINED)
     assert not missing.passed and "reconcile" in missing.reason and "dvc repro ingest" in missing.reason
     drift = drift_record(drifted=("feature",), end="2026-03-05T00:00:00+00:00")
     stale = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
@@ -128,8 +133,8 @@ def test_offline_gate_checks_data_quality_and_drift(models, rows) -> None:
 
 
 def test_first_model_needs_an_absolute_floor(models, rows) -> None:
-    assert offline_gate(rows, models["good"], None, P, quality=GOOD_QUALITY, drift=NO_DRIFT).passed
-    weak = offline_gate(rows, models["weak"], None, P, quality=GOOD_QUALITY, drift=NO_DRIFT)
+    assert offline_gate(rows, models["good"], None, P, quality=GOOD_QUALITY, drift=NO_DRIFT, trained_until=TRAINED).passed
+    weak = offline_gate(rows, models["weak"], None, P, quality=GOOD_QUALITY, drift=NO_DRIFT, trained_until=TRAINED)
     assert not weak.passed and "below the floor" in weak.reason
 
 
@@ -227,6 +232,7 @@ def _params(offline_margin: float = -0.005) -> dict:
         promote={
             "offline": {"min_delta_ndcg": offline_margin, "min_delta_auc": offline_margin},
             "canary": {"min_users": P.canary.min_users, "share": P.canary.share},
+            "shadow": SHADOW,
         },
     )
 
@@ -234,7 +240,8 @@ def _params(offline_margin: float = -0.005) -> dict:
 def _register(paths: DataPaths, model: RankerModel, i: int, metrics: dict | None = None) -> str:
     folder = save(model, paths.data / "models" / "ranker")
     with ModelRegistry(paths) as reg:
-        return reg.register(folder, metrics=metrics or {}, data_version="d", now=T0 + timedelta(minutes=i)).version
+        return reg.register(folder, metrics=metrics or {"trained_until": TRAINED}, data_version="d",
+                            now=T0 + timedelta(minutes=i)).version
 
 
 def _to_production(paths: DataPaths, version: str) -> None:
@@ -319,23 +326,91 @@ def test_nothing_to_check_fails_and_says_what_to_run(project: DataPaths) -> None
 
 
 def test_missing_drift_verdict_fails_the_offline_gate(project: DataPaths, models, rows) -> None:
-    unit = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=None)
-    assert not unit.passed and unit.decision == "fail"
+    unit = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=None,
+                        trained_until=TRAINED)
+    assert not unit.passed and unit.decision == "insufficient_evidence" and unit.could_not_judge
     assert unit.reason == "no drift verdict (metrics/drift.json not found): run `dvc repro drift` (or the monitor_drift DAG)"
     assert [c.name for c in unit.failed_checks] == ["drift"]
-    # through the registry: the file is gone, the candidate does not reach shadow
+    # through the registry: the file is gone, the candidate does not reach shadow, and it is
+    # not archived either (nothing was judged): it waits as a candidate for the evidence
     (project.metrics / "drift.json").unlink()
     cand = _register(project, models["good"], 0)
     verdicts = run_all(_params(), project, version=cand, now=T0 + timedelta(days=1))
-    assert [(v.gate, v.decision) for v in verdicts] == [("offline", "fail")]
+    assert [(v.gate, v.decision) for v in verdicts] == [("offline", "insufficient_evidence")]
     assert "metrics/drift.json not found" in verdicts[0].reason
+    on_disk = json.loads((project.metrics / "gate_offline.json").read_text())
+    assert on_disk["passed"] is False and on_disk["decision"] == "insufficient_evidence"
+    assert {"name": "drift", "passed": False, "evidence_missing": True} .items() <= {
+        k: v for c in on_disk["checks"] if c["name"] == "drift" for k, v in c.items()}.items()
     with ModelRegistry(project) as reg:
-        assert reg.get(cand).stage == "archived"
+        assert reg.get(cand).stage == "candidate"
+
+
+def test_drift_without_trained_until_or_window_end_fails_even_when_no_drift_was_found(models, rows) -> None:
+    """A drift verdict that cannot be placed against the candidate's training data says nothing
+    about it: "no drift" in an unknown window, or for a candidate of unknown training data, is
+    no evidence (issue 16: these used to skip the drift check)."""
+    no_trained_until = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
+                                    drift=NO_DRIFT, trained_until="")
+    assert not no_trained_until.passed and no_trained_until.decision == "insufficient_evidence"
+    assert "no trained_until" in no_trained_until.reason
+    no_end = json.loads(json.dumps(NO_DRIFT))
+    del no_end["windows"]["current"]["end"]
+    endless = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
+                           drift=no_end, trained_until=TRAINED)
+    assert not endless.passed and "no current window end" in endless.reason
+    garbled = offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
+                           drift=NO_DRIFT, trained_until="last tuesday")
+    assert not garbled.passed and "cannot compare drift window end" in garbled.reason
+    # with both, the same verdict passes: the failures above were the missing pieces
+    assert offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY,
+                        drift=NO_DRIFT, trained_until=TRAINED).passed
+
+
+def test_a_judged_failure_is_not_reported_as_missing_evidence(models, rows) -> None:
+    """A worse candidate with the drift verdict missing too is a ``fail`` (archived), not
+    ``insufficient_evidence``: missing evidence does not hide a judged failure."""
+    v = offline_gate(rows, models["inverted"], models["good"], P, quality=GOOD_QUALITY, drift=None,
+                     trained_until=TRAINED)
+    assert v.decision == "fail" and not v.could_not_judge and "drift.json not found" in v.reason
+
+
+def _cli(project: DataPaths, *argv: str) -> int:
+    from components.deploy.promote import main
+
+    (project.root / "params.yaml").write_text(yaml.safe_dump(_params()))
+    return main([*argv, "--root", str(project.root), "--params", str(project.root / "params.yaml")])
+
+
+def test_promote_all_exits_non_zero_when_a_gate_could_not_judge(project: DataPaths, models, capsys) -> None:
+    # nothing registered: no gate has anything to judge
+    assert _cli(project, "all") == 4
+    assert "could not judge (insufficient_evidence)" in capsys.readouterr().out
+    # a candidate, but no drift verdict: the offline gate cannot judge it
+    (project.metrics / "drift.json").unlink()
+    cand = _register(project, models["good"], 0)
+    assert _cli(project, "all") == 4
+    assert "insufficient_evidence" in capsys.readouterr().out
+    with ModelRegistry(project) as reg:
+        assert reg.get(cand).stage == "candidate"
+    # the evidence arrives: the same candidate goes through (first model: promoted)
+    write_drift_record(project.metrics)
+    assert _cli(project, "all") == 0
+    with ModelRegistry(project) as reg:
+        assert reg.deployment().production.version == cand
+
+
+def test_promote_all_exits_3_when_a_gate_judged_against(project: DataPaths, models) -> None:
+    prod = _register(project, models["good"], 0)
+    _to_production(project, prod)
+    _register(project, models["inverted"], 1)
+    assert _cli(project, "all") == 3
 
 
 def test_incomplete_or_unreadable_drift_evidence_fails(models, rows) -> None:
     def gate(drift: dict) -> Verdict:
-        return offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=drift)
+        return offline_gate(rows, models["good"], models["weak"], P, quality=GOOD_QUALITY, drift=drift,
+                            trained_until=TRAINED)
 
     untested = gate(drift_record(skipped=("target", "prediction")))
     assert not untested.passed and "drift verdict incomplete: target drift not tested" in untested.reason
@@ -366,14 +441,14 @@ class NaNEveryTenth:
 def test_nan_fails_every_gate_instead_of_passing_silently(models, rows) -> None:
     nan = NaNEveryTenth(models["good"])
     assert np.isnan(nan.predict(rows.head(50))).sum() == 5
-    offline = offline_gate(rows, nan, models["weak"], P, quality=GOOD_QUALITY, drift=NO_DRIFT)
+    offline = offline_gate(rows, nan, models["weak"], P, quality=GOOD_QUALITY, drift=NO_DRIFT, trained_until=TRAINED)
     assert not offline.passed and "candidate produced non-finite scores" in offline.reason
     assert "NDCG@10 cannot be compared" in offline.reason and offline.metrics["delta"]["auc"] is None
     assert json.loads(offline.to_json())["metrics"]["candidate"]["auc"] is None  # JSON has no NaN
-    first = offline_gate(rows, nan, None, P, quality=GOOD_QUALITY, drift=NO_DRIFT)
+    first = offline_gate(rows, nan, None, P, quality=GOOD_QUALITY, drift=NO_DRIFT, trained_until=TRAINED)
     assert not first.passed and "below the floor" in first.reason
     nan_quality = offline_gate(rows, models["good"], models["weak"], P,
-                               quality={"reconciled": True, "quarantine_rate": float("nan")}, drift=NO_DRIFT)
+                               quality={"reconciled": True, "quarantine_rate": float("nan")}, drift=NO_DRIFT, trained_until=TRAINED)
     assert not nan_quality.passed and "quarantine rate is nan: not a finite number" in nan_quality.reason
     shadow, _ = shadow_gate(rows, nan, models["good"], P)
     assert not shadow.passed and "candidate produced non-finite scores (1200 of 12000)" in shadow.reason

@@ -450,6 +450,47 @@ def test_rollback_restores_previous_production_and_cache_follows(
     assert not np.allclose(scores, models[1].predict(frame))
 
 
+@pytest.mark.parametrize("damage", ["flip", "truncate", "swap_folder"])
+def test_a_tampered_model_is_refused_and_the_previous_one_keeps_serving(
+    reg: ModelRegistry, artefacts: list[Path], models: list[RankerModel], frame: pd.DataFrame, damage: str
+) -> None:
+    """Issue 16: a registered model whose bytes changed after registration is refused before
+    any of it is parsed, with an error naming the file and the expected and actual SHA-256;
+    serving's cache keeps the models it had."""
+    from components.core.integrity import sha256_hex
+    from components.deploy.transitions import ArtefactError
+
+    a, b, _ = register_all(reg, artefacts)
+    to_production(reg, a, 10)
+    cache = ModelCache(reg)
+    assert cache.refresh() is True
+    folder = reg.artefact_dir(b)
+    sums = json.loads((folder / "sha256sums.json").read_text())
+    head_file = sorted(n for n in sums if n != "manifest.json")[0]
+    good = (folder / head_file).read_bytes()
+    if damage == "flip":
+        bad = good[:50] + bytes([good[50] ^ 0x01]) + good[51:]
+        (folder / head_file).write_bytes(bad)
+    elif damage == "truncate":
+        bad = good[: len(good) // 2]
+        (folder / head_file).write_bytes(bad)
+    else:  # the whole folder replaced by another complete, self-consistent artefact
+        import shutil
+
+        shutil.rmtree(folder)
+        shutil.copytree(reg.artefact_dir(a), folder)
+    to_production(reg, b, 20)
+    with pytest.raises(ArtefactError) as refused:
+        cache.refresh()
+    if damage == "swap_folder":
+        assert f"holds version {a}, the registry record says {b}" in str(refused.value)
+    else:
+        msg = str(refused.value)
+        assert str(folder / head_file) in msg and sums[head_file] in msg and sha256_hex(bad) in msg, msg
+    assert cache.production().version == a  # the previous good model keeps serving
+    np.testing.assert_array_equal(cache.production().predict(frame), models[0].predict(frame))
+
+
 def test_rollback_goes_to_the_version_immediately_before(
     reg: ModelRegistry, artefacts: list[Path]
 ) -> None:

@@ -475,11 +475,9 @@ def test_offline_gate_option_moves_the_candidate_at_most_to_shadow(project) -> N
     assert result is not None and result.status == "updated" and result.gate is not None
     verdict = json.loads((paths.metrics / "gate_offline.json").read_text())
     assert verdict["candidate"] == result.version and verdict["production"] == prod
-    assert (
-        result.stage
-        == ("shadow" if verdict["passed"] else "archived")
-        == reg.get(result.version).stage
-    )
+    # passed -> shadow; judged and failed -> archived; could not judge -> stays a candidate
+    expected = {"pass": "shadow", "fail": "archived", "insufficient_evidence": "candidate"}
+    assert result.stage == expected[verdict["decision"]] == reg.get(result.version).stage
     assert result.gate.startswith(verdict["decision"])
     assert reg.deployment().production.version == prod
     if verdict["passed"]:  # onwards only through the next gates, one step at a time

@@ -20,8 +20,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from components.core.config import TRAINING_SET_KEYS, deep_merge
+from components.core.integrity import sha256_hex, sidecar_path, write_sidecar
 from components.evaluation.metrics import ranking_metrics
 from components.ranking.artefact import MANIFEST, load, save
+from components.ranking.compiled import provenance
 from components.ranking.model import RankerModel
 from components.ranking.params import RankerParams
 from components.ranking.split import time_split
@@ -466,15 +468,64 @@ def test_compiled_heads_score_like_the_boosters(
     got = model.predict_heads(x, output="margin")
     for h in model.heads:
         np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-9)
-    # a cached object that computes something else is caught by the probe check
+    # a cached object that computes something else, with a forged sidecar that vouches for it,
+    # is still caught by the probe check
     again = load(save(models[("lightgbm", "lambdarank")], tmp_path / "m"))
     head = sorted(again.heads)[0]
     other = sorted(again.heads)[1]
     so = tmp_path / "compiled" / again.version
-    (so / f"{head}.so").write_bytes((so / f"{other}.so").read_bytes())
+    forged = (so / f"{other}.so").read_bytes()
+    (so / f"{head}.so").write_bytes(forged)
+    write_sidecar(so / f"{head}.so", forged, provenance(again._files[f"{head}.txt"]))
     status = again.compile(tmp_path / "compiled")
     assert status[head].startswith("booster: compiled margins differ"), status
     assert status[other] == "compiled"
     np.testing.assert_allclose(again.predict_heads(x, output="margin")[head], want[head], atol=1e-9)
     xgb_model = models[("xgboost", "lambdarank")]
     assert set(xgb_model.compile(tmp_path / "compiled").values()) == {"not needed for xgboost"}
+
+
+@pytest.mark.parametrize("damage", ["tampered", "truncated", "no_sidecar", "other_source"])
+def test_a_damaged_compiled_object_is_refused_and_compiled_again(
+    models: dict[tuple[str, str], RankerModel], frame: pd.DataFrame, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, damage: str,
+) -> None:
+    """The compiled-model cache is checked against the SHA-256 recorded when it was written
+    (issue 16): a tampered or truncated object (a kill during the write), one without its
+    record, or one built from other model text is refused with an error naming the file and
+    the hashes, never linked into the process, and the head is compiled again."""
+    model = load(save(models[("lightgbm", "lambdarank")], tmp_path / "m"))
+    x = frame[FEATURES].to_numpy(dtype=np.float32)
+    want = {h: m.copy() for h, m in model.predict_heads(x, output="margin").items()}
+    assert set(model.compile(tmp_path / "compiled").values()) == {"compiled"}
+    head = sorted(model.heads)[0]
+    so = tmp_path / "compiled" / model.version / f"{head}.so"
+    good = so.read_bytes()
+    assert json.loads(sidecar_path(so).read_text())["sha256"] == sha256_hex(good)
+    assert not list(so.parent.glob("*.txt"))  # lleaves reads the model text from a private folder
+    if damage == "tampered":
+        so.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])
+    elif damage == "truncated":
+        so.write_bytes(good[: len(good) // 3])
+    elif damage == "no_sidecar":
+        sidecar_path(so).unlink()
+    else:
+        write_sidecar(so, good, {**provenance(model._files[f"{head}.txt"]), "source_sha256": "0" * 64})
+    bad = so.read_bytes()
+    again = load(save(models[("lightgbm", "lambdarank")], tmp_path / "m"))
+    with caplog.at_level("ERROR", logger="components.ranking.compiled"):
+        status = again.compile(tmp_path / "compiled")
+    assert status == dict.fromkeys(again.heads, "compiled")
+    refused = [r.getMessage() for r in caplog.records if "refused to load" in r.getMessage()]
+    assert len(refused) == 1 and str(so) in refused[0], refused
+    if damage in ("tampered", "truncated"):
+        assert f"SHA-256 {sha256_hex(bad)} does not match the {sha256_hex(good)}" in refused[0]
+    elif damage == "no_sidecar":
+        assert "no SHA-256 recorded" in refused[0]
+    else:
+        assert "source_sha256" in refused[0]
+    assert so.read_bytes() == good  # recompiled (deterministic) and republished with its record
+    assert json.loads(sidecar_path(so).read_text())["sha256"] == sha256_hex(good)
+    got = again.predict_heads(x, output="margin")
+    for h in again.heads:
+        np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-9)

@@ -210,6 +210,49 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(back.encoder.embed(probe), model.encoder.embed(probe))
 
 
+class _Payload:
+    """A pickle that runs code when loaded: it creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_tampered_encoder_pickle_is_refused_before_it_is_unpickled(tmp_path: Path) -> None:
+    """Issue 16: ``encoder.pkl`` loads only with the SHA-256 that ``meta.json`` recorded; a
+    replaced, truncated or unrecorded pickle is refused with the file and both hashes, and its
+    code never runs."""
+    import json
+    import pickle
+
+    from components.core.integrity import IntegrityError, sha256_hex
+
+    ev, content, _ = make_world(n_users_per_cat=4, n_items_per_cat=8)
+    model, _ = fit_embeddings(ev, content, SMALL)
+    save_model(model, tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    good = (tmp_path / "encoder.pkl").read_bytes()
+    assert meta["encoder_sha256"] == sha256_hex(good)
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Payload(marker))
+    (tmp_path / "encoder.pkl").write_bytes(evil)
+    with pytest.raises(IntegrityError) as refused:
+        load_model(tmp_path)
+    msg = str(refused.value)
+    assert str(tmp_path / "encoder.pkl") in msg and sha256_hex(evil) in msg and meta["encoder_sha256"] in msg
+    assert not marker.exists()  # refused before unpickling: the payload never ran
+    (tmp_path / "encoder.pkl").write_bytes(good[: len(good) // 2])
+    with pytest.raises(IntegrityError, match="does not match"):
+        load_model(tmp_path)
+    (tmp_path / "encoder.pkl").write_bytes(good)
+    del meta["encoder_sha256"]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match="no SHA-256 recorded"):
+        load_model(tmp_path)
+
+
 def test_fit_embeddings_is_deterministic() -> None:
     ev, content, _ = make_world(n_users_per_cat=4, n_items_per_cat=8)
     a, _ = fit_embeddings(ev, content, SMALL)
