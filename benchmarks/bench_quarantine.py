@@ -70,6 +70,7 @@ def measure(n: int, seed: int) -> dict[str, object]:
     """Write the drop, ingest it once, and return the figures."""
     from components.core.catalog import DataPaths
     from components.core.config import load_params
+    from components.data.ingest import NothingStored
     from components.data.ingest import run as ingest_run
 
     params = load_params()
@@ -77,8 +78,12 @@ def measure(n: int, seed: int) -> dict[str, object]:
         drop, root = Path(tmp) / "drop", Path(tmp) / "root"
         expected = invalid_drop(n, drop, seed)
         paths = DataPaths(root)
+        error = ""
         t0, c0 = time.perf_counter(), time.process_time()
-        r = ingest_run(params, drop, paths, now=pd.Timestamp("2026-01-01", tz="UTC"), key=b"benchmark-key")
+        try:
+            r = ingest_run(params, drop, paths, now=pd.Timestamp("2026-01-01", tz="UTC"), key=b"benchmark-key")
+        except NothingStored as exc:  # expected: every record is invalid
+            r, error = exc.result, str(exc)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         q = pq.read_table(paths.of("quarantine_records"), columns=["record_no", "reason"])
         return {
@@ -96,6 +101,7 @@ def measure(n: int, seed: int) -> dict[str, object]:
             "records_per_cpu_s": round(n / cpu),
             "load_avg_1min": round(os.getloadavg()[0], 1),
             "target_records_per_s": TARGET_RECORDS_PER_S,
+            "error": error[:200],
         }
 
 
