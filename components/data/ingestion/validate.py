@@ -7,7 +7,6 @@ several checks is quarantined once under the reason of highest precedence.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +19,7 @@ import pyarrow.compute as pc
 from components.core import schema
 from components.core.frames import arrow_text, codes_of
 from components.data.ingestion.rawjson import iso_utc, json_objects
-from components.data.ingestion.rules import REASON_ORDER, Limits, quarantine_frame
-
-log = logging.getLogger(__name__)
+from components.data.ingestion.rules import REASON_ORDER, IngestError, Limits, quarantine_frame
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
@@ -82,13 +79,19 @@ def _str_len(s: pd.Series) -> pd.Series:
     return s.map(lambda v: len(v) if isinstance(v, str) else 0)
 
 
+def _utc(value: str) -> pd.Timestamp:
+    """A bound from params as a UTC timestamp (one without a zone is taken as UTC)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def build_schema(limits: Limits, now: pd.Timestamp, typed: frozenset[str] = frozenset()) -> pa.DataFrameSchema:
     """The event validation schema; each check's name is the quarantine reason code.
 
     ``typed`` names columns whose storage type already guarantees the value type (a typed
     Parquet column), so their per-value type checks are left out.
     """
-    min_ts = pd.Timestamp(limits.min_timestamp) if limits.min_timestamp is not None else None
+    min_ts = _utc(limits.min_timestamp) if limits.min_timestamp is not None else None
     max_ts = now + pd.Timedelta(seconds=limits.future_tolerance_s)
     types = list(schema.EVENT_TYPES)
 
@@ -177,8 +180,8 @@ def failed_checks(frame: pd.DataFrame, schema_: pa.DataFrameSchema) -> dict[str,
 
     The checks are called one by one on whole columns (a lazy ``schema.validate`` builds a
     failure-case frame row by row, far too slow when most of a drop fails). A check that
-    raises (e.g. ``isin`` on unhashable values) reports no row, as under ``validate``; the
-    type checks report those rows.
+    raises is an :class:`IngestError`: ``validate`` would have dropped it silently (a naive
+    ``min_timestamp`` compared with UTC times once disabled the bound that way).
     """
     calls = [(check, frame[name]) for name, col in schema_.columns.items() for check in col.checks]
     calls += [(check, frame) for check in schema_.checks]
@@ -186,9 +189,8 @@ def failed_checks(frame: pd.DataFrame, schema_: pa.DataFrameSchema) -> dict[str,
     for check, obj in calls:
         try:
             out = check(obj).check_output
-        except Exception as exc:  # a broken check must not stop ingestion
-            log.debug("check %s raised %r; no row reported", check.name, exc)
-            continue
+        except Exception as exc:  # a check that cannot run validates nothing: fail closed
+            raise IngestError(f"validation check {check.name!r} could not run: {exc!r}") from exc
         if isinstance(out, pd.Series):  # a column check sees the non-null values only: nulls pass
             bad = ~out.reindex(frame.index, fill_value=True).to_numpy(dtype=bool)
         else:
