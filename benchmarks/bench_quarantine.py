@@ -10,6 +10,10 @@ describe every reject, write the quarantine Parquet), with the process's CPU tim
 one row per record and that the counts reconcile.
 
     python -m benchmarks.bench_quarantine --records 1000000
+
+Measured on the 2-core development machine (issue 15): before the column-wise reject path,
+50k records at 1,822 records/s (2,951 per CPU-second; load 3.1); after, 1M records at
+169,658 records/s (180,215 per CPU-second; load 1.8).
 """
 
 from __future__ import annotations
