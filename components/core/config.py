@@ -112,7 +112,7 @@ class IngestLimits(Section):
     max_text_chars: int
     max_id_chars: int
     future_tolerance_s: float
-    min_timestamp: str
+    min_timestamp: str | None  # None: no lower bound
     min_rating: float
     max_rating: float
     #: device_type / os / network longer than this are quarantined (``field_too_long``)
@@ -303,9 +303,25 @@ class EvaluateProtocol(Section):
     max_test_users: int  # 0: all
 
 
+class BroughtSplit(Section):
+    """``evaluate.brought``: the ingestion rules of a split brought as files (``--train-file``)."""
+
+    #: earliest timestamp accepted (ISO-8601); None: no lower bound (the ``ingest`` one is for
+    #: the short-video log, not for a published data set)
+    min_timestamp: str | None
+
+    @field_validator("min_timestamp")
+    @classmethod
+    def _iso(cls, v: str | None) -> str | None:
+        if v is not None:
+            dt.datetime.fromisoformat(v)  # ValueError when not a timestamp
+        return v
+
+
 class Evaluate(EvaluateProtocol):
     #: ``ranking`` keys laid over the ``ranking`` section when evaluating (per data set in overrides)
     ranking: dict[str, Any]
+    brought: BroughtSplit
     overrides: Overrides
 
 

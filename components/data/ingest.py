@@ -155,6 +155,28 @@ def _result(stored: _Stored, seconds: float) -> IngestResult:
     return result
 
 
+class NothingStored(IngestError):
+    """Ingestion kept no event: every record was quarantined (or the drop held none).
+
+    Raised after the quarantine and the metrics are written, so the records stay inspectable;
+    the message names the dominant reason, its count and an example detail.
+    """
+
+    def __init__(self, result: IngestResult, quarantine: pd.DataFrame, where: Path) -> None:
+        self.result = result
+        if result.n_in == 0:
+            message = f"no event stored: the drop holds no record ({len(result.files)} empty file(s))"
+        else:
+            reason, count = max(result.reasons.items(), key=lambda kv: (kv[1], kv[0]))
+            example = quarantine.loc[quarantine["reason"] == reason, "detail"].iloc[0]
+            message = (
+                f"no event stored: all {result.n_in:,} records were quarantined; dominant reason "
+                f"{reason!r} ({count:,} records, {count / result.n_in:.0%}), e.g. {example!r}; "
+                f"every reason: {result.reasons}; records in {where}"
+            )
+        super().__init__(message)
+
+
 def _write_metrics(paths: DataPaths, result: IngestResult) -> None:
     """Counts (deterministic, compared across runs) apart from timings (not), plus file reports."""
     metrics = asdict(result)
@@ -174,7 +196,11 @@ def run(
     now: pd.Timestamp | None = None,
     key: bytes | None = None,
 ) -> IngestResult:
-    """Ingest one drop folder into the raw store, quarantine and ``metrics/ingest.json``."""
+    """Ingest one drop folder into the raw store, quarantine and ``metrics/ingest.json``.
+
+    Raises :class:`NothingStored` (after writing the quarantine and metrics) when no event is
+    kept: every later stage would fail on an empty store with a far less telling error.
+    """
     limits = Limits.from_params(params)
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     key = key if key is not None else hmac_key_from_env()
@@ -197,6 +223,8 @@ def run(
     seconds = time.perf_counter() - t0
     result = _result(stored, seconds)
     _write_metrics(paths, result)
+    if result.stored == 0:
+        raise NothingStored(result, stored.quarantine, paths.of("quarantine_records"))
     log.info(
         "ingested %d records: %d stored, %d quarantined, %d duplicates, %d unknown-content (%.1f s)",
         result.n_in, result.stored, result.quarantined, result.duplicates, result.unknown_content, seconds,

@@ -90,7 +90,7 @@ class EvalSettings(EvaluateProtocol):
     @classmethod
     def from_params(cls, params: Params | Mapping[str, Any], dataset: str) -> EvalSettings:
         cfg = Params.of(params).for_dataset(dataset, evaluation=True)
-        section = cfg.evaluate.model_dump(exclude={"overrides", "ranking"})
+        section = cfg.evaluate.model_dump(exclude={"overrides", "ranking", "brought"})
         return cls(seed=cfg.base.seed, ranker=RankerParams.from_params(cfg), **section)
 
 

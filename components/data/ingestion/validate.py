@@ -7,7 +7,6 @@ several checks is quarantined once under the reason of highest precedence.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +17,9 @@ import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
 from components.core import schema
-from components.core.frames import arrow_text
-from components.data.ingestion.rules import REASON_ORDER, Limits, quarantine_frame
+from components.core.frames import arrow_text, codes_of
+from components.data.ingestion.rawjson import iso_utc, json_objects
+from components.data.ingestion.rules import REASON_ORDER, IngestError, Limits, quarantine_frame
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
@@ -79,13 +79,19 @@ def _str_len(s: pd.Series) -> pd.Series:
     return s.map(lambda v: len(v) if isinstance(v, str) else 0)
 
 
+def _utc(value: str) -> pd.Timestamp:
+    """A bound from params as a UTC timestamp (one without a zone is taken as UTC)."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def build_schema(limits: Limits, now: pd.Timestamp, typed: frozenset[str] = frozenset()) -> pa.DataFrameSchema:
     """The event validation schema; each check's name is the quarantine reason code.
 
     ``typed`` names columns whose storage type already guarantees the value type (a typed
     Parquet column), so their per-value type checks are left out.
     """
-    min_ts = pd.Timestamp(limits.min_timestamp)
+    min_ts = _utc(limits.min_timestamp) if limits.min_timestamp is not None else None
     max_ts = now + pd.Timedelta(seconds=limits.future_tolerance_s)
     types = list(schema.EVENT_TYPES)
 
@@ -121,7 +127,7 @@ def build_schema(limits: Limits, now: pd.Timestamp, typed: frozenset[str] = froz
         )
     columns["_ts"] = pa.Column(
         checks=[
-            pa.Check(lambda s: s.isna() | (s >= min_ts), name="timestamp_before_2000"),
+            *([] if min_ts is None else [pa.Check(lambda s: s.isna() | (s >= min_ts), name="timestamp_before_2000")]),
             pa.Check(lambda s: s.isna() | (s <= max_ts), name="timestamp_in_future"),
         ],
         nullable=True,
@@ -168,60 +174,81 @@ def _ensure_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _raw_json(row: pd.Series) -> str:
-    d = {k: (None if _isnull(v) else v) for k, v in row.items() if not str(k).startswith("_")}
-    return json.dumps(d, default=str, ensure_ascii=False)
+def _raw_json(rows: pd.DataFrame) -> pa_arrow.Array:
+    """Each record as it came (its non-internal columns) as JSON text."""
+    return json_objects(rows[[c for c in rows.columns if not str(c).startswith("_")]])
 
 
-def _isnull(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
+def failed_checks(frame: pd.DataFrame, schema_: pa.DataFrameSchema) -> dict[str, np.ndarray]:
+    """Each check of ``schema_`` that some row fails, with the mask of the rows failing it.
+
+    The checks are called one by one on whole columns (a lazy ``schema.validate`` builds a
+    failure-case frame row by row, far too slow when most of a drop fails). A check that
+    raises is an :class:`IngestError`: ``validate`` would have dropped it silently (a naive
+    ``min_timestamp`` compared with UTC times once disabled the bound that way).
+    """
+    calls = [(check, frame[name]) for name, col in schema_.columns.items() for check in col.checks]
+    calls += [(check, frame) for check in schema_.checks]
+    failed: dict[str, np.ndarray] = {}
+    for check, obj in calls:
+        try:
+            out = check(obj).check_output
+        except Exception as exc:  # a check that cannot run validates nothing: fail closed
+            raise IngestError(f"validation check {check.name!r} could not run: {exc!r}") from exc
+        if isinstance(out, pd.Series):  # a column check sees the non-null values only: nulls pass
+            bad = ~out.reindex(frame.index, fill_value=True).to_numpy(dtype=bool)
+        else:
+            bad = np.full(len(frame), not bool(out))
+        if bad.any():
+            name = str(check.name)
+            failed[name] = failed[name] | bad if name in failed else bad
+    return failed
 
 
 def validate_events(frame: pd.DataFrame, source: str, now: pd.Timestamp, limits: Limits) -> Validated:
     """Validate a frame of candidate events; return the typed valid rows and the rejects.
 
     A record failing several checks is quarantined once, under the highest-precedence reason
-    (see :data:`REASON_ORDER`); the detail lists every failed check.
+    (see :data:`REASON_ORDER`); the detail lists every failed check. Reasons, details and raw
+    text are built column-wise over the rejects, never row by row.
     """
     frame = _ensure_columns(frame.reset_index(drop=True))
     frame["_ts"] = parse_timestamps(frame["timestamp"])
-    failed: dict[int, list[str]] = {}
+    failed: dict[str, np.ndarray] = {}
     if len(frame):
-        try:
-            typed = frozenset(
-                c
-                for c in frame.columns
-                if isinstance(frame[c].dtype, pd.StringDtype)
-                or pd.api.types.is_float_dtype(frame[c].dtype)
-                or pd.api.types.is_integer_dtype(frame[c].dtype)
-            )
-            build_schema(limits, now, typed).validate(frame, lazy=True)
-        except pa.errors.SchemaErrors as exc:
-            fc = exc.failure_cases
-            fc = fc[fc["index"].notna()]
-            for idx, check in zip(fc["index"].astype("int64"), fc["check"].astype(str), strict=True):
-                failed.setdefault(int(idx), []).append(check)
-    record_nos = frame["_record_no"].to_numpy(dtype="int64")
-    rejected_rows = []
-    for idx in sorted(failed):
-        row = frame.iloc[idx]
-        checks = sorted(set(failed[idx]), key=_precedence)
-        code = checks[0].split(":", 1)[0]
-        rejected_rows.append(
-            {
-                "source": source,
-                "record_no": int(record_nos[idx]),
-                "reason": code,
-                "detail": "; ".join(_describe(c, row, limits) for c in checks),
-                "raw": _raw_json(row),
-            }
+        typed = frozenset(
+            c
+            for c in frame.columns
+            if isinstance(frame[c].dtype, pd.StringDtype)
+            or pd.api.types.is_float_dtype(frame[c].dtype)
+            or pd.api.types.is_integer_dtype(frame[c].dtype)
         )
-    ok = np.ones(len(frame), dtype=bool)
-    ok[list(failed)] = False
-    return Validated(valid=_typed_table(frame, ok), rejected=quarantine_frame(rejected_rows))
+        failed = failed_checks(frame, build_schema(limits, now, typed))
+    ok = ~np.logical_or.reduce(list(failed.values())) if failed else np.ones(len(frame), dtype=bool)
+    bad = np.flatnonzero(~ok)
+    rows = frame.iloc[bad].reset_index(drop=True)
+    reason = np.full(len(bad), None, dtype=object)
+    detail = np.full(len(bad), None, dtype=object)
+    for check in sorted(failed, key=lambda c: (_precedence(c), c)):
+        hit = np.flatnonzero(failed[check][bad])
+        if len(hit) == 0:
+            continue
+        text = _describe(check, rows.iloc[hit], limits)
+        first = pd.isna(reason[hit])
+        reason[hit[first]] = check.split(":", 1)[0]
+        detail[hit[first]] = text[first]
+        later = hit[~first]
+        detail[later] = detail[later] + "; " + text[~first]
+    rejected = pd.DataFrame(
+        {
+            "source": np.full(len(bad), source, dtype=object),
+            "record_no": frame["_record_no"].to_numpy(dtype="int64")[bad],
+            "reason": reason,
+            "detail": detail,
+            "raw": _raw_json(rows).to_numpy(zero_copy_only=False),
+        }
+    )
+    return Validated(valid=_typed_table(frame, ok), rejected=rejected if len(bad) else quarantine_frame([]))
 
 
 def _precedence(check: str) -> int:
@@ -229,40 +256,56 @@ def _precedence(check: str) -> int:
     return REASON_ORDER.index(code) if code in REASON_ORDER else len(REASON_ORDER)
 
 
-def _describe(check: str, row: pd.Series, limits: Limits) -> str:
+def _reprs(values: pd.Series) -> np.ndarray:
+    """``repr`` of each value, computed once per distinct value (numpy scalars as Python ones)."""
+    try:
+        codes, uniques = codes_of(values)
+    except (TypeError, ValueError):  # unhashable values (a JSON object where text was due)
+        return np.array([repr(_py(v)) for v in values.to_numpy(dtype=object)], dtype=object)
+    table = np.array([*(repr(_py(v)) for v in uniques), "None"], dtype=object)
+    return table[codes]  # code -1 (null) takes the last entry
+
+
+def _py(v: Any) -> Any:
+    return None if v is pd.NA or v is pd.NaT else (v.item() if isinstance(v, np.generic) else v)
+
+
+def _texts(values: pd.Series) -> np.ndarray:
+    """Timestamps as ISO-8601 UTC text, as an object array."""
+    return np.asarray(iso_utc(values).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _describe(check: str, rows: pd.DataFrame, limits: Limits) -> np.ndarray:
+    """The human-readable detail of one failed check for each of ``rows`` (object array)."""
     code, _, fld = check.partition(":")
+    n = len(rows)
     if code == "missing_field":
-        return f"required field '{fld}' is missing or empty for event_type={row.get('event_type')!r}"
+        return f"required field '{fld}' is missing or empty for event_type=" + _reprs(rows["event_type"])
     if code == "wrong_type":
-        v = row.get(fld)
         want = "a number" if fld in schema.NUMBER_FIELDS else "text"
-        return f"field '{fld}' must be {want}, got {type(v).__name__} {v!r}"[:300]
+        vals = rows[fld].to_numpy(dtype=object)
+        return np.array([f"field '{fld}' must be {want}, got {type(v).__name__} {v!r}"[:300] for v in vals], dtype=object)
     if code == "unknown_event_type":
-        return f"event_type {str(row.get('event_type'))[:64]!r} is not one of {', '.join(schema.EVENT_TYPES)}"
+        return "event_type " + _reprs(rows["event_type"].astype(str).str.slice(0, 64)) + f" is not one of {', '.join(schema.EVENT_TYPES)}"
     if code == "unparsable_timestamp":
-        return f"timestamp {row.get('timestamp')!r} is neither ISO-8601 nor epoch milliseconds"[:300]
+        text = "timestamp " + _reprs(rows["timestamp"]) + " is neither ISO-8601 nor epoch milliseconds"
+        return np.array([t[:300] for t in text], dtype=object)
     if code == "timestamp_before_2000":
-        return f"timestamp {row.get('_ts')} is before {limits.min_timestamp}"
+        return "timestamp " + _texts(rows["_ts"]) + f" is before {limits.min_timestamp}"
     if code == "timestamp_in_future":
-        return f"timestamp {row.get('_ts')} is in the future (tolerance {limits.future_tolerance_s:g} s)"
+        return "timestamp " + _texts(rows["_ts"]) + f" is in the future (tolerance {limits.future_tolerance_s:g} s)"
     if code == "negative_watch_duration":
-        return f"watch_duration_s {_plain(row.get('watch_duration_s'))} is negative"
+        return "watch_duration_s " + _reprs(rows["watch_duration_s"]) + " is negative"
     if code == "absurd_watch_duration":
-        return (
-            f"watch_duration_s {_plain(row.get('watch_duration_s'))} exceeds "
-            f"{limits.max_watch_duration_s:g} s"
-        )
+        return "watch_duration_s " + _reprs(rows["watch_duration_s"]) + f" exceeds {limits.max_watch_duration_s:g} s"
     if code == "invalid_rating":
-        return f"rating {_plain(row.get('rating'))} outside [{limits.min_rating:g}, {limits.max_rating:g}]"
+        return "rating " + _reprs(rows["rating"]) + f" outside [{limits.min_rating:g}, {limits.max_rating:g}]"
     if code in ("text_too_long", "id_too_long", "field_too_long"):
         caps = {"text_too_long": limits.max_text_chars, "id_too_long": limits.max_id_chars}
         cap = caps.get(code, limits.max_field_chars)
-        return f"field '{fld}' has {len(str(row.get(fld)))} characters (max {cap})"
-    return check
-
-
-def _plain(v: Any) -> str:
-    return repr(v.item() if isinstance(v, np.generic) else v)
+        lengths = _str_len(rows[fld]).astype(str).to_numpy(dtype=object)
+        return f"field '{fld}' has " + lengths + f" characters (max {cap})"
+    return np.full(n, check, dtype=object)
 
 
 #: Stored columns before ingestion adds its own (``unknown_content``, ``event_date``).
