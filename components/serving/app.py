@@ -284,7 +284,7 @@ def _add_event_routes(app: FastAPI, state: ServingState) -> None:
         return name
 
     @app.post("/v1/events", summary="Ingest a batch of events (same validation as batch ingestion)")
-    def post_events(body: EventsBody, key: str = Depends(api_key)) -> dict[str, Any]:
+    def post_events(body: EventsBody, key: str = Depends(api_key)) -> JSONResponse:
         import sqlite3
 
         import pandas as pd
@@ -303,7 +303,7 @@ def _add_event_routes(app: FastAPI, state: ServingState) -> None:
         m.events.labels("duplicate").inc(result.duplicates)
         m.latency.labels("events").observe(time.perf_counter() - t0)
         m.requests.labels("events", "200").inc()
-        return {**asdict(result), "key": key}
+        return JSONResponse({**asdict(result), "key": key}, headers={"X-Served-By": str(os.getpid())})
 
 
 def _add_health_routes(app: FastAPI, state: ServingState) -> None:
