@@ -507,16 +507,21 @@ def main() -> int:
     params, paths, workers = _load_from_env()
     settings = Settings.from_env()
     host, port = settings.host, settings.port
-    if workers > 1:
-        from components.serving.workers import serve_workers
+    from components.serving.workers import fresh_metrics_dir, serve_workers
 
+    if workers > 1:
         return serve_workers(host, port, workers)
+    metrics_dir, owned = fresh_metrics_dir()  # the same metrics mode as several workers
     state = build_state(params, paths)
     stop = start_background(state, Params.of(params).serving.refresh_s)
     try:
         uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
     finally:
         stop_background(state, stop)
+        if owned:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -15,8 +15,9 @@ both modes.
 
 Feast's own ``feast.metrics`` (imported lazily by its online reads) sets
 ``PROMETHEUS_MULTIPROC_DIR`` to a temporary folder of its own when the variable is unset, so
-the mode is decided once, when the app's metrics are created, never at scrape time; the
-launcher sets both spellings (``PROMETHEUS_MULTIPROCESS_DIR`` too, feast's) to its folder.
+the mode is read from prometheus_client when the app's metrics are created, never from the
+variable at scrape time; the launcher sets both spellings (``PROMETHEUS_MULTIPROCESS_DIR`` too,
+feast's) to its folder, for one worker as for several, so feast never picks a folder of its own.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ FEAST_MULTIPROC_ENV = "PROMETHEUS_MULTIPROCESS_DIR"
 
 
 def multiprocess_dir() -> str | None:
-    """The multiprocess folder of this process, None in single-process mode."""
+    """The multiprocess folder of this process, None in single-process mode. prometheus_client
+    chooses its mode once, when first imported (in-memory values, or memory-mapped files in the
+    folder the variable names then); the variable alone can mislead, since feast.metrics may set
+    it later, so the mode is read from prometheus_client itself."""
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        return None
     path = os.environ.get(MULTIPROC_ENV)
     return path if path and os.path.isdir(path) else None
 
