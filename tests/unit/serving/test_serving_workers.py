@@ -294,3 +294,44 @@ def test_realtime_windows_keep_the_most_recent_users() -> None:
     rt.add("u10", 2001, "view", "c3")
     assert len(rt) == 3 and "u7" in rt and "u8" not in rt
     assert rt.row("u7", 2001)["rt_events_1h"] == 2
+
+
+# ---------------------------------------------------------------- metrics over processes
+
+_SCRAPE = """
+import multiprocessing, os, sys
+from components.serving.metrics import Metrics, mark_dead
+
+m = Metrics.create()
+assert m.multiproc_dir == os.environ["PROMETHEUS_MULTIPROC_DIR"], m.multiproc_dir
+m.requests.labels("recommend", "200").inc(3)
+
+def child():
+    Metrics.create().requests.labels("recommend", "200").inc(4)
+
+p = multiprocessing.get_context("fork").Process(target=child)
+p.start(); p.join()
+mark_dead(p.pid)  # a dead worker's counts stay in the totals
+sys.stdout.write(m.scrape(lambda: {"production": "v1", "canary": None}).decode())
+"""
+
+
+def test_metrics_sum_every_process_and_read_the_versions_at_scrape(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", _SCRAPE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'reco_requests_total{endpoint="recommend",status="200"} 7.0' in out.stdout
+    assert 'reco_model_info{arm="production",version="v1"} 1.0' in out.stdout and 'arm="canary"' not in out.stdout
+
+
+def test_one_process_metrics_stay_in_its_registry() -> None:
+    from components.serving.metrics import Metrics
+
+    m = Metrics.create()
+    m.requests.labels("recommend", "200").inc(2)
+    text = m.scrape(lambda: {"production": None}).decode()
+    assert m.multiproc_dir is None and 'reco_requests_total{endpoint="recommend",status="200"} 2.0' in text
+    assert not any(line.startswith("reco_model_info{") for line in text.splitlines())  # no model, no sample
