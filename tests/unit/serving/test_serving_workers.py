@@ -335,3 +335,25 @@ def test_one_process_metrics_stay_in_its_registry() -> None:
     text = m.scrape(lambda: {"production": None}).decode()
     assert m.multiproc_dir is None and 'reco_requests_total{endpoint="recommend",status="200"} 2.0' in text
     assert not any(line.startswith("reco_model_info{") for line in text.splitlines())  # no model, no sample
+
+
+def test_impressions_are_flushed_by_time_and_a_failed_flush_is_retried() -> None:
+    from components.serving.app import start_background, stop_background
+
+    flushed = threading.Semaphore(0)
+    calls = {"n": 0}
+
+    def flush() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")  # the rows stay buffered; the next tick retries
+        flushed.release()
+
+    engine = SimpleNamespace(refresh=lambda: False, flush=flush, close=lambda: None)
+    state = SimpleNamespace(recommender=engine, follower=None, online_update=None, log_flush_s=0.02)
+    stop = start_background(state, 60.0)  # type: ignore[arg-type]
+    try:
+        assert flushed.acquire(timeout=10) and flushed.acquire(timeout=10)  # no request needed
+    finally:
+        stop_background(state, stop)  # type: ignore[arg-type]
+    assert calls["n"] >= 3
