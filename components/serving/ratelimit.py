@@ -21,6 +21,7 @@ bring their own web-framework glue and keep counters per process unless given th
 from __future__ import annotations
 
 import hmac
+import logging
 import sqlite3
 import threading
 import time
@@ -28,6 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RATE_PER_S = 5.0
 
@@ -173,23 +176,38 @@ class RedisBuckets:
 @dataclass
 class RateLimiter:
     """Token bucket per key: ``rate`` tokens/s, up to ``burst``, in ``store`` (default: this
-    process's memory, on ``clock``)."""
+    process's memory, on ``clock``). While the shared store fails (Redis down, a locked or
+    broken file), this process's own buckets enforce the limit, so ingestion neither stops nor
+    goes unlimited; the failure is logged once per outage."""
 
     rate: float
     burst: float
     clock: Callable[[], float] = time.monotonic
     store: BucketStore | None = None
+    local: MemoryBuckets = field(init=False)
+    store_failures: int = 0  # calls the store could not answer
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
+        self.local = MemoryBuckets(self.clock)
         if self.store is None:
-            self.store = MemoryBuckets(self.clock)
+            self.store = self.local
 
     def allow(self, key: str) -> tuple[bool, float]:
         """(allowed, seconds until the next token) for one call of ``key``."""
         assert self.store is not None
-        return self.store.take(key, self.rate, self.burst)
+        try:
+            got = self.store.take(key, self.rate, self.burst)
+        except Exception as exc:
+            if self.store_failures == 0:
+                log.error("rate-limit store failed (%s: %s): this process's buckets apply", type(exc).__name__, exc)
+            self.store_failures += 1
+            return self.local.take(key, self.rate, self.burst)
+        if self.store_failures:
+            log.info("rate-limit store answers again after %d failed calls", self.store_failures)
+            self.store_failures = 0
+        return got
 
 
 def bucket_store(kind: str, sqlite_path: Path, redis_url: str) -> BucketStore:

@@ -357,3 +357,14 @@ def test_impressions_are_flushed_by_time_and_a_failed_flush_is_retried() -> None
     finally:
         stop_background(state, stop)  # type: ignore[arg-type]
     assert calls["n"] >= 3
+
+
+def test_a_failing_store_falls_back_to_this_processs_buckets() -> None:
+    class Down:
+        def take(self, key: str, rate: float, burst: float) -> tuple[bool, float]:
+            raise ConnectionError("redis is down")
+
+    now = [0.0]
+    limiter = RateLimiter(5.0, 5.0, clock=lambda: now[0], store=Down())
+    assert [limiter.allow("k")[0] for _ in range(6)] == [True] * 5 + [False]  # limited, not stopped
+    assert limiter.store_failures == 6
