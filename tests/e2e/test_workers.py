@@ -68,22 +68,51 @@ def test_metrics_count_every_workers_requests(server: Server) -> None:
     assert scrapes == [before + 40] * 6
 
 
-def test_one_keep_alive_client_gets_the_whole_rate(server: Server) -> None:
-    """Burst of 5, then 5 calls/s: in 2 s one connection (so one worker) gets 5 + 10 calls.
-    The calls carry an empty batch: the key and its rate limit are checked before the body's
-    validation refuses it (422), so every call is cheap and the client is faster than the rate."""
+def calls_allowed(clients: list[httpx.Client], seconds: float) -> tuple[int, int]:
+    """Rate-limited calls from ``clients`` in turn for ``seconds``: (allowed, refused). The calls
+    carry an empty batch: the key and its rate limit are checked before the body's validation
+    refuses it (422), so every call is cheap and the clients are faster than the rate."""
     allowed, refused = 0, 0
-    with httpx.Client(base_url=server.base, headers={"X-API-Key": API_KEY}, timeout=30) as client:
-        time.sleep(1.5)  # a full bucket
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 2.0:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        for client in clients:
             r = client.post("/v1/events", json={"events": []})
             assert r.status_code in (422, 429), r.text
             allowed += r.status_code == 422
             refused += r.status_code == 429
-            time.sleep(0.01)
+        time.sleep(0.01)
+    return allowed, refused
+
+
+def test_one_keep_alive_client_gets_the_whole_rate(server: Server) -> None:
+    """Burst of 5, then 5 calls/s: in 2 s one connection (so one worker) gets 5 + 10 calls."""
+    with httpx.Client(base_url=server.base, headers={"X-API-Key": API_KEY}, timeout=30) as client:
+        time.sleep(1.5)  # a full bucket
+        allowed, refused = calls_allowed([client], 2.0)
     assert refused > allowed  # the client asked for far more than the rate
     # each worker enforcing its share (2.5 calls/s, burst 2.5) would give about 7
+    assert RATE + 2 * RATE - 1 <= allowed <= RATE + 2 * RATE + 1
+
+
+def test_the_rate_is_shared_by_the_workers(server: Server) -> None:
+    """Two connections of one key on two workers get 5 + 10 calls in 2 s between them, not twice."""
+    clients: dict[int, httpx.Client] = {}
+    deadline = time.monotonic() + 60
+    while len(clients) < 2:
+        assert time.monotonic() < deadline
+        c = httpx.Client(base_url=server.base, headers={"X-API-Key": API_KEY}, timeout=30)
+        pid = int(c.get("/v1/recommend", params={"user_id": "u-rate", "k": 1}).headers["X-Served-By"])
+        if pid in clients:
+            c.close()
+        else:
+            clients[pid] = c
+    try:
+        time.sleep(1.5)  # a full bucket
+        allowed, refused = calls_allowed(list(clients.values()), 2.0)
+    finally:
+        for c in clients.values():
+            c.close()
+    assert refused > allowed
     assert RATE + 2 * RATE - 1 <= allowed <= RATE + 2 * RATE + 1
 
 
