@@ -5,7 +5,9 @@ Endpoints: ``GET/POST /v1/recommend``, ``POST /v1/events`` (API key + per-key ra
 
 A feed request never fails because a dependency did: if the online store is unreachable, the
 model is missing, or the request exceeds its internal budget (``serving.timeout_ms``), the
-answer is the popularity / trending fallback marked ``degraded: true``. User ids in requests are
+answer is the popularity / trending fallback marked ``degraded: true``; one slate per request id
+reaches the impression log, the answered one (:class:`~components.serving.feed.SlateClaim`: past
+the timeout, the engine thread's late slate is not logged). User ids in requests are
 raw ids, pseudonymised here with the same keyed HMAC as ingestion (``RECO_HMAC_KEY``).
 
 Environment: ``HOST`` / ``PORT`` (default 127.0.0.1:8000), ``RECO_HMAC_KEY`` (or ``RECO_DEMO=1``),
