@@ -368,3 +368,20 @@ def test_a_failing_store_falls_back_to_this_processs_buckets() -> None:
     limiter = RateLimiter(5.0, 5.0, clock=lambda: now[0], store=Down())
     assert [limiter.allow("k")[0] for _ in range(6)] == [True] * 5 + [False]  # limited, not stopped
     assert limiter.store_failures == 6
+
+
+def test_an_impression_file_and_its_folder_are_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    log = ImpressionLog(tmp_path / "imp", flush_every=10, clock=lambda: 0.0)
+    log.add(_rows(3))
+    path = log.flush()
+    assert path is not None
+    assert str(tmp_path / "imp") in synced  # the rename reached the folder
+    assert any(Path(s).parent == tmp_path / "imp" and s != str(tmp_path / "imp") for s in synced)  # the data
