@@ -327,14 +327,26 @@ def test_metrics_sum_every_process_and_read_the_versions_at_scrape(tmp_path: Pat
     assert 'reco_model_info{arm="production",version="v1"} 1.0' in out.stdout and 'arm="canary"' not in out.stdout
 
 
-def test_one_process_metrics_stay_in_its_registry() -> None:
-    from components.serving.metrics import Metrics
+_ONE = """
+from components.serving.metrics import Metrics
 
-    m = Metrics.create()
-    m.requests.labels("recommend", "200").inc(2)
-    text = m.scrape(lambda: {"production": None}).decode()
-    assert m.multiproc_dir is None and 'reco_requests_total{endpoint="recommend",status="200"} 2.0' in text
-    assert not any(line.startswith("reco_model_info{") for line in text.splitlines())  # no model, no sample
+m = Metrics.create()
+assert m.multiproc_dir is None
+m.requests.labels("recommend", "200").inc(2)
+print(m.scrape(lambda: {"production": None}).decode())
+"""
+
+
+def test_one_process_metrics_stay_in_its_registry() -> None:
+    """Without the variable (a fresh process: feast.metrics may have set it in this one)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if "PROMETHEUS_MULTIPROC" not in k.upper()}
+    out = subprocess.run([sys.executable, "-c", _ONE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'reco_requests_total{endpoint="recommend",status="200"} 2.0' in out.stdout
+    assert not any(line.startswith("reco_model_info{") for line in out.stdout.splitlines())  # no model, no sample
 
 
 def test_impressions_are_flushed_by_time_and_a_failed_flush_is_retried() -> None:
