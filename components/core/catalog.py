@@ -180,6 +180,7 @@ CATALOG: Mapping[str, Artefact] = _entries(
     ("metrics_export", "metrics/export.json", "json", "export", "serving artefact set size"),
     ("serving_compiled", "data/serving/compiled", "dir", None, "compiled scoring heads"),
     ("online_update_lock", "data/serving/online_update.lock", "lock", None, "one online update at a time"),
+    ("ratelimit", "data/serving/ratelimit.sqlite", "sqlite", None, "per-key rate-limit buckets shared by the workers"),
     ("impressions", "data/logs/impressions", "parquet", None, "served feeds (impression log)"),
     ("stream", "data/stream", "dir", None, "the file event stream: staging, quarantine, segments"),
     ("stream_events", "data/stream/events", "parquet", None, "accepted live events"),

@@ -404,6 +404,14 @@ class Serving(Section):
     moderation_min_user_age_s: float = Field(ge=0)
     #: users whose event history (for the above) and contents whose reporters are kept
     moderation_track_users: int = Field(gt=0)
+    #: where the per-key rate-limit buckets live, shared by the workers (env RECO_RATE_LIMIT_STORE)
+    rate_limit_store: Literal["memory", "sqlite", "redis"]
+    #: users whose streamed state (seen contents, real-time interest and windows) is kept
+    stream_users: int = Field(gt=0)
+    #: contents noted as seen per user since load (the most recent)
+    stream_seen_per_user: int = Field(gt=0)
+    #: impression rows kept in memory while the disk refuses writes (beyond: the oldest are dropped, counted)
+    log_buffer_max: int = Field(gt=0)
 
 
 class OnlineUpdateOptions(Section):

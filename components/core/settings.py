@@ -38,6 +38,7 @@ class Settings(BaseModel):
     api_keys: SecretStr  # RECO_API_KEYS: name:secret,...
     rate_limit_per_s: float | None  # RECO_RATE_LIMIT_PER_S
     rate_limit_burst: float | None  # RECO_RATE_LIMIT_BURST
+    rate_limit_store: Literal["memory", "sqlite", "redis"] | None  # RECO_RATE_LIMIT_STORE over serving.rate_limit_store
     host: str  # HOST
     port: int  # PORT
 
@@ -63,6 +64,7 @@ class Settings(BaseModel):
             "api_keys": get("RECO_API_KEYS", strip=False) or "",
             "rate_limit_per_s": get("RECO_RATE_LIMIT_PER_S"),
             "rate_limit_burst": get("RECO_RATE_LIMIT_BURST"),
+            "rate_limit_store": (get("RECO_RATE_LIMIT_STORE") or "").lower() or None,
             "host": get("HOST") or "127.0.0.1",
             "port": get("PORT") or 8000,
         }

@@ -10,6 +10,9 @@ production's ``feature_cols`` by name.
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +20,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from components.core.io import atomic_write_json, fsync_dir
 from components.ranking.labels import join_outcomes
+
+log = logging.getLogger(__name__)
+
+#: where unreadable impression files go (under the impression log's folder), with a reason
+QUARANTINE_DIR = "quarantine"
 
 #: event columns the outcome join reads (``watch_ratio`` only when the events carry it)
 EVENT_COLUMNS: tuple[str, ...] = ("user_id", "content_id", "event_type", "timestamp", "watch_ratio")
@@ -146,7 +155,8 @@ def read_impressions(
     """Impression log rows of ``folder`` with ``lo < timestamp <= hi`` (``>=`` with
     ``lo_inclusive``), skipping ``done_files``; records each file's newest impression in
     ``file_max`` and adds the files nothing can be used from to ``done_files``. An unreadable file
-    fails the update (training on a silently partial log would bias it)."""
+    is moved aside with its reason (:func:`quarantine_impressions`) rather than failing this and
+    every later update; it is logged as an error, and the quarantine folder keeps it for a look."""
     parts = []
     for path in sorted(folder.glob("impressions-*.parquet")):
         if path.name in done_files:
@@ -154,7 +164,8 @@ def read_impressions(
         try:
             table = pq.read_table(path)
         except Exception as exc:
-            raise OSError(f"impression log {path.name} is unreadable: {exc}") from exc
+            quarantine_impressions(path, f"{type(exc).__name__}: {exc}")
+            continue
         frame = table.select([c for c in IMPRESSION_COLUMNS if c in table.column_names]).to_pandas()
         ts = utc(frame["timestamp"])
         if len(ts):
@@ -168,3 +179,17 @@ def read_impressions(
     if not parts:
         return pd.DataFrame(columns=[*IMPRESSION_COLUMNS, "_file"])
     return pd.concat(parts, ignore_index=True)
+
+
+def quarantine_impressions(path: Path, reason: str) -> Path:
+    """Move the unreadable impression file ``path`` into ``quarantine/`` next to it, with
+    ``<name>.reason.json`` saying why and when; returns its new path."""
+    folder = path.parent / QUARANTINE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    atomic_write_json(folder / f"{path.name}.reason.json", {"file": path.name, "reason": reason, "at_s": time.time()})
+    os.replace(path, target)
+    fsync_dir(path.parent)
+    fsync_dir(folder)
+    log.error("impression log %s is unreadable (%s): moved to %s", path.name, reason, target)
+    return target

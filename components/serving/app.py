@@ -5,12 +5,15 @@ Endpoints: ``GET/POST /v1/recommend``, ``POST /v1/events`` (API key + per-key ra
 
 A feed request never fails because a dependency did: if the online store is unreachable, the
 model is missing, or the request exceeds its internal budget (``serving.timeout_ms``), the
-answer is the popularity / trending fallback marked ``degraded: true``. User ids in requests are
+answer is the popularity / trending fallback marked ``degraded: true``; one slate per request id
+reaches the impression log, the answered one (:class:`~components.serving.feed.SlateClaim`: past
+the timeout, the engine thread's late slate is not logged). User ids in requests are
 raw ids, pseudonymised here with the same keyed HMAC as ingestion (``RECO_HMAC_KEY``).
 
 Environment: ``HOST`` / ``PORT`` (default 127.0.0.1:8000), ``RECO_HMAC_KEY`` (or ``RECO_DEMO=1``),
 ``RECO_API_KEYS`` (``name:secret,...``; required for ``/v1/events``), ``RECO_RATE_LIMIT_PER_S``
-(default 5), ``RECO_RATE_LIMIT_BURST`` (default = the rate), ``RECO_PARAMS`` / ``RECO_PROJECT_ROOT``.
+(default 5), ``RECO_RATE_LIMIT_BURST`` (default = the rate), ``RECO_RATE_LIMIT_STORE``,
+``RECO_WORKERS``, ``RECO_PARAMS`` / ``RECO_PROJECT_ROOT``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ import concurrent.futures
 import functools
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +38,14 @@ from pydantic import BaseModel, Field
 from components.core.catalog import DataPaths
 from components.core.config import Params, load_params
 from components.core.settings import Settings
+from components.serving.feed import Feed, SlateClaim
 from components.serving.limits import BodyGuard
+from components.serving.metrics import Metrics
 
 if TYPE_CHECKING:
     from components.online_update.update import OnlineUpdater
     from components.serving.engine import Recommender
     from components.serving.events import EventSink, StreamFollower
-    from components.serving.feed import Feed
     from components.serving.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -87,35 +90,29 @@ class EventsBody(BaseModel):
     events: list[Any] = Field(..., min_length=1, max_length=10_000)
 
 
-@dataclass
-class Metrics:
-    """Prometheus series of one app (its own registry, so tests can run several apps)."""
+class ReadinessProbe:
+    """``/readyz``'s checks on a thread of their own (never the feed pool, which a load keeps
+    busy), at most one at a time: a probe that hangs is waited for by the next ones rather than
+    joined by new tasks, so probes under load leave nothing queued behind them."""
 
-    registry: Any
-    requests: Any
-    latency: Any
-    errors: Any
-    degraded: Any
-    events: Any
-    model: Any
+    def __init__(self, check: Callable[[], dict[str, bool]], timeout_s: float = 1.0) -> None:
+        self.check = check
+        self.timeout_s = timeout_s
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz")
+        self._running: concurrent.futures.Future[dict[str, bool]] | None = None
+        self._lock = threading.Lock()
+        self.started = 0  # probes submitted (a test reads it)
 
-    @classmethod
-    def create(cls) -> Metrics:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        reg = CollectorRegistry()
-        return cls(
-            registry=reg,
-            requests=Counter("reco_requests_total", "Requests by endpoint and status", ["endpoint", "status"], registry=reg),
-            latency=Histogram(
-                "reco_request_seconds", "Request latency by endpoint", ["endpoint"], registry=reg,
-                buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-            ),
-            errors=Counter("reco_errors_total", "Internal errors by endpoint", ["endpoint"], registry=reg),
-            degraded=Counter("reco_degraded_total", "Feeds answered by the fallback, by reason", ["reason"], registry=reg),
-            events=Counter("reco_events_total", "Posted events by outcome", ["outcome"], registry=reg),
-            model=Gauge("reco_model_info", "Serving model versions (value 1)", ["arm", "version"], registry=reg),
-        )
+    def __call__(self) -> dict[str, bool]:
+        with self._lock:
+            fut = self._running
+            if fut is None or fut.done():
+                fut = self._running = self._pool.submit(self.check)
+                self.started += 1
+        try:
+            return fut.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            return {"model": True, "index": True, "store": False, "timeout": False}
 
 
 @dataclass
@@ -129,14 +126,16 @@ class ServingState:
     clock: str = "wall"  # wall | data (historic data sets: serve as of the data's end)
     online_update: OnlineUpdater | None = None  # the real-time loop (incremental model updates)
     follower: StreamFollower | None = None  # events other worker processes accepted
-    log_flush_s: float = 30.0  # impressions reach disk (and the online update) at least this often
+    log_flush_s: float = 5.0  # serving.log_flush_s: impressions reach disk (and the online update) at least this often
     metrics: Metrics = field(default_factory=Metrics.create)
     threads: int = 2  # serving.threads: engine threads per process (more only contend for the GIL)
     max_body_bytes: int = 4 * 2**20  # serving.max_body_bytes: larger request bodies get 413 unread
     pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
+    probe: ReadinessProbe = field(init=False)
 
     def __post_init__(self) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(self.threads, 1), thread_name_prefix="feed")
+        self.probe = ReadinessProbe(lambda: self.recommender.readiness())
 
 
     def request_time(self) -> int:
@@ -225,16 +224,21 @@ async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context) 
     request_id = uuid.uuid4().hex
     user = pseudonym(raw_user, state.key)
     rc = _request_context(ctx, state.request_time())
-    loop = asyncio.get_running_loop()
-    call = functools.partial(state.recommender.recommend, user, k, rc, request_id=request_id)
+    claim = SlateClaim()  # one slate per request id reaches the impression log: the answered one
+    call = functools.partial(state.recommender.recommend, user, k, rc, request_id=request_id, claim=claim.take)
+    engine = state.pool.submit(call)
     try:
-        result = await asyncio.wait_for(loop.run_in_executor(state.pool, call), state.timeout_s)
+        result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(engine)), state.timeout_s)
     except TimeoutError:
-        result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout")
+        if claim.take():  # the engine thread will not log its slate
+            result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout")
+        else:  # the engine is logging its slate this instant: answer with that slate
+            result = await asyncio.wrap_future(engine)
     except Exception as exc:  # the engine degrades by itself; this is the last guard
         log.exception("recommend failed")
         m.errors.labels("recommend").inc()
-        result = state.recommender.fallback(user, k, request_id=request_id, reason=f"error: {type(exc).__name__}")
+        reason = f"error: {type(exc).__name__}"
+        result = state.recommender.fallback(user, k, request_id=request_id, reason=reason, claim=claim.take)
     if result.degraded:
         m.degraded.labels(result.reason.split(":")[0] or "unknown").inc()
     m.latency.labels("recommend").observe(time.perf_counter() - t0)
@@ -282,7 +286,7 @@ def _add_event_routes(app: FastAPI, state: ServingState) -> None:
         return name
 
     @app.post("/v1/events", summary="Ingest a batch of events (same validation as batch ingestion)")
-    def post_events(body: EventsBody, key: str = Depends(api_key)) -> dict[str, Any]:
+    def post_events(body: EventsBody, key: str = Depends(api_key)) -> JSONResponse:
         import sqlite3
 
         import pandas as pd
@@ -301,7 +305,7 @@ def _add_event_routes(app: FastAPI, state: ServingState) -> None:
         m.events.labels("duplicate").inc(result.duplicates)
         m.latency.labels("events").observe(time.perf_counter() - t0)
         m.requests.labels("events", "200").inc()
-        return {**asdict(result), "key": key}
+        return JSONResponse({**asdict(result), "key": key}, headers={"X-Served-By": str(os.getpid())})
 
 
 def _add_health_routes(app: FastAPI, state: ServingState) -> None:
@@ -320,27 +324,21 @@ def _add_health_routes(app: FastAPI, state: ServingState) -> None:
 
     @app.get("/readyz", summary="Readiness: model and index loaded, feature store reachable")
     def readyz() -> JSONResponse:
-        try:  # a hung dependency must not hang the probe
-            checks = state.pool.submit(state.recommender.readiness).result(timeout=1.0)
-        except concurrent.futures.TimeoutError:
-            checks = {"model": True, "index": True, "store": False, "timeout": False}
+        checks = state.probe()  # a hung dependency must not hang the probe
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
 def _add_metrics_route(app: FastAPI, state: ServingState) -> None:
-    """``GET /metrics``: the app's Prometheus series, the serving model versions set on read."""
+    """``GET /metrics``: the Prometheus series of every worker (:mod:`components.serving.metrics`),
+    the serving model versions read at scrape time."""
     m = state.metrics
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        m.model.clear()
-        for arm, version in state.recommender.versions().items():
-            if version:
-                m.model.labels(arm, version).set(1)
-        return PlainTextResponse(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(m.scrape(state.recommender.versions), media_type=CONTENT_TYPE_LATEST)
 
 
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -363,17 +361,30 @@ def _update_lock(paths: DataPaths) -> Any:
     return fh
 
 
+def rate_limiter(settings: Settings, store: str, paths: DataPaths) -> RateLimiter:
+    """The per-key limit (``RECO_RATE_LIMIT_PER_S`` / ``_BURST``) in the store every worker
+    shares (``RECO_RATE_LIMIT_STORE`` over ``serving.rate_limit_store``)."""
+    from components.features.feast_repo import DEFAULT_REDIS_URL
+    from components.serving.ratelimit import DEFAULT_RATE_PER_S, RateLimiter, bucket_store
+
+    rate = DEFAULT_RATE_PER_S if settings.rate_limit_per_s is None else settings.rate_limit_per_s
+    burst = rate if settings.rate_limit_burst is None else settings.rate_limit_burst
+    kind = settings.rate_limit_store or store
+    buckets = bucket_store(kind, paths.of("ratelimit"), settings.redis_url or DEFAULT_REDIS_URL)
+    return RateLimiter(rate=rate, burst=max(burst, 1.0), store=buckets)
+
+
 def build_state(
     params: Mapping[str, Any], paths: DataPaths, env: Mapping[str, str] | None = None, *, workers: int = 1
 ) -> ServingState:
     """Load the engine and the event consumer from the project's artefacts and the environment
-    (``workers``: server processes sharing the port; each enforces ``1/workers`` of the rate limit)."""
+    (``workers``: server processes sharing the port; they share the rate limit's store)."""
     from components.data.ingestion.pseudonyms import hmac_key_from_env
     from components.features.feast_repo import StoreSettings, open_store
     from components.features.online import push_user_realtime
     from components.serving.engine import Recommender
     from components.serving.events import EventSink, StreamFollower, limits_from
-    from components.serving.ratelimit import DEFAULT_RATE_PER_S, RateLimiter, parse_api_keys
+    from components.serving.ratelimit import parse_api_keys
 
     settings = Settings.from_env(env)
     key = hmac_key_from_env(settings)
@@ -389,6 +400,7 @@ def build_state(
         known_content=set(content_ids),
         push=lambda rows: push_user_realtime(store, rows),
         last_n_viewed=cfg.features.last_n_viewed,
+        realtime_users=serving.stream_users,
     )
     # the streamed state (seen sets, moderation, interest, real-time windows, duplicate ids)
     # comes back from the stream; then the follower takes what other workers add
@@ -407,15 +419,12 @@ def build_state(
         else:
             log.info("another process runs the online update")
     follower = StreamFollower(sink, serving.stream_poll_s)
-    total_rate = DEFAULT_RATE_PER_S if settings.rate_limit_per_s is None else settings.rate_limit_per_s
-    rate = total_rate / max(workers, 1)
-    burst = (rate * max(workers, 1) if settings.rate_limit_burst is None else settings.rate_limit_burst) / max(workers, 1)
     return ServingState(
         recommender=recommender,
         sink=sink,
         key=key,
         api_keys=parse_api_keys(settings.api_keys.get_secret_value()),
-        limiter=RateLimiter(rate=rate, burst=max(burst, 1.0), clock=time.monotonic),
+        limiter=rate_limiter(settings, serving.rate_limit_store, paths),
         timeout_s=serving.timeout_ms / 1000.0,
         clock=serving.clock,
         online_update=updater,
@@ -427,19 +436,22 @@ def build_state(
 
 
 def _refresher(state: ServingState, every_s: float, stop: threading.Event) -> None:
-    flushed = time.monotonic()
     while not stop.wait(every_s):
         try:
             if state.recommender.refresh():
                 log.info("serving models now %s", state.recommender.versions())
         except Exception:
             log.exception("refresh failed; serving the models already loaded")
-        if time.monotonic() - flushed >= state.log_flush_s:
-            flushed = time.monotonic()
-            try:  # impressions on disk: the canary gate and the online update read them
-                state.recommender.flush()
-            except Exception:
-                log.exception("impression log flush failed; rows stay buffered")
+
+
+def _flusher(state: ServingState, stop: threading.Event) -> None:
+    """Impressions on disk every ``serving.log_flush_s`` (the canary gate and the online update
+    read them; a kill -9 loses at most this long's)."""
+    while not stop.wait(state.log_flush_s):
+        try:
+            state.recommender.flush()
+        except Exception:
+            log.exception("impression log flush failed; rows stay buffered")
 
 
 def _load_from_env() -> tuple[dict[str, Any], DataPaths, int]:
@@ -450,11 +462,12 @@ def _load_from_env() -> tuple[dict[str, Any], DataPaths, int]:
 
 
 def start_background(state: ServingState, refresh_s: float) -> threading.Event:
-    """The process's background threads: registry / feature refresh and impression flushes,
+    """The process's background threads: registry / feature refresh, impression flushes,
     the stream follower, the online update (when this process holds it). Set the returned event
     and call :func:`stop_background` to end them."""
     stop = threading.Event()
     threading.Thread(target=_refresher, args=(state, refresh_s, stop), daemon=True, name="refresh").start()
+    threading.Thread(target=_flusher, args=(state, stop), daemon=True, name="flush").start()
     if state.follower is not None:
         state.follower.start()
     if state.online_update is not None:
@@ -484,75 +497,33 @@ def worker_app() -> FastAPI:
     return create_app(state)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket of its own with SO_REUSEPORT: the kernel spreads new connections over
-    the workers' sockets (a shared socket lets whichever worker wakes first take them all)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _worker_main(host: str, port: int) -> None:
-    import uvicorn
-
-    sock = _listen(host, port)
-    app = worker_app()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False))
-    server.run(sockets=[sock])
-
-
-def _serve_workers(host: str, port: int, workers: int) -> int:
-    """Run ``workers`` server processes (spawned, each loading its own engine) until one exits or
-    this process is told to stop; then stop them all."""
-    import multiprocessing
-    import signal
-
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(host, port), name=f"serve-{i}") for i in range(workers)]
-    for p in procs:
-        p.start()
-    stopping = threading.Event()
-
-    def stop(*_: Any) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopping.wait(0.5):
-        if any(not p.is_alive() for p in procs):
-            log.error("a worker exited (%s): stopping", [(p.name, p.exitcode) for p in procs])
-            break
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(timeout=30)
-    return 0 if stopping.is_set() else 1
-
-
 def main() -> int:
     """Serve on ``HOST``:``PORT`` with ``RECO_WORKERS`` processes (default 1). Several workers
     use several cores (the engine holds Python's GIL for most of a request); they share the
-    event stream (each follows the others' events) and the online store, one of them runs the
-    online update, and each enforces its share of the per-key rate limit."""
+    event stream (each follows the others' events), the online store, the per-key rate limit's
+    buckets and the Prometheus counters; one of them runs the online update; a worker that dies
+    is replaced (:mod:`components.serving.workers`)."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params, paths, workers = _load_from_env()
     settings = Settings.from_env()
     host, port = settings.host, settings.port
+    from components.serving.workers import fresh_metrics_dir, serve_workers
+
     if workers > 1:
-        return _serve_workers(host, port, workers)
+        return serve_workers(host, port, workers)
+    metrics_dir, owned = fresh_metrics_dir()  # the same metrics mode as several workers
     state = build_state(params, paths)
     stop = start_background(state, Params.of(params).serving.refresh_s)
     try:
         uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
     finally:
         stop_background(state, stop)
+        if owned:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -159,6 +159,8 @@ class Recommender:
                 settings.moderation_track_users,
             ),
             clock=clock,
+            max_users=settings.stream_users,
+            seen_per_user=settings.stream_seen_per_user,
         )
         self.candidates = CandidateAssembler(
             artifacts,
@@ -210,7 +212,7 @@ class Recommender:
             fetcher=fetcher,
             moderated=over_threshold(reporters, settings.moderation_report_threshold),
             reporters=reporters,
-            impressions=ImpressionLog(paths.of("impressions"), settings.log_flush_records, clock),
+            impressions=ImpressionLog(paths.of("impressions"), settings.log_flush_records, clock, settings.log_buffer_max),
             feature_service=store_settings.feature_service,
             store_factory=make_fetcher,
             registry=registry,
@@ -369,8 +371,12 @@ class Recommender:
 
     # ---- requests
 
-    def recommend(self, user_id: str, k: int, context: RequestContext, *, request_id: str) -> Feed:
-        """The user's feed of ``k`` contents; never raises (see the module doc)."""
+    def recommend(
+        self, user_id: str, k: int, context: RequestContext, *, request_id: str, claim: Callable[[], bool] | None = None
+    ) -> Feed:
+        """The user's feed of ``k`` contents; never raises (see the module doc). With ``claim``
+        (:meth:`~components.serving.feed.SlateClaim.take`), the slate is logged only if the claim
+        is won: a caller that gave up waiting logs its own answer instead."""
         stages = StageClock(self.settings.budget_ms)
         try:
             user_id = str(user_id)
@@ -395,7 +401,8 @@ class Recommender:
                 request_id, str(user_id),
             )  # fmt: skip
             stages.done("rerank")
-            self._log_served(request_id, user_id, items, chosen, scored, context)
+            if claim is None or claim():
+                self._log_served(request_id, user_id, items, chosen, scored, context)
             stages.done("log")
             return Feed(
                 request_id=request_id,
@@ -422,6 +429,7 @@ class Recommender:
                 reason=reason,
                 request_ts_s=getattr(context, "request_ts_s", None),
                 started=stages.t0,
+                claim=claim,
             )
 
     def _columns(self, user_id: str, cands: Candidates, context: RequestContext) -> dict[str, Any]:
@@ -485,8 +493,10 @@ class Recommender:
         reason: str,
         request_ts_s: int | None = None,
         started: float | None = None,
+        claim: Callable[[], bool] | None = None,
     ) -> Feed:
-        """Recently most engaged, then popular contents the user has not seen (degraded=True)."""
+        """Recently most engaged, then popular contents the user has not seen (degraded=True);
+        logged unless ``claim`` is given and lost."""
         t0 = started if started is not None else time.perf_counter()
         items: list[FeedItem] = []
         try:
@@ -496,9 +506,10 @@ class Recommender:
                 unit="s",
                 tz="UTC",
             )
-            self.impressions.add(
-                impression_rows(request_id, str(user_id), items, ts, arm=FALLBACK, degraded=True)
-            )
+            if claim is None or claim():
+                self.impressions.add(
+                    impression_rows(request_id, str(user_id), items, ts, arm=FALLBACK, degraded=True)
+                )
         except Exception:  # the last resort must not raise either
             log.exception("fallback for request %s failed", request_id)
         return degraded_feed(request_id, str(user_id), items, reason, t0)

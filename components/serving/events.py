@@ -82,16 +82,31 @@ class _UserWindow:
 
 
 class RealtimeFeatures:
-    """The ``rt_*`` user features from the events of the last hour, per user (in memory)."""
+    """The ``rt_*`` user features from the events of the last hour, per user (in memory): the
+    ``max_users`` most recently active users' windows (``serving.stream_users``; the least
+    recent is evicted in O(1), its features then expire in the online store by their TTL)."""
 
-    def __init__(self, last_n_viewed: int = 20) -> None:
+    def __init__(self, last_n_viewed: int = 20, max_users: int = 20_000) -> None:
         self.last_n = last_n_viewed
+        self.max_users = int(max_users)
         self.user_types = frozenset(USER_EVENT_TYPES)
         self.engagement = frozenset(ENGAGEMENT_TYPES)
-        self._users: dict[str, _UserWindow] = {}
+        self._users: OrderedDict[str, _UserWindow] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._users
 
     def add(self, user_id: str, ts_s: int, event_type: str, content_id: str | None) -> None:
-        w = self._users.setdefault(user_id, _UserWindow())
+        w = self._users.get(user_id)
+        if w is None:
+            w = self._users[user_id] = _UserWindow()
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+        else:
+            self._users.move_to_end(user_id)
         w.events.append((ts_s, event_type, content_id))
         w.last_ts_s = max(w.last_ts_s, ts_s)
         while w.events and w.events[0][0] <= w.last_ts_s - ONE_HOUR_S:  # bounded: one hour a user
@@ -157,6 +172,7 @@ class EventSink:
         push: Callable[[pd.DataFrame], None] | None = None,
         last_n_viewed: int = 20,
         remember_ids: int = 1_000_000,
+        realtime_users: int = 20_000,
     ) -> None:
         from components.serving.batches import StreamStore
 
@@ -165,7 +181,7 @@ class EventSink:
         self.limits = limits
         self.known_content = set(known_content)
         self.push = push
-        self.realtime = RealtimeFeatures(last_n_viewed)
+        self.realtime = RealtimeFeatures(last_n_viewed, realtime_users)
         self.store = StreamStore(paths)
         self.writer_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # names this sink's batches
         self._seen = RecentIds(remember_ids)  # recent ids: the commit log is asked about the rest
@@ -280,7 +296,7 @@ class EventSink:
         if not push:
             return 0
         now_s = int(now.timestamp())
-        rows = pd.DataFrame([self.realtime.row(u, now_s) for u in touched])
+        rows = pd.DataFrame([self.realtime.row(u, now_s) for u in touched if u in self.realtime])
         if self.push is not None:
             self.push(rows)
         return len(rows)

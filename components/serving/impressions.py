@@ -2,7 +2,15 @@
 position, model version, arm, propensity, score, shadow version and score, request time, the
 model's input row), built by :func:`impression_rows` and buffered by :class:`ImpressionLog`,
 which writes a Parquet file under ``data/logs/impressions/`` in the background every
-``serving.log_flush_records`` rows."""
+``serving.log_flush_records`` rows, and whenever :meth:`ImpressionLog.flush` is called (the
+server does every ``serving.log_flush_s``). Files are written atomically (temporary file,
+fsync, rename, fsync of the folder: :func:`components.core.io.atomic_write_parquet`).
+
+Nothing is lost to a failing write: its rows go back to the front of the buffer and the next
+flush writes them. Memory stays bounded all the same: at most :data:`MAX_PENDING` writes are
+queued (beyond, full buffers simply wait in the buffer), and a disk that refuses writes for long
+makes the buffer drop its oldest rows beyond ``serving.log_buffer_max``, counted in
+``dropped`` and logged."""
 
 from __future__ import annotations
 
@@ -25,6 +33,9 @@ from components.core.io import atomic_write_parquet
 from components.serving.feed import FeedItem
 
 log = logging.getLogger(__name__)
+
+#: background writes queued at most; further full buffers wait in the buffer
+MAX_PENDING = 2
 
 LOG_SCHEMA = pa.schema(
     [
@@ -57,10 +68,16 @@ class ImpressionLog:
     writes what is buffered and waits for the writer."""
 
     def __init__(
-        self, directory: Path, flush_every: int = 1000, clock: Callable[[], float] = time.time
+        self,
+        directory: Path,
+        flush_every: int = 1000,
+        clock: Callable[[], float] = time.time,
+        max_rows: int = 100_000,
     ) -> None:
         self.directory = Path(directory)
         self.flush_every = int(flush_every)
+        self.max_rows = max(int(max_rows), self.flush_every)
+        self.dropped = 0  # rows dropped because writes kept failing and the buffer was full
         self._clock = clock
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -76,9 +93,20 @@ class ImpressionLog:
             self._rows.extend(dict(r) for r in rows)
             if len(self._rows) < self.flush_every:
                 return
-            full, self._rows = self._rows, []
             self._pending = [f for f in self._pending if not f.done()]
+            if len(self._pending) >= MAX_PENDING:  # the disk is slow: wait in the buffer
+                self._bound()
+                return
+            full, self._rows = self._rows, []
             self._pending.append(self._writer.submit(self._write_or_keep, full))
+
+    def _bound(self) -> None:
+        """Drop the oldest rows beyond ``max_rows`` (under the lock)."""
+        extra = len(self._rows) - self.max_rows
+        if extra > 0:
+            del self._rows[:extra]
+            self.dropped += extra
+            log.error("impression log: writes keep failing; dropped the %d oldest rows (%d in all)", extra, self.dropped)
 
     def discard(self) -> None:
         """Drop the buffered rows (the warm-up's)."""
@@ -107,6 +135,7 @@ class ImpressionLog:
             log.exception("impression log: writing %d rows failed; they stay buffered", len(rows))
             with self._lock:
                 self._rows[:0] = rows
+                self._bound()
             raise
 
     @staticmethod

@@ -29,6 +29,9 @@ class ServingSettings:
     realtime_candidates: int  # serving.realtime_candidates: ANN neighbours of the fresh interest
     store_retry_s: float  # serving.store_retry_s: after an online-store failure, fall back this long
     compile_ranker: bool  # serving.compile_ranker: LightGBM heads as native code (lleaves)
+    stream_users: int  # serving.stream_users: users whose streamed state is kept
+    stream_seen_per_user: int  # serving.stream_seen_per_user: contents noted as seen per user
+    log_buffer_max: int  # serving.log_buffer_max: impression rows held while writes fail
     canary_share: float  # promote.canary.share
     canary_salt: str  # promote.canary.salt
     seed: int  # base.seed
@@ -66,6 +69,9 @@ class ServingSettings:
             realtime_candidates=s.realtime_candidates,
             store_retry_s=s.store_retry_s,
             compile_ranker=s.compile_ranker,
+            stream_users=s.stream_users,
+            stream_seen_per_user=s.stream_seen_per_user,
+            log_buffer_max=s.log_buffer_max,
             canary_share=cfg.promote.canary.share,
             canary_salt=cfg.promote.canary.salt,
             seed=cfg.base.seed,

@@ -7,8 +7,12 @@ export knew with events, or one whose first accepted event reached the server at
 ``serving.moderation_min_user_age_s`` before the report, with at least
 ``serving.moderation_min_user_events`` accepted events since; user ids are free text in a
 posted event, so reports from invented ids cannot take content down. Memory stays bounded:
-at most threshold + 1 reporters per content (forgotten once it is moderated) and the
-``serving.moderation_track_users`` most recently active users' histories."""
+at most threshold + 1 reporters per content (forgotten once it is moderated), the
+``serving.moderation_track_users`` most recently active users' histories, and the seen-since-load
+contents (the ``serving.stream_seen_per_user`` most recent of each) and real-time interest of
+the ``serving.stream_users`` most recently active users; every eviction is O(1) (an
+``OrderedDict``'s oldest entry). An evicted user's seen-since-load contents may be recommended
+again, and its interest starts afresh."""
 
 from __future__ import annotations
 
@@ -101,8 +105,12 @@ class StreamState:
         vectors_lock: threading.Lock,
         policy: ReportPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        max_users: int = 20_000,
+        seen_per_user: int = 200,
     ) -> None:
         self.artifacts = artifacts
+        self.max_users = int(max_users)
+        self.seen_per_user = int(seen_per_user)
         self.catalogue = catalogue
         self.threshold = threshold
         self.policy = policy if policy is not None else ReportPolicy(threshold)
@@ -115,9 +123,10 @@ class StreamState:
         self._history = UserHistory(self.policy.track_users)
         self._clock = clock
         self.ignored_reports = 0  # streamed reports from users not established
-        self._noted: dict[str, set[str]] = {}
+        # per user, the contents seen since load, oldest first (both levels bounded)
+        self._noted: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
         # real-time interest: sum of the unit vectors of contents engaged with since load, count
-        self._fresh: dict[str, tuple[np.ndarray, int]] = {}
+        self._fresh: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._vectors_lock = vectors_lock
 
@@ -125,18 +134,37 @@ class StreamState:
 
     def note_seen(self, user_id: str, content_ids: Iterable[str]) -> None:
         """Contents shown to / watched by the user since load: never recommended again."""
+        user = str(user_id)
         with self._lock:
-            self._noted.setdefault(str(user_id), set()).update(str(c) for c in content_ids)
+            noted = self._noted.get(user)
+            if noted is None:
+                noted = self._noted[user] = OrderedDict()
+                while len(self._noted) > self.max_users:
+                    self._noted.popitem(last=False)
+            else:
+                self._noted.move_to_end(user)
+            for c in content_ids:
+                c = str(c)
+                noted[c] = None
+                noted.move_to_end(c)
+            while len(noted) > self.seen_per_user:
+                noted.popitem(last=False)
 
     def noted_of(self, user_id: str) -> list[str]:
         """Contents noted as seen since load (the snapshot already leaves out earlier ones)."""
         with self._lock:
             return list(self._noted.get(user_id, ()))
 
+    def tracked(self) -> tuple[int, int]:
+        """(users with seen-since-load contents, users with a real-time interest)."""
+        with self._lock:
+            return len(self._noted), len(self._fresh)
+
     def seen(self, user_id: str) -> frozenset[str]:
         """Contents seen in the batch events (the export's seen sets) or noted since load."""
         with self._lock:
-            extra = self._noted.get(user_id)
+            noted = self._noted.get(user_id)
+            extra = frozenset(noted) if noted else None
         base = frozenset(self.catalogue.ids[self.artifacts.seen.of(user_id)].tolist())
         return base | extra if extra else base
 
@@ -228,6 +256,9 @@ class StreamState:
                 v = vecs[users == u]
                 total, n = self._fresh.get(u, (np.zeros(vecs.shape[1]), 0))
                 self._fresh[u] = (total + v.sum(axis=0), n + len(v))
+                self._fresh.move_to_end(u)
+            while len(self._fresh) > self.max_users:
+                self._fresh.popitem(last=False)
 
     def interest(self, user_id: str) -> tuple[np.ndarray, float] | None:
         """(unit interest vector, weight n / (n + 2)) of the user's fresh engagements, if any."""

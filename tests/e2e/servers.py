@@ -42,8 +42,10 @@ def start_server(project: Path, logs: Path, **extra: str) -> Server:
     port = free_port()
     log_path = logs / f"server-{port}.log"
     env = tool_env(
-        RECO_PROJECT_ROOT=str(project), HOST="127.0.0.1", PORT=str(port), RECO_API_KEYS=f"test:{API_KEY}",
-        RECO_RATE_LIMIT_PER_S="1000", RECO_ONLINE_UPDATE="0", **extra,
+        **{
+            "RECO_PROJECT_ROOT": str(project), "HOST": "127.0.0.1", "PORT": str(port), "RECO_API_KEYS": f"test:{API_KEY}",
+            "RECO_RATE_LIMIT_PER_S": "1000", "RECO_ONLINE_UPDATE": "0", **extra,
+        }
     )
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "components.serving.app"], env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT)

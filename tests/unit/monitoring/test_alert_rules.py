@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.serving.app import Metrics
+from components.serving.metrics import Metrics, ModelInfo
 
 RULES = Path(__file__).parents[3] / "components" / "monitoring" / "alerts.yml"
 #: written by the kpis stage (components/monitoring/kpis_stage.py, ``reco_kpi{kpi, arm}``)
@@ -28,7 +28,8 @@ def exported() -> dict[str, set[str]]:
     prometheus_client keeps them in ``_name``, ``_type`` and ``_labelnames``)."""
     m = Metrics.create()
     out: dict[str, set[str]] = {}
-    for metric in (getattr(m, f.name) for f in dataclasses.fields(m) if f.name != "registry"):
+    metrics = [getattr(m, f.name) for f in dataclasses.fields(m)]
+    for metric in (x for x in metrics if hasattr(x, "_type")):
         suffixes = {
             "counter": ["_total"],
             "histogram": ["_bucket", "_sum", "_count"],
@@ -37,6 +38,8 @@ def exported() -> dict[str, set[str]]:
         for suf in suffixes[metric._type]:
             out.setdefault(metric._name + suf, set()).update(metric._labelnames)
     assert set(out) >= {f.name + "_total" for f in m.registry.collect() if f.type == "counter"}
+    for fam in ModelInfo(lambda: {"production": "v1"}).collect():  # read at scrape time
+        out.setdefault(fam.name, set()).update(fam.samples[0].labels)
     return out
 
 

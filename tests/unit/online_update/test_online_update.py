@@ -485,12 +485,44 @@ def test_offline_gate_option_moves_the_candidate_at_most_to_shadow(project) -> N
             reg.promote(result.version, "production", now=REG_T0 + timedelta(days=1))
 
 
-def test_a_failing_update_is_reported_and_never_breaks_ingestion(project) -> None:
+class FailingLog:
+    """``read_impressions`` that fails while ``broken`` (a disk error), else the real one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import components.online_update.update as update
+
+        self.real = update.read_impressions
+        self.broken = True
+        monkeypatch.setattr(update, "read_impressions", self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        if self.broken:
+            raise OSError("impression log impressions-zz-corrupt.parquet: I/O error")
+        return self.real(*args, **kwargs)
+
+
+def test_an_unreadable_impression_file_is_quarantined_not_fatal(project) -> None:
+    """An unreadable file is moved aside with its reason, and this and later updates go on."""
+    import json
+
     paths, reg, prod = project
     events = served(paths, prod, total=1000)
-    (paths.of("impressions") / "impressions-zz-corrupt.parquet").write_bytes(
-        b"PAR1 this is not parquet"
-    )
+    bad = paths.of("impressions") / "impressions-zz-corrupt.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    up = OnlineUpdater(params(), paths, registry=reg, clock=Clock())
+    feed(up, events)
+    result = up.maybe_update()
+    assert result is not None and result.status == "updated" and result.rows == 1500
+    moved = paths.of("impressions") / "quarantine" / bad.name
+    assert not bad.exists() and moved.read_bytes() == b"PAR1 this is not parquet"
+    reason = json.loads((moved.parent / f"{bad.name}.reason.json").read_text())
+    assert reason["file"] == bad.name and "Parquet" in reason["reason"]
+
+
+def test_a_failing_update_is_reported_and_never_breaks_ingestion(project, monkeypatch) -> None:
+    paths, reg, prod = project
+    events = served(paths, prod, total=1000)
+    failing = FailingLog(monkeypatch)
     clock = Clock()
     up = OnlineUpdater(params(), paths, registry=reg, clock=clock)
     feed(up, events)
@@ -502,21 +534,21 @@ def test_a_failing_update_is_reported_and_never_breaks_ingestion(project) -> Non
     assert st["last_status"] == "failed" and "impressions-zz-corrupt.parquet" in st["last_error"]
     assert st["observe_errors"] == 1
     assert [r.version for r in reg.list()] == [prod] and st["high_water_mark"] is None
-    # the events stay in memory; once the file is moved away the next interval update uses them
-    (paths.of("impressions") / "impressions-zz-corrupt.parquet").unlink()
+    # the events stay in memory; once the disk is back the next interval update uses them
+    failing.broken = False
     up.observe(events.iloc[:1].assign(event_id="late"))
     clock.t += 301
     again = up.maybe_update()
     assert again is not None and again.status == "updated" and again.rows == 1500
 
 
-def test_background_thread_runs_updates_off_the_event_path(project, tmp_path: Path) -> None:
+def test_background_thread_runs_updates_off_the_event_path(project, tmp_path: Path, monkeypatch) -> None:
     from components.data.ingestion.rules import Limits
     from components.serving.events import EventSink
 
     paths, reg, prod = project
     events = served(paths, prod, total=1000)
-    (paths.of("impressions") / "impressions-zz-corrupt.parquet").write_bytes(b"garbage")
+    failing = FailingLog(monkeypatch)
     up = OnlineUpdater(params(), paths, registry=reg, clock=Clock(), poll_s=0.05)
     sink = EventSink(
         DataPaths(tmp_path / "sink"), key=b"k", limits=Limits.from_params(project_params()), known_content={"c000"}
@@ -541,7 +573,7 @@ def test_background_thread_runs_updates_off_the_event_path(project, tmp_path: Pa
             T0 + pd.Timedelta(minutes=1),
         )
         assert ok.accepted == 1 and up.status()["events_received"] == 1001
-        (paths.of("impressions") / "impressions-zz-corrupt.parquet").unlink()
+        failing.broken = False
         feed(up, replace_ids(events, "again"))
         assert up.wait_for_attempts(2, timeout_s=60)
         st = up.status()
