@@ -40,6 +40,7 @@ class Settings(BaseModel):
     rate_limit_burst: float | None  # RECO_RATE_LIMIT_BURST
     host: str  # HOST
     port: int  # PORT
+    simulation: bool = False  # RECO_SIMULATION=1: feed requests may carry a simulated time (``at``)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +66,7 @@ class Settings(BaseModel):
             "rate_limit_burst": get("RECO_RATE_LIMIT_BURST"),
             "host": get("HOST") or "127.0.0.1",
             "port": get("PORT") or 8000,
+            "simulation": _flag(get("RECO_SIMULATION")),
         }
         try:
             return cls.model_validate(values)

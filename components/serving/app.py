@@ -61,6 +61,7 @@ class RecommendBody(BaseModel):
     user_id: str = Field(..., min_length=1, max_length=128)
     k: int = Field(10, ge=1, le=MAX_K)
     context: Context = Field(default_factory=lambda: Context(device_type=None, os=None, network=None, local_time=None))
+    at: int | None = Field(None, ge=0, description="simulated request time, epoch s (only with RECO_SIMULATION=1)")
 
 
 class FeedItemOut(BaseModel):
@@ -98,6 +99,7 @@ class Metrics:
     degraded: Any
     events: Any
     model: Any
+    kpi: Any
 
     @classmethod
     def create(cls) -> Metrics:
@@ -115,6 +117,7 @@ class Metrics:
             degraded=Counter("reco_degraded_total", "Feeds answered by the fallback, by reason", ["reason"], registry=reg),
             events=Counter("reco_events_total", "Posted events by outcome", ["outcome"], registry=reg),
             model=Gauge("reco_model_info", "Serving model versions (value 1)", ["arm", "version"], registry=reg),
+            kpi=Gauge("reco_kpi", "The kpis stage's figures of the last logged day (metrics/kpis.json)", ["kpi", "arm"], registry=reg),
         )
 
 
@@ -133,16 +136,24 @@ class ServingState:
     metrics: Metrics = field(default_factory=Metrics.create)
     threads: int = 2  # serving.threads: engine threads per process (more only contend for the GIL)
     max_body_bytes: int = 4 * 2**20  # serving.max_body_bytes: larger request bodies get 413 unread
+    simulation: bool = False  # RECO_SIMULATION: a feed request may name its (simulated) time
+    kpi_file: Any = None  # metrics/kpis.json: the kpis stage's last figures, shown as reco_kpi gauges
     pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(self.threads, 1), thread_name_prefix="feed")
 
 
-    def request_time(self) -> int:
+    def request_time(self, at: int | None = None) -> int:
         """The request's time: the wall clock, or (``serving.clock: data``) the loaded data's end,
         so that a historic data set is served as of its last day rather than with every feature
-        past its TTL."""
+        past its TTL. In simulation mode (``RECO_SIMULATION=1``, the user simulator of
+        :mod:`components.simulate`) a request may carry its own simulated time ``at``; elsewhere
+        ``at`` is refused, so live traffic can never move the serving clock."""
+        if at is not None:
+            if not self.simulation:
+                raise HTTPException(422, "'at' (a simulated request time) is accepted only with RECO_SIMULATION=1")
+            return int(at)
         return self.recommender.data_now_s if self.clock == "data" else int(time.time())
 
 
@@ -215,7 +226,7 @@ def create_app(state: ServingState) -> FastAPI:
     return app
 
 
-async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context) -> Response:
+async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context, at: int | None = None) -> Response:
     """One feed: the engine in the serving pool within ``serving.timeout_ms`` (else the
     fallback), counted in the metrics; the response names the worker process that answered."""
     from components.data.ingestion.pseudonyms import pseudonym
@@ -224,17 +235,19 @@ async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context) 
     t0 = time.perf_counter()
     request_id = uuid.uuid4().hex
     user = pseudonym(raw_user, state.key)
-    rc = _request_context(ctx, state.request_time())
+    rc = _request_context(ctx, state.request_time(at))
     loop = asyncio.get_running_loop()
     call = functools.partial(state.recommender.recommend, user, k, rc, request_id=request_id)
     try:
         result = await asyncio.wait_for(loop.run_in_executor(state.pool, call), state.timeout_s)
     except TimeoutError:
-        result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout")
+        result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout", request_ts_s=rc.request_ts_s)
     except Exception as exc:  # the engine degrades by itself; this is the last guard
         log.exception("recommend failed")
         m.errors.labels("recommend").inc()
-        result = state.recommender.fallback(user, k, request_id=request_id, reason=f"error: {type(exc).__name__}")
+        result = state.recommender.fallback(
+            user, k, request_id=request_id, reason=f"error: {type(exc).__name__}", request_ts_s=rc.request_ts_s
+        )
     if result.degraded:
         m.degraded.labels(result.reason.split(":")[0] or "unknown").inc()
     m.latency.labels("recommend").observe(time.perf_counter() - t0)
@@ -256,12 +269,14 @@ def _add_feed_routes(app: FastAPI, state: ServingState) -> None:
         device_type: str | None = None,
         network: str | None = None,
         local_time: str | None = None,
+        at: int | None = Query(None, ge=0, description="simulated request time, epoch s (only with RECO_SIMULATION=1)"),
     ) -> Response:
-        return await _serve_feed(state, user_id, k, Context(device_type=device_type, network=network, local_time=local_time))
+        ctx = Context(device_type=device_type, os=None, network=network, local_time=local_time)
+        return await _serve_feed(state, user_id, k, ctx, at)
 
     @app.post("/v1/recommend", summary="Ranked feed with request context", response_model=FeedOut)
     async def recommend_post(body: RecommendBody) -> Response:
-        return await _serve_feed(state, body.user_id, body.k, body.context)
+        return await _serve_feed(state, body.user_id, body.k, body.context, body.at)
 
 
 def _add_event_routes(app: FastAPI, state: ServingState) -> None:
@@ -340,7 +355,27 @@ def _add_metrics_route(app: FastAPI, state: ServingState) -> None:
         for arm, version in state.recommender.versions().items():
             if version:
                 m.model.labels(arm, version).set(1)
+        _set_kpi_gauges(m, state.kpi_file)
         return PlainTextResponse(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _set_kpi_gauges(m: Metrics, path: Any) -> None:
+    """``reco_kpi{kpi, arm}`` from the kpis stage's ``metrics/kpis.json`` (its ``last_day``
+    block: arm -> kpi -> value); nothing when the file is missing or unreadable."""
+    from pathlib import Path
+
+    if path is None or not Path(path).is_file():
+        return
+    try:
+        last = orjson.loads(Path(path).read_bytes()).get("last_day", {}).get("arms", {})
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        log.warning("unreadable KPI file %s", path)
+        return
+    m.kpi.clear()
+    for arm, kpis in last.items():
+        for name, value in (kpis or {}).items():
+            if isinstance(value, int | float) and value == value:  # numbers, not NaN
+                m.kpi.labels(name, arm).set(float(value))
 
 
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -423,6 +458,8 @@ def build_state(
         log_flush_s=serving.log_flush_s,
         threads=serving.threads,
         max_body_bytes=serving.max_body_bytes,
+        simulation=settings.simulation,
+        kpi_file=paths.of("metrics_kpis"),
     )
 
 
