@@ -227,7 +227,8 @@ class Simulator:
                     status = "duplicate" if reason == "duplicate_event_id" else "rejected"
                 self.sent.append({
                     "event_id": e["event_id"], "event_type": e["event_type"], "user_id": e["user_id"],
-                    "content_id": e.get("content_id"), "timestamp": e["timestamp"], "status": status, "reason": reason or "",
+                    "content_id": e.get("content_id"), "timestamp": e["timestamp"], "watch_duration_s": e.get("watch_duration_s"),
+                    "status": status, "reason": reason or "",
                 })  # fmt: skip
             tot.sent += len(chunk)
             if answer.status == 200:
@@ -242,7 +243,7 @@ class Simulator:
     def write_logs(self, paths: DataPaths) -> Path:
         """``data/simulate/sent.parquet`` (every event with the server's answer) and
         ``requests.parquet`` (every feed request with its arm)."""
-        sent = pd.DataFrame(self.sent, columns=["event_id", "event_type", "user_id", "content_id", "timestamp", "status", "reason"])
+        sent = pd.DataFrame(self.sent, columns=["event_id", "event_type", "user_id", "content_id", "timestamp", "watch_duration_s", "status", "reason"])
         sent["timestamp"] = pd.to_datetime(sent["timestamp"], unit="ms", utc=True)
         out = paths.of("simulate_sent")
         atomic_write_parquet(out, sent)
