@@ -59,7 +59,7 @@ def sessions(events: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
     return ev.groupby(sid.to_numpy()).agg(user_id=("user_id", "first"), start=("timestamp", "min"), end=("timestamp", "max")).reset_index(drop=True)
 
 
-def user_arms(impressions: pd.DataFrame) -> pd.DataFrame:
+def user_arms(impressions: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """(user, day) -> arm: the day's most served non-fallback arm, else the user's usual one."""
     imp = impressions.assign(day=impressions["timestamp"].dt.floor("D"))
     real = imp[imp["arm"] != "fallback"]
@@ -84,7 +84,8 @@ def _retention(act: pd.DataFrame, lag_days: int, last_day: pd.Timestamp) -> pd.S
     target = act["day"] + pd.Timedelta(days=lag_days)
     back = np.array([(u, d) in later for u, d in zip(act["user_id"], target, strict=True)], dtype=float)
     out = act.assign(back=back).groupby(["day", "arm"])["back"].mean()
-    past = out.index.get_level_values("day") + pd.Timedelta(days=lag_days) > last_day
+    days = pd.DatetimeIndex(out.index.get_level_values("day"))
+    past = days + pd.Timedelta(days=lag_days) > last_day
     out[past] = np.nan
     return out
 

@@ -95,5 +95,5 @@ def test_leave_and_return_respond_to_satisfaction() -> None:
 
 
 def test_client_talks_to_localhost_only() -> None:
-    with pytest.raises(ValueError, match="127.0.0.1"):
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1"):
         ApiClient("http://example.com:8000", "key")
