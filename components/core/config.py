@@ -498,7 +498,7 @@ class Simulate(Section):
     feed_k: PositiveInt  # contents per feed request
     batch_events: PositiveInt  # events per POST /v1/events
     max_requests: PositiveInt  # bound: feed requests of a run
-    max_wall_s: PositiveFloat  # bound: wall seconds of a run's traffic
+    max_wall_s: PositiveFloat  # bound: wall seconds of one traffic phase
     max_pages: PositiveInt  # feed pages per session at most
     leave_base: float = Field(gt=0, lt=1)  # P(leave after a page) at the reference satisfaction
     leave_satisfaction: float = Field(ge=0)  # how much satisfaction lowers it (logit units)

@@ -6,7 +6,9 @@
    (:class:`~components.simulate.run.Simulator`, ``simulate.users`` of the synthetic world) plays
    ``simulate.retrain_after_days`` days; every accepted event lands in the stream.
 3. **Retrain**: the training DAG's stages (:data:`components.orchestration.TRAIN_STAGES`, ingest
-   forced: it reads the stream) and ``export``; the new ranker is registered as a candidate.
+   forced: it reads the stream) except ``evaluate`` (the offline report with its baselines,
+   which neither the gates nor serving read: `dvc repro evaluate` when wanted), and ``export``;
+   the new ranker is registered as a candidate.
 4. **Offline gate**, then **live shadow**: the server (restarted on the new artefact set; it
    rebuilds its streamed state from the stream) serves ``simulate.shadow_days`` days with the
    candidate scoring as the shadow; the shadow gate reads the live shadow scores.
@@ -43,6 +45,13 @@ from components.simulate.server import SimServer, start_server
 log = logging.getLogger(__name__)
 
 
+def retrain_stages() -> tuple[str, ...]:
+    """The stages the loop runs to retrain (module doc, step 3)."""
+    from components.orchestration import TRAIN_STAGES
+
+    return (*(s for s in TRAIN_STAGES if s != "evaluate"), "export")
+
+
 class Loop:
     """The loop's state: project, params, simulator, server, phase timings and verdicts."""
 
@@ -77,11 +86,11 @@ class Loop:
     def ensure_production(self) -> None:
         """Train and promote a first model when the project has no production model."""
         from components.deploy.registry import ModelRegistry
-        from components.orchestration import TRAIN_STAGES, register_candidate, run_stage
+        from components.orchestration import register_candidate, run_stage
 
         if self.production() is not None:
             return
-        for stage in (*TRAIN_STAGES, "export"):
+        for stage in retrain_stages():
             run_stage(stage, self.root)
         reg = register_candidate(self.root)
         self.gates(("offline", "shadow", "canary"))
@@ -130,9 +139,9 @@ class Loop:
             self.sim.write_logs(self.paths)
 
     def retrain(self) -> str:
-        from components.orchestration import TRAIN_STAGES, register_candidate, run_stage
+        from components.orchestration import register_candidate, run_stage
 
-        for stage in (*TRAIN_STAGES, "export"):
+        for stage in retrain_stages():
             run_stage(stage, self.root)
         return register_candidate(self.root).version
 

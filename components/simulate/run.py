@@ -64,7 +64,7 @@ class Totals:
     unanswered: int = 0
     uploads: int = 0
     stopped: str = ""
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # wall seconds spent playing traffic
     satisfaction: list[float] = field(default_factory=list)
 
 
@@ -100,7 +100,6 @@ class Simulator:
         self.totals = Totals()
         self._ids = 0
         self._id_lock = threading.Lock()
-        self._began = time.monotonic()
 
     # ---- uploads
 
@@ -166,6 +165,7 @@ class Simulator:
     def run_until(self, end_ms: int) -> Totals:
         """Play every session starting before ``end_ms`` (and the uploads due), wave by wave."""
         tot = self.totals
+        began = time.monotonic()
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="sim") as pool:
             while self.queue and self.queue[0][0] < end_ms and not tot.stopped:
                 wave_end = min(self.queue[0][0] // MS_PER_H * MS_PER_H + MS_PER_H, end_ms)
@@ -188,17 +188,18 @@ class Simulator:
                     heapq.heappush(self.queue, (t_end + gap, user))
                 self._post(sorted(batch, key=lambda e: e["timestamp"]))
                 self.now_ms = wave_end
-                self._check_bounds()
+                self._check_bounds(began)
         self._post_uploads(end_ms)
         self.now_ms = max(self.now_ms, end_ms)
-        tot.wall_s = round(time.monotonic() - self._began, 1)
+        tot.wall_s = round(tot.wall_s + time.monotonic() - began, 1)
         return tot
 
-    def _check_bounds(self) -> None:
+    def _check_bounds(self, began: float) -> None:
+        """Stop at ``max_requests`` (over the simulator's life) or ``max_wall_s`` (this run)."""
         tot = self.totals
         if tot.requests >= self.cfg.max_requests:
             tot.stopped = f"max_requests ({self.cfg.max_requests}) reached"
-        elif time.monotonic() - self._began >= self.cfg.max_wall_s:
+        elif time.monotonic() - began >= self.cfg.max_wall_s:
             tot.stopped = f"max_wall_s ({self.cfg.max_wall_s:g} s) reached"
         if tot.stopped:
             log.warning("simulation stopped early: %s", tot.stopped)
