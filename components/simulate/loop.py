@@ -151,38 +151,55 @@ def clear_runtime(paths: DataPaths) -> None:
         shutil.rmtree(paths.of(name), ignore_errors=True)
 
 
+def _phases(loop: Loop) -> str | None:
+    """Traffic, retrain, gates and live traffic in order; the candidate's version."""
+    cfg = loop.cfg
+    loop.timed(f"traffic: {cfg.retrain_after_days} days, production only", lambda: loop.traffic(cfg.retrain_after_days))
+    candidate: str = loop.timed("retrain on the stream, register", loop.retrain)
+    loop.timed("offline gate", lambda: loop.gates(("offline",)))
+    loop.timed(f"traffic: {cfg.shadow_days} day(s), live shadow", lambda: loop.traffic(cfg.shadow_days))
+    loop.timed("shadow gate", lambda: loop.gates(("shadow",)))
+    loop.timed(f"traffic: {cfg.canary_days} day(s), live canary", lambda: loop.traffic(cfg.canary_days))
+    loop.timed("canary gate", lambda: loop.gates(("canary",)))
+    return candidate
+
+
 def run(root: Path, keep: bool = False) -> int:
+    """The whole loop (module doc); a failed phase still ends with the KPIs of the traffic so far."""
     from components.monitoring.kpis_stage import format_table
     from components.monitoring.kpis_stage import run as kpis
 
     loop = Loop(root)
-    cfg = loop.cfg
     began = time.monotonic()
     if not keep:
         clear_runtime(loop.paths)
+    candidate, failed, before = None, None, None
     try:
         loop.timed("production model", loop.ensure_production)
         before = loop.production()
-        tot = loop.timed(f"traffic: {cfg.retrain_after_days} days, production only", lambda: loop.traffic(cfg.retrain_after_days))
-        candidate = loop.timed("retrain on the stream, register", loop.retrain)
-        loop.timed("offline gate", lambda: loop.gates(("offline",)))
-        loop.timed(f"traffic: {cfg.shadow_days} day(s), live shadow", lambda: loop.traffic(cfg.shadow_days))
-        loop.timed("shadow gate", lambda: loop.gates(("shadow",)))
-        loop.timed(f"traffic: {cfg.canary_days} day(s), live canary", lambda: loop.traffic(cfg.canary_days))
-        loop.timed("canary gate", lambda: loop.gates(("canary",)))
-        frame = loop.timed("kpis", lambda: kpis(loop.params, loop.paths))
+        candidate = _phases(loop)
+    except Exception as exc:  # report what ran, then fail
+        log.exception("the loop stopped")
+        failed = f"{type(exc).__name__}: {exc}"
     finally:
         loop.stop()
+    frame = loop.timed("kpis", lambda: kpis(loop.params, loop.paths))
     after = loop.production()
     print("\nKPIs per day and arm (served traffic):")
     print(format_table(frame))
     print("\nGates:")
     print("\n".join(loop.verdicts))
-    outcome = "promoted" if after == candidate and after != before else ("rolled back / not promoted" if after == before else "changed")
+    outcome = "promoted" if after == candidate and after != before else ("not promoted (production kept)" if after == before else "changed")
     print(f"\nproduction before {before}, candidate {candidate}, production after {after}: {outcome}")
-    print(f"simulated users {loop.sim.n_users if loop.sim else 0}, sessions {tot.sessions if loop.sim else 0} in the first phase; "
-          f"totals: {loop.sim.totals if loop.sim else None}")  # fmt: skip
+    if loop.sim is not None:
+        t = loop.sim.totals
+        print(f"simulated users {loop.sim.n_users}: {t.sessions} sessions, {t.requests} feeds, {t.sent} events sent, "
+              f"{t.accepted} accepted, {t.rejected} rejected, {t.duplicates} duplicates, {t.unanswered} unanswered, "
+              f"{t.uploads} uploads; traffic {t.wall_s:.0f} s{'; stopped: ' + t.stopped if t.stopped else ''}")  # fmt: skip
     print(f"wall time {time.monotonic() - began:.0f} s; phases: {loop.timings}")
+    if failed:
+        print(f"the loop failed: {failed}")
+        return 1
     return 0
 
 
