@@ -101,7 +101,8 @@ def format_table(frame: pd.DataFrame) -> str:
     cols = [c for c in TABLE_COLUMNS if c in frame]
     shown = frame[["day", "arm", *cols]].copy()
     for c in cols:
-        shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else (f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}"))
+        whole = c == "dau" or c.endswith("_s")
+        shown[c] = shown[c].map(lambda v, w=whole: "-" if pd.isna(v) else (f"{v:.0f}" if w else f"{v:.3f}"))
     return str(shown.to_string(index=False))
 
 
