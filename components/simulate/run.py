@@ -47,6 +47,8 @@ from components.simulate.models import (
 
 log = logging.getLogger(__name__)
 
+#: the quiet end of a phase: longer than a session (max_pages feeds of ~10 short videos)
+QUIET_MS = 2 * MS_PER_H
 #: purpose keys of the seeded streams (after base.seed)
 _SESSION, _START, _UPLOAD = 101, 102, 103
 
@@ -100,6 +102,7 @@ class Simulator:
         self.totals = Totals()
         self._ids = 0
         self._id_lock = threading.Lock()
+        self._phase_end_ms = self.start_ms
 
     # ---- uploads
 
@@ -141,6 +144,8 @@ class Simulator:
         sats: list[float] = []
         t = t_ms
         for page in range(cfg.max_pages):
+            if t >= self._phase_end_ms - 15 * 60 * 1000:  # no page that could run past the phase
+                break
             body = self.client.feed(uid, cfg.feed_k, t // 1000, ctx)
             shown = [it["content_id"] for it in body.get("items", [])]
             items, known = truth.items_of(shown)
@@ -163,9 +168,14 @@ class Simulator:
     # ---- the clock
 
     def run_until(self, end_ms: int) -> Totals:
-        """Play every session starting before ``end_ms`` (and the uploads due), wave by wave."""
+        """Play every session starting before ``end_ms`` minus :data:`QUIET_MS` (and the uploads
+        due), wave by wave. Sessions due in the last :data:`QUIET_MS` wait for the next phase, so
+        no event of a phase passes its end: a retrain after the phase sees whole days (the
+        offline gate refuses a model trained on data older than its drift window)."""
         tot = self.totals
         began = time.monotonic()
+        end_ms, phase_end = end_ms - QUIET_MS, end_ms
+        self._phase_end_ms = phase_end
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="sim") as pool:
             while self.queue and self.queue[0][0] < end_ms and not tot.stopped:
                 wave_end = min(self.queue[0][0] // MS_PER_H * MS_PER_H + MS_PER_H, end_ms)
@@ -189,8 +199,8 @@ class Simulator:
                 self._post(sorted(batch, key=lambda e: e["timestamp"]))
                 self.now_ms = wave_end
                 self._check_bounds(began)
-        self._post_uploads(end_ms)
-        self.now_ms = max(self.now_ms, end_ms)
+        self._post_uploads(phase_end)
+        self.now_ms = max(self.now_ms, phase_end)
         tot.wall_s = round(tot.wall_s + time.monotonic() - began, 1)
         return tot
 

@@ -67,7 +67,8 @@ def test_same_seed_same_run_and_another_seed_another() -> None:
 def test_events_follow_the_simulated_clock_and_the_spec_types() -> None:
     sim = _run("random", days=2)
     ts = np.array([e["timestamp"] for e in sim.sent])
-    assert ts.min() >= sim.start_ms and ts.max() < sim.start_ms + 2 * MS_PER_DAY + 3_600_000
+    # no event passes the phase's end: a retrain after it sees whole days
+    assert ts.min() >= sim.start_ms and ts.max() < sim.start_ms + 2 * MS_PER_DAY
     types = Counter(e["event_type"] for e in sim.sent)
     assert {"view", "skip", "like", "complete_view", "content_upload"} <= set(types)
     assert types["content_upload"] == 10  # 5 a day over simulate.days
