@@ -14,7 +14,7 @@ STAMP := $(VENV)/.synced
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo promote airflow serve test test-fast lint bench clean
+.PHONY: help install demo promote simulate airflow serve test test-fast lint bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,9 @@ demo: install ## Generate the default data set, run `dvc repro`, register the mo
 promote: install ## Register the trained ranker as a candidate and run the offline, shadow and canary gates
 	$(BIN)/python -m components.deploy.registry register
 	$(BIN)/python -m components.deploy.promote all
+
+simulate: install ## The closed loop: simulated users on the API -> stream -> retrain -> live shadow / canary -> KPIs per day and arm
+	RECO_DEMO=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m components.simulate.loop
 
 serve: install ## Serve the feed API on HOST:PORT (default 127.0.0.1:8000; docs at /docs; after `make demo`)
 	RECO_DEMO=$${RECO_DEMO:-1} RECO_API_KEYS=$${RECO_API_KEYS:-demo:demo-key} $(BIN)/python -m components.serving.app

@@ -94,14 +94,24 @@ class StageRun:
 
 
 def run_stage(stage: str, root: Path | None = None) -> StageRun:
-    """``dvc repro --single-item <stage>``; ``drop`` resolves to the data source's stage."""
+    """``dvc repro --single-item <stage>``; ``drop`` resolves to the data source's stage. The
+    ingest stage is forced when the API's event stream holds events (the stream is an input
+    DVC does not track, see dvc.yaml): unchanged traffic gives the same raw store, so the
+    later stages are still skipped."""
     root = root or project_root()
     name = drop_stage(load_params(root / "params.yaml")) if stage == "drop" else stage
     dvc = str(Path(sys.executable).parent / "dvc")
-    stdout = _run([dvc, "repro", "--single-item", name], root, f"dvc {name}")
+    force = ["--force"] if name == "ingest" and stream_has_events(root) else []
+    stdout = _run([dvc, "repro", "--single-item", *force, name], root, f"dvc {name}")
     ran = f"Running stage '{name}'" in stdout
     log.info("stage %s %s", name, "ran" if ran else "was up to date")
     return StageRun(stage=name, ran=ran)
+
+
+def stream_has_events(root: Path) -> bool:
+    """Whether the API's event stream (``data/stream/events``) holds a committed batch file."""
+    folder = DataPaths(root).of("stream_events")
+    return folder.is_dir() and next(folder.glob("*/event_date=*/*.parquet"), None) is not None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -179,6 +189,19 @@ def production_reference(root: Path, current_start: datetime) -> tuple[datetime,
         return None
     days = load_config(root / "params.yaml").drift.reference_days
     return ref_end - timedelta(days=days), ref_end
+
+
+def kpis(root: Path | None = None) -> int:
+    """The KPIs of served traffic (``metrics/kpis.json``, plots and gauges); returns the
+    (day, arm) rows. Run directly, not through DVC: the impression log and the stream it reads
+    are written by serving, not by a stage."""
+    from components.monitoring.kpis_stage import format_table
+    from components.monitoring.kpis_stage import run as run_kpis
+
+    root = root or project_root()
+    frame = run_kpis(load_params(root / "params.yaml"), DataPaths(root))
+    log.info("KPIs per day and arm:\n%s", format_table(frame))
+    return len(frame)
 
 
 def drift_report(end: datetime, root: Path | None = None) -> dict[str, Any]:

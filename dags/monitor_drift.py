@@ -7,6 +7,11 @@ prediction (score) drift and target/engagement drift. The HTML report goes to
 `reports/drift.html` and the JSON verdict to `metrics/drift.json`; thresholds are in
 `params.yaml` (`drift:`). When the verdict requests a retrain, the `reco_retrain_request` asset
 is updated, which schedules **train_recommender**.
+
+The `kpis` task computes the KPIs of served traffic per day and arm (DAU, D1/D7 retention,
+sessions, time spent, CTR, engagement, negative feedback, coverage, creator Gini) from the
+impression log and the event stream: `metrics/kpis.json`, `metrics/plots/kpis.csv` and the
+`reco_kpi` gauges (`metrics/kpis.prom`, and `/metrics` of the serving app).
 """
 
 from __future__ import annotations
@@ -29,6 +34,15 @@ def drift_report(*, data_interval_end: datetime | None = None) -> dict[str, Any]
 
     assert data_interval_end is not None
     return report(data_interval_end)
+
+
+@task
+def kpis() -> int:
+    """The kpis stage (``dvc repro --single-item kpis``'s command, run directly: the traffic
+    it reads is not a DVC output); returns the (day, arm) rows written."""
+    from components.orchestration import kpis as run_kpis
+
+    return run_kpis()
 
 
 @task.short_circuit
@@ -57,6 +71,7 @@ def request_retrain(verdict: dict[str, Any], *, outlet_events=None) -> str:  # t
 def monitor_drift() -> None:
     verdict = drift_report()
     retrain_needed(verdict) >> request_retrain(verdict)
+    kpis()
 
 
 monitor_drift()

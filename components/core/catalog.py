@@ -189,6 +189,12 @@ CATALOG: Mapping[str, Artefact] = _entries(
     ("metrics_experiments", "metrics/experiments.json", "json", "experiments", "A/B/n reports of the running experiments"),
     ("metrics_ope", "metrics/ope.json", "json", None, "off-policy estimates of the candidate on the impression log"),
     ("metrics_monitor", "metrics/monitor.json", "json", None, "post-promotion monitor verdict (rollback or hold)"),
+    # KPIs of served traffic, and the user simulator (make simulate)
+    ("metrics_kpis", "metrics/kpis.json", "json", "kpis", "KPIs per day and arm (DAU, retention, CTR, time spent, ...)"),
+    ("kpis_prom", "metrics/kpis.prom", "prom", "kpis", "reco_kpi gauges of the last day (node_exporter textfile)"),
+    ("plots_kpis", "metrics/plots/kpis.csv", "csv", "kpis", "KPIs per day and arm (DVC plots)"),
+    ("simulate", "data/simulate", "dir", None, "the user simulator's records (sent log, requests)"),
+    ("simulate_sent", "data/simulate/sent.parquet", "parquet", None, "every event the simulator posted, with the server's answer"),
 )
 
 

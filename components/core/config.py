@@ -498,6 +498,28 @@ class Experiments(Section):
     ope_epsilon: float = Field(ge=0, le=1)
 
 
+class Simulate(Section):
+    """``simulate``: the user simulator (:mod:`components.simulate`) and ``make simulate``."""
+
+    users: int = Field(ge=0)  # simulated users (the synthetic world's first ones); 0: all of them
+    days: PositiveInt  # simulated days of traffic
+    feed_k: PositiveInt  # contents per feed request
+    batch_events: PositiveInt  # events per POST /v1/events
+    max_requests: PositiveInt  # bound: feed requests of a run
+    max_wall_s: PositiveFloat  # bound: wall seconds of one traffic phase
+    max_pages: PositiveInt  # feed pages per session at most
+    leave_base: float = Field(gt=0, lt=1)  # P(leave after a page) at the reference satisfaction
+    leave_satisfaction: float = Field(ge=0)  # how much satisfaction lowers it (logit units)
+    satisfaction_ref: float = Field(gt=0, lt=1)  # the engagement probability counted as neutral
+    return_gap_hours: PositiveFloat  # mean gap between sessions at the reference satisfaction
+    return_satisfaction: float = Field(ge=0)  # how much satisfaction shortens the gap (log units)
+    satisfaction_memory: float = Field(gt=0, le=1)  # weight of the last session in the user's mood
+    uploads_per_day: int = Field(ge=0)  # new contents uploaded during the run
+    retrain_after_days: PositiveInt  # make simulate: traffic days before the retrain
+    shadow_days: PositiveInt  # make simulate: days the candidate scores as the shadow
+    canary_days: PositiveInt  # make simulate: days of the live canary
+
+
 def error_lines(err: ValidationError, source: str, prefix: tuple[str | int, ...] = ()) -> list[str]:
     """One ``file: dotted.key: problem`` line per Pydantic error."""
     lines = []
@@ -530,6 +552,7 @@ class Params(Section):
     serving: Serving
     online_update: OnlineUpdate
     experiments: Experiments
+    simulate: Simulate
 
     @classmethod
     def of(cls, params: Params | Mapping[str, Any], source: str = "params") -> Params:

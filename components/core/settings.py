@@ -41,6 +41,7 @@ class Settings(BaseModel):
     rate_limit_store: Literal["memory", "sqlite", "redis"] | None  # RECO_RATE_LIMIT_STORE over serving.rate_limit_store
     host: str  # HOST
     port: int  # PORT
+    simulation: bool = False  # RECO_SIMULATION=1: feed requests may carry a simulated time (``at``)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +68,7 @@ class Settings(BaseModel):
             "rate_limit_store": (get("RECO_RATE_LIMIT_STORE") or "").lower() or None,
             "host": get("HOST") or "127.0.0.1",
             "port": get("PORT") or 8000,
+            "simulation": _flag(get("RECO_SIMULATION")),
         }
         try:
             return cls.model_validate(values)

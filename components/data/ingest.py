@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from components.data.ingestion.process import FileOutcome, FileReport, process_d
 from components.data.ingestion.pseudonyms import hmac_key_from_env, pseudonymise
 from components.data.ingestion.rules import IngestError, Limits
 from components.data.ingestion.scan import list_drop_files, repeated_ids, scan_uploads
-from components.data.ingestion.store import write_events
+from components.data.ingestion.store import read_event_table, write_events
+from components.data.ingestion.stream import StreamOutcome, ingest_stream, stream_files
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class IngestResult:
     events_per_second: float
     reasons: dict[str, int] = field(default_factory=dict)
     files: list[FileReport] = field(default_factory=list)
+    #: the API's event stream, ingested after the drop (:mod:`components.data.ingestion.stream`):
+    #: n_in = stored + quarantined + duplicates, batches, uploads (contents added)
+    stream: dict[str, int] = field(default_factory=dict)
 
     def reconciles(self) -> bool:
         """Whether every record in is accounted for exactly once."""
@@ -125,6 +129,24 @@ def _write_tables(
         pa_arrow.Table.from_pandas(content, schema=schema.CONTENT_SCHEMA, preserve_index=False),
         paths.of("raw_content"),
     )
+
+
+def _add_stream(
+    stream_dir: Path | None, paths: DataPaths, known: set[str], now: pd.Timestamp, limits: Limits
+) -> StreamOutcome | None:
+    """The stream's events after the drop's, exactly once by ``event_id`` (None: no stream)."""
+    if stream_dir is None or not stream_files(stream_dir):
+        return None
+    drop_ids = set(read_event_table(paths.raw_events, ["event_id"])["event_id"].to_pylist()) if any(paths.raw_events.iterdir()) else set()
+    out = ingest_stream(stream_dir, stored_ids=drop_ids, known_content=known, now=now, limits=limits)
+    write_events(out.events, paths.raw_events, basename="stream-00000")
+    log.info(
+        "stream %s: %d events in %d batches = %d stored + %d quarantined + %d duplicates; %d uploaded contents",
+        stream_dir, out.n_in, out.batches, out.stored, out.quarantined, out.duplicates, len(out.content),
+    )  # fmt: skip
+    if out.n_in != out.stored + out.quarantined + out.duplicates:
+        raise IngestError(f"stream counts do not reconcile: {out.n_in} != {out.stored} + {out.quarantined} + {out.duplicates}")
+    return out
 
 
 def _result(stored: _Stored, seconds: float) -> IngestResult:
@@ -195,8 +217,10 @@ def run(
     *,
     now: pd.Timestamp | None = None,
     key: bytes | None = None,
+    stream_dir: Path | None = None,
 ) -> IngestResult:
-    """Ingest one drop folder into the raw store, quarantine and ``metrics/ingest.json``.
+    """Ingest one drop folder, then the API's event stream (``stream_dir``, when given and not
+    empty), into the raw store, quarantine and ``metrics/ingest.json``.
 
     Raises :class:`NothingStored` (after writing the quarantine and metrics) when no event is
     kept: every later stage would fail on an empty store with a far less telling error.
@@ -219,9 +243,19 @@ def run(
     candidates = repeated_ids(files)
     outcomes = process_drops(decoded, known_content=known, key=key, now=now, limits=limits, candidates=candidates)
     stored = _store_outcomes(outcomes, paths)
-    _write_tables(paths, stored.quarantine, users, content, key)
+    stream = _add_stream(stream_dir, paths, known, now, limits)
+    quarantine = stored.quarantine
+    if stream is not None:
+        content = pd.concat([content, stream.content[~stream.content["content_id"].isin(content["content_id"])]], ignore_index=True)
+        quarantine = pd.concat([quarantine, stream.quarantine], ignore_index=True)
+    _write_tables(paths, quarantine, users, content, key)
     seconds = time.perf_counter() - t0
     result = _result(stored, seconds)
+    if stream is not None:
+        result = replace(result, stream={
+            "n_in": stream.n_in, "stored": stream.stored, "quarantined": stream.quarantined,
+            "duplicates": stream.duplicates, "batches": stream.batches, "uploads": len(stream.content),
+        })  # fmt: skip
     _write_metrics(paths, result)
     if result.stored == 0:
         raise NothingStored(result, stored.quarantine, paths.of("quarantine_records"))
@@ -236,16 +270,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m components.data.ingest --params params.yaml --drop data/drops/<source>``."""
     parser = stage_parser(__doc__)
     parser.add_argument("--drop", required=True, help="drop folder with events/, users.parquet, content.parquet")
+    parser.add_argument("--stream", default=None, help="the API's event stream (data/stream/events), ingested after the drop when present")
     args = parser.parse_args(argv)
     params, paths = stage_context(args)
     try:
-        r = run(params, Path(args.drop), paths)
+        r = run(params, Path(args.drop), paths, stream_dir=Path(args.stream) if args.stream else None)
     except IngestError as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
     print(
         f"ingest: {r.n_in} in = {r.stored} stored + {r.quarantined} quarantined + {r.duplicates} duplicates"
         f" ({r.unknown_content} flagged unknown content; {r.events_per_second:,.0f} events/s)"
+        + (f"; stream: {r.stream['n_in']} in = {r.stream['stored']} stored + {r.stream['quarantined']} quarantined"
+           f" + {r.stream['duplicates']} duplicates" if r.stream else "")
     )
     return 0
 

@@ -64,6 +64,7 @@ class RecommendBody(BaseModel):
     user_id: str = Field(..., min_length=1, max_length=128)
     k: int = Field(10, ge=1, le=MAX_K)
     context: Context = Field(default_factory=lambda: Context(device_type=None, os=None, network=None, local_time=None))
+    at: int | None = Field(None, ge=0, description="simulated request time, epoch s (only with RECO_SIMULATION=1)")
 
 
 class FeedItemOut(BaseModel):
@@ -130,6 +131,8 @@ class ServingState:
     metrics: Metrics = field(default_factory=Metrics.create)
     threads: int = 2  # serving.threads: engine threads per process (more only contend for the GIL)
     max_body_bytes: int = 4 * 2**20  # serving.max_body_bytes: larger request bodies get 413 unread
+    simulation: bool = False  # RECO_SIMULATION: a feed request may name its (simulated) time
+    kpi_file: Any = None  # metrics/kpis.json: the kpis stage's last figures, shown as reco_kpi gauges
     pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
     probe: ReadinessProbe = field(init=False)
 
@@ -138,10 +141,16 @@ class ServingState:
         self.probe = ReadinessProbe(lambda: self.recommender.readiness())
 
 
-    def request_time(self) -> int:
+    def request_time(self, at: int | None = None) -> int:
         """The request's time: the wall clock, or (``serving.clock: data``) the loaded data's end,
         so that a historic data set is served as of its last day rather than with every feature
-        past its TTL."""
+        past its TTL. In simulation mode (``RECO_SIMULATION=1``, the user simulator of
+        :mod:`components.simulate`) a request may carry its own simulated time ``at``; elsewhere
+        ``at`` is refused, so live traffic can never move the serving clock."""
+        if at is not None:
+            if not self.simulation:
+                raise HTTPException(422, "'at' (a simulated request time) is accepted only with RECO_SIMULATION=1")
+            return int(at)
         return self.recommender.data_now_s if self.clock == "data" else int(time.time())
 
 
@@ -214,7 +223,7 @@ def create_app(state: ServingState) -> FastAPI:
     return app
 
 
-async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context) -> Response:
+async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context, at: int | None = None) -> Response:
     """One feed: the engine in the serving pool within ``serving.timeout_ms`` (else the
     fallback), counted in the metrics; the response names the worker process that answered."""
     from components.data.ingestion.pseudonyms import pseudonym
@@ -223,7 +232,7 @@ async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context) 
     t0 = time.perf_counter()
     request_id = uuid.uuid4().hex
     user = pseudonym(raw_user, state.key)
-    rc = _request_context(ctx, state.request_time())
+    rc = _request_context(ctx, state.request_time(at))
     claim = SlateClaim()  # one slate per request id reaches the impression log: the answered one
     call = functools.partial(state.recommender.recommend, user, k, rc, request_id=request_id, claim=claim.take)
     engine = state.pool.submit(call)
@@ -231,14 +240,18 @@ async def _serve_feed(state: ServingState, raw_user: str, k: int, ctx: Context) 
         result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(engine)), state.timeout_s)
     except TimeoutError:
         if claim.take():  # the engine thread will not log its slate
-            result = state.recommender.fallback(user, k, request_id=request_id, reason="timeout")
+            result = state.recommender.fallback(
+                user, k, request_id=request_id, reason="timeout", request_ts_s=rc.request_ts_s
+            )
         else:  # the engine is logging its slate this instant: answer with that slate
             result = await asyncio.wrap_future(engine)
     except Exception as exc:  # the engine degrades by itself; this is the last guard
         log.exception("recommend failed")
         m.errors.labels("recommend").inc()
         reason = f"error: {type(exc).__name__}"
-        result = state.recommender.fallback(user, k, request_id=request_id, reason=reason, claim=claim.take)
+        result = state.recommender.fallback(
+            user, k, request_id=request_id, reason=reason, claim=claim.take, request_ts_s=rc.request_ts_s
+        )
     if result.degraded:
         m.degraded.labels(result.reason.split(":")[0] or "unknown").inc()
     m.latency.labels("recommend").observe(time.perf_counter() - t0)
@@ -260,12 +273,14 @@ def _add_feed_routes(app: FastAPI, state: ServingState) -> None:
         device_type: str | None = None,
         network: str | None = None,
         local_time: str | None = None,
+        at: int | None = Query(None, ge=0, description="simulated request time, epoch s (only with RECO_SIMULATION=1)"),
     ) -> Response:
-        return await _serve_feed(state, user_id, k, Context(device_type=device_type, network=network, local_time=local_time))
+        ctx = Context(device_type=device_type, os=None, network=network, local_time=local_time)
+        return await _serve_feed(state, user_id, k, ctx, at)
 
     @app.post("/v1/recommend", summary="Ranked feed with request context", response_model=FeedOut)
     async def recommend_post(body: RecommendBody) -> Response:
-        return await _serve_feed(state, body.user_id, body.k, body.context)
+        return await _serve_feed(state, body.user_id, body.k, body.context, body.at)
 
 
 def _add_event_routes(app: FastAPI, state: ServingState) -> None:
@@ -338,7 +353,7 @@ def _add_metrics_route(app: FastAPI, state: ServingState) -> None:
     def metrics() -> PlainTextResponse:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return PlainTextResponse(m.scrape(state.recommender.versions), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(m.scrape(state.recommender.versions, state.kpi_file), media_type=CONTENT_TYPE_LATEST)
 
 
 def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -432,6 +447,8 @@ def build_state(
         log_flush_s=serving.log_flush_s,
         threads=serving.threads,
         max_body_bytes=serving.max_body_bytes,
+        simulation=settings.simulation,
+        kpi_file=paths.of("metrics_kpis"),
     )
 
 

@@ -61,6 +61,37 @@ class ModelInfo:
         yield fam
 
 
+class KpiGauges:
+    """``reco_kpi{kpi, arm}`` from the kpis stage's ``metrics/kpis.json`` (its ``last_day``
+    block: arm -> kpi -> value), read at scrape time; nothing when the file is missing or
+    unreadable (a file, not a multiprocess gauge: every worker shows the same figures)."""
+
+    def __init__(self, path: Any) -> None:
+        self._path = path
+
+    def collect(self) -> Iterator[Any]:
+        import logging
+        from pathlib import Path
+
+        import orjson
+        from prometheus_client.core import GaugeMetricFamily
+
+        fam = GaugeMetricFamily(
+            "reco_kpi", "The kpis stage's figures of the last logged day (metrics/kpis.json)", labels=["kpi", "arm"]
+        )
+        last: Any = {}
+        if self._path is not None and Path(self._path).is_file():
+            try:
+                last = orjson.loads(Path(self._path).read_bytes()).get("last_day", {}).get("arms", {})
+            except (OSError, orjson.JSONDecodeError, AttributeError):
+                logging.getLogger(__name__).warning("unreadable KPI file %s", self._path)
+        for arm, kpis in (last or {}).items():
+            for name, value in (kpis or {}).items():
+                if isinstance(value, int | float) and value == value:  # numbers, not NaN
+                    fam.add_metric([name, arm], float(value))
+        yield fam
+
+
 @dataclass
 class Metrics:
     """Prometheus series of one app (its own registry, so tests can run several apps)."""
@@ -91,8 +122,9 @@ class Metrics:
             multiproc_dir=multiprocess_dir(),
         )
 
-    def scrape(self, versions: Callable[[], Mapping[str, str | None]]) -> bytes:
-        """The exposition text: this process's registry, or every worker's files."""
+    def scrape(self, versions: Callable[[], Mapping[str, str | None]], kpi_file: Any = None) -> bytes:
+        """The exposition text: this process's registry, or every worker's files, plus the model
+        versions and the KPI gauges (read at scrape time, the same in both modes)."""
         from prometheus_client import CollectorRegistry, generate_latest
 
         if self.multiproc_dir is None:
@@ -104,6 +136,7 @@ class Metrics:
             reg = CollectorRegistry()
             MultiProcessCollector(reg, path=self.multiproc_dir)
         reg.register(ModelInfo(versions))
+        reg.register(KpiGauges(kpi_file))
         return generate_latest(reg)
 
 

@@ -77,6 +77,7 @@ def test_monitor_drift_graph(dagbag) -> None:  # type: ignore[no-untyped-def]
         ("retrain_needed", "request_retrain"),
     }
     assert [o.name for o in dag.get_task("request_retrain").outlets] == [RETRAIN_ASSET_NAME]
+    assert "kpis" in dag.task_ids  # the KPIs of served traffic, independent of the drift verdict
 
 
 def test_materialize_features_graph(dagbag) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -110,6 +111,14 @@ def test_bad_recommend_requests_are_4xx_with_a_clear_message(server: str, params
     assert r.status_code == 422 and fragment in r.text
 
 
+def test_a_simulated_time_is_refused_outside_simulation_mode(server: str) -> None:
+    """Only the user simulator's server (RECO_SIMULATION=1) lets a request name its time."""
+    r = httpx.get(f"{server}/v1/recommend", params={"user_id": "x", "k": 3, "at": 1_700_000_000})
+    assert r.status_code == 422 and "RECO_SIMULATION" in r.text
+    r = httpx.post(f"{server}/v1/recommend", json={"user_id": "x", "k": 3, "at": 1_700_000_000})
+    assert r.status_code == 422 and "RECO_SIMULATION" in r.text
+
+
 def test_malformed_json_is_a_4xx(server: str) -> None:
     r = httpx.post(f"{server}/v1/recommend", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "json" in r.text.lower()
@@ -181,6 +190,19 @@ def test_metrics_are_exposed(server: str) -> None:
     assert 'reco_requests_total{endpoint="recommend",status="200"}' in text
     assert "reco_request_seconds_bucket" in text and "reco_model_info" in text
     assert 'reco_events_total{outcome="rejected"}' in text
+
+
+def test_kpi_gauges_follow_the_kpis_stage(server: str, project: Path) -> None:
+    """``reco_kpi{kpi, arm}`` from the last day of metrics/kpis.json (written by the kpis stage)."""
+    kpis = project / "metrics" / "kpis.json"
+    kpis.parent.mkdir(exist_ok=True)
+    kpis.write_text(json.dumps({"last_day": {"day": "2026-01-20", "arms": {"production": {"ctr": 0.25, "d7_retention": None}}}}))
+    try:
+        text = httpx.get(f"{server}/metrics").text
+    finally:
+        kpis.unlink()
+    assert 'reco_kpi{kpi="ctr",arm="production"} 0.25' in text
+    assert "d7_retention" not in text  # a KPI without a value is not exported
 
 
 def test_fresh_likes_change_the_next_feed_within_a_second(server: str, project: Path) -> None:

@@ -70,7 +70,7 @@ class _Impressions:
 
 
 @dataclass(frozen=True, eq=False)
-class _Outcome:
+class Outcome:
     """What the user did with each impression: engagement, watch time and action flags."""
 
     prob: np.ndarray  # engagement probability
@@ -184,7 +184,7 @@ def _engagement(world: World, imp: _Impressions, item: np.ndarray) -> tuple[np.n
 
 def _outcomes(
     world: World, rng: np.random.Generator, imp: _Impressions, item: np.ndarray
-) -> _Outcome:
+) -> Outcome:
     """Watch ratio (Beta around an engagement-driven mean; finished videos may loop) and actions."""
     prob, fav = _engagement(world, imp, item)
     n = len(item)
@@ -197,7 +197,7 @@ def _outcomes(
     ratio = base + replay * np.minimum(0.2 + rng.exponential(0.6, n), 3.0)
     w = prob * np.minimum(1.0, ratio / 0.5)
     like = rng.random(n) < 0.22 * w
-    return _Outcome(
+    return Outcome(
         prob=prob,
         fav=fav,
         watch_ms=np.round(ratio * dur * MS_PER_S).astype(np.int64),
@@ -217,8 +217,28 @@ def _outcomes(
     )
 
 
+def outcomes_of(
+    world: World,
+    rng: np.random.Generator,
+    *,
+    user: np.ndarray,
+    t0: np.ndarray,
+    dev: np.ndarray,
+    net: np.ndarray,
+    item: np.ndarray,
+) -> Outcome:
+    """The outcome model on given impressions (user, time, device, network, item): what the user
+    simulator (:mod:`components.simulate`) applies to the contents a served feed showed."""
+    n = len(item)
+    imp = _Impressions(
+        lens=np.array([n]), si=np.zeros(n, dtype=np.int64), unit=np.zeros(n, dtype=np.int64),
+        user=user, t0=t0, dev=dev, os=dev, net=net,
+    )  # fmt: skip
+    return _outcomes(world, rng, imp, item)
+
+
 def _timed_kinds(
-    world: World, rng: np.random.Generator, imp: _Impressions, out: _Outcome
+    world: World, rng: np.random.Generator, imp: _Impressions, out: Outcome
 ) -> list[_Kind]:
     """Place each impression on the session timeline and time every event it yields.
 
@@ -285,7 +305,7 @@ def _append_session_events(
     world: World,
     imp: _Impressions,
     item: np.ndarray,
-    out: _Outcome,
+    out: Outcome,
     kinds: list[_Kind],
 ) -> None:
     """Append the events of every type, type by type, with the impression number of each."""
