@@ -201,7 +201,15 @@ def test_kpi_gauges_follow_the_kpis_stage(server: str, project: Path) -> None:
         text = httpx.get(f"{server}/metrics").text
     finally:
         kpis.unlink()
-    assert 'reco_kpi{kpi="ctr",arm="production"} 0.25' in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    kpi = {
+        (s.labels["kpi"], s.labels["arm"]): s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "reco_kpi"
+        for s in fam.samples
+    }
+    assert kpi == {("ctr", "production"): 0.25}
     assert "d7_retention" not in text  # a KPI without a value is not exported
 
 
