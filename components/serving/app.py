@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -199,6 +200,18 @@ def _feed_json(feed: Feed, raw_user: str) -> dict[str, Any]:
 _ROUTE_NAMES = {"/v1/events": "events", "/v1/recommend": "recommend"}
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """On the server's graceful stop (SIGTERM / SIGINT), ``app.state.shutdown`` when set: the
+    background threads stop and the impression log is flushed. This runs inside uvicorn's
+    shutdown; code after ``uvicorn.run`` / ``Server.run`` may not (uvicorn re-raises the
+    captured signal when it returns, which ends the process)."""
+    yield
+    shutdown = getattr(app.state, "shutdown", None)
+    if shutdown is not None:
+        await asyncio.get_running_loop().run_in_executor(None, shutdown)
+
+
 def create_app(state: ServingState) -> FastAPI:
     """The app over ``state``: the feed, event, health and metrics routes, and HTTP errors as
     ``{"error": detail}``."""
@@ -206,6 +219,7 @@ def create_app(state: ServingState) -> FastAPI:
         title="reco-platform serving",
         version="1",
         description="Personalised short-video feed, event ingestion, health and metrics.",
+        lifespan=_lifespan,
     )
     app.state.serving = state
     app.add_middleware(
@@ -502,16 +516,19 @@ def stop_background(state: ServingState, stop: threading.Event) -> None:
 
 
 def worker_app() -> FastAPI:
-    """uvicorn factory of one worker process (``RECO_WORKERS`` > 1): each worker loads its own
-    engine (the serving artefact set is memory-mapped, so shared through the page cache)."""
-    import atexit
-
+    """The app of one worker process (``RECO_WORKERS`` > 1): each worker loads its own engine
+    (the serving artefact set is memory-mapped, so shared through the page cache).
+    ``app.state.shutdown()`` stops its background threads and flushes its impression log; the
+    app's lifespan runs it on a graceful stop (no atexit hook: a multiprocessing child ends with
+    ``os._exit``, and uvicorn re-raises SIGTERM when it returns, so a SIGTERM lost the buffered
+    impressions)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params, paths, workers = _load_from_env()
     state = build_state(params, paths, workers=workers)
     stop = start_background(state, Params.of(params).serving.refresh_s)
-    atexit.register(stop_background, state, stop)
-    return create_app(state)
+    app = create_app(state)
+    app.state.shutdown = functools.partial(stop_background, state, stop)
+    return app
 
 
 def main() -> int:
@@ -533,10 +550,11 @@ def main() -> int:
     metrics_dir, owned = fresh_metrics_dir()  # the same metrics mode as several workers
     state = build_state(params, paths)
     stop = start_background(state, Params.of(params).serving.refresh_s)
+    app = create_app(state)
+    app.state.shutdown = functools.partial(stop_background, state, stop)  # run by the lifespan
     try:
-        uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     finally:
-        stop_background(state, stop)
         if owned:
             import shutil
 

@@ -60,7 +60,7 @@ def worker_main(host: str, port: int) -> None:
     sock = listen(host, port)
     app = worker_app()
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False))
-    server.run(sockets=[sock])
+    server.run(sockets=[sock])  # the app's lifespan flushes the impressions on SIGTERM
 
 
 def fresh_metrics_dir() -> tuple[Path, bool]:

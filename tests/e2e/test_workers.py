@@ -129,3 +129,33 @@ def test_a_killed_worker_is_replaced_and_serving_continues(server: Server) -> No
     # the dead worker's counts stay in the totals (its files remain), the others' add up
     assert feed_count(server) == before + made + 10
     assert server.proc.poll() is None and "starting a new one" in server.log.read_text()
+
+
+def test_a_stopped_server_leaves_every_answered_impression_on_disk(
+    tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Path
+) -> None:
+    """SIGTERM to the launcher: each worker flushes its buffered impressions before it exits,
+    so every answered feed's slate is in the log (the flush interval is made long, so nothing
+    reaches disk by the timer)."""
+    import pandas as pd
+
+    import yaml
+
+    project = trained_project(tmp_path_factory.mktemp("workers-stop"), tiny_pipeline)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["serving"]["log_flush_s"] = 600.0
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    srv = start_server(project, tmp_path_factory.mktemp("workers-stop-logs"), RECO_WORKERS="2")
+    answered: set[str] = set()
+    try:
+        wait_for_pids(srv, 2, set())
+        for i in range(30):
+            r = httpx.get(f"{srv.base}/v1/recommend", params={"user_id": f"u-stop-{i}", "k": 5}, timeout=30)
+            assert r.status_code == 200, r.text
+            answered.add(r.json()["request_id"])
+    finally:
+        srv.stop()
+    assert srv.proc.returncode == 0
+    files = sorted((project / "data/logs/impressions").glob("impressions-*.parquet"))
+    logged = set(pd.concat([pd.read_parquet(f, columns=["request_id"]) for f in files])["request_id"])
+    assert answered <= logged, f"{len(answered - logged)} of {len(answered)} answered feeds not on disk"
