@@ -301,6 +301,8 @@ class EvaluateProtocol(Section):
     negatives_per_group: int
     feast_features: bool
     max_test_users: int  # 0: all
+    #: runs with seeds base.seed + 0 .. repeats - 1; figures are mean ± 95 % t-interval over them
+    repeats: PositiveInt = 1
 
 
 class BroughtSplit(Section):

@@ -37,7 +37,7 @@ from components.evaluation.protocols import (
     EvalSettings,
     cross_validate,
     evaluate_events,
-    evaluate_split,
+    evaluate_repeated,
 )
 from components.evaluation.report import EvalResult, write_outputs
 from components.evaluation.splits import read_split
@@ -121,7 +121,7 @@ def run_files(
         events, content, users = read_tables(prepared)
         part = events["event_id"].astype(str).str.split("-", n=1).str[0].to_numpy()
         train, test = events[part != "test"], events[part == "test"]
-        result = evaluate_split(params, config, train, test, content, users, s, root)
+        result = evaluate_repeated(params, config, lambda _: (train, test), content, users, s, root)
     write_outputs(result, paths, name)
     return result
 
@@ -182,7 +182,7 @@ def _cross_validation(args: argparse.Namespace, params: Mapping[str, Any], paths
         cv = cross_validate(params, dataset, events, content, users, args.cv, Path(tmp))
     write_metrics(paths.of("metrics_evaluate_cv", dataset=dataset), cv)
     for name, m in cv["models"].items():
-        print(f"{name:12s} ndcg@10 {m['ndcg@10']['mean']:.4f} ± {m['ndcg@10']['std']:.4f}")
+        print(f"{name:12s} ndcg@10 {m['ndcg@10']['mean']:.4f} ± {m['ndcg@10']['ci95']:.4f} (95 % t over folds)")
     return 0
 
 
