@@ -269,6 +269,8 @@ class RankingModel(Section):
     n_threads: PositiveInt
     base_feature: str  # main head boosts from this feature ("auto": best z_* on training groups; "": off)
     base_weight: float
+    #: compare the ranker with the best single source on validation and serve their tuned blend
+    blend: bool = True
 
 
 class RankingTrainingSet(Section):

@@ -44,6 +44,7 @@ from components.core.config import EvaluateProtocol, Params, Seed
 from components.evaluation.intervals import t_half_width
 from components.evaluation.report import (
     PIPELINE,
+    RANKER_ALONE,
     EvalResult,
     baseline_lists,
     candidate_recall,
@@ -293,7 +294,12 @@ def evaluate_split(
     labels = outcome_labels(scored.assign(_start=fitted.cut), after_cut(test, fitted.cut), LABEL_WINDOW, start_col="_start")
     scored = pd.concat([scored, labels], axis=1)
     k_max = max(max(s.ks), s.curve_max_k, s.beyond_k)
-    lists = {PIPELINE: ranked_lists(scored, k_max), **baseline_lists(retr, users_eval, k_max, cand)}
+    alone = scored.assign(score=model.predict_ranker_alone(scored[model.feature_cols]))
+    lists = {
+        PIPELINE: ranked_lists(scored, k_max),
+        RANKER_ALONE: ranked_lists(alone, k_max),
+        **baseline_lists(retr, users_eval, k_max, cand),
+    }
     models, curves = model_metrics(retr, lists, truth, train, ks=s.ks, beyond_k=s.beyond_k, curve_max_k=s.curve_max_k)
     summary: dict[str, Any] = {
         "dataset": dataset,

@@ -45,6 +45,8 @@ from components.retrieval.sources import Candidates
 
 BASELINES = ("popularity", "recent", "item_knn", "mf", "ease", "candidates")
 PIPELINE = "pipeline"
+#: the ranker's own ordering, without the blend with the best source (the pipeline serves the blend)
+RANKER_ALONE = "ranker_alone"
 METRIC_ORDER = ("ndcg", "map", "precision", "recall", "hit_rate")
 
 
@@ -184,6 +186,7 @@ def ranker_summary(model: RankerModel, frame: pd.DataFrame) -> dict[str, Any]:
         "positives_missed_by_retrieval": int((frame["in_candidates"] == 0).sum()),
         "features": len(model.feature_cols),
         "validation": model.training_metrics.get("combined", {}),
+        "blend": model.training_metrics.get("blend", {}),
     }
 
 
@@ -193,7 +196,7 @@ def comparison(models: Mapping[str, Mapping[str, float | None]], k0: int) -> dic
     def ndcg_of(model: str) -> float:
         return float(models[model][f"ndcg@{k0}"] or 0.0)
 
-    best_base = max((b for b in models if b != PIPELINE), key=ndcg_of)
+    best_base = max((b for b in models if b not in (PIPELINE, RANKER_ALONE)), key=ndcg_of)
     best_val = ndcg_of(best_base)
     return {
         "best_baseline": best_base,
@@ -233,6 +236,10 @@ def combine_repeats(
     lift["bootstrap"] = bootstrap_lift([a for a, _ in units], [b for _, b in units], seed)
     out["lift"] = lift
     out["ranker_validation"] = [sm["ranker"]["validation"] for sm in summaries]
+    out["ranker_validation_blend"] = [{"blend": sm["ranker"].get("blend", {})} for sm in summaries]
+    out["ranker_loses_to_best_source"] = sum(
+        1 for sm in summaries if sm["ranker"].get("blend", {}).get("ranker_beats_best_source") is False
+    )
     return out
 
 
@@ -272,6 +279,30 @@ def _ranker_section(summary: Mapping[str, Any]) -> list[str]:
     for h, d in summary["heads"].items():
         ll = d.get("logloss")
         lines.append(f"| {h} | {d['auc']:.4f} | {ll:.4f} | {d['positive_rate']:.4f} |" if ll is not None else f"| {h} | {d['auc']:.4f} | – | {d['positive_rate']:.4f} |")
+    return lines + _blend_lines(summary)
+
+
+def _blend_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The ranker against the best single source on its validation groups, per repeat."""
+    blends = [v.get("blend", {}) for v in summary.get("ranker_validation_blend", [summary["ranker"].get("blend", {})])]
+    blends = [b for b in blends if b.get("best_source")]
+    if not blends:
+        return []
+    lines = [
+        "",
+        "## Ranker vs the best single source (validation carved from train)",
+        "",
+        f"`{RANKER_ALONE}` is the ranker's own ordering; `{PIPELINE}` serves the validation-tuned blend "
+        "`(1 - α) · ranker + α · source` (α = 0: the ranker alone).",
+        "",
+        "| repeat | ranker NDCG | best source | source NDCG | ranker wins | α | served NDCG |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, b in enumerate(blends):
+        lines.append(
+            f"| {i} | {b['ranker_ndcg']:.4f} | `{b['best_source']}` | {b['best_source_ndcg']:.4f} | "
+            f"{'yes' if b['ranker_beats_best_source'] else '**no**'} | {b['alpha']:.1f} | {b['served_ndcg']:.4f} |"
+        )
     return lines
 
 

@@ -127,7 +127,7 @@ def result(world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFr
 
 def test_every_model_is_scored_with_the_same_users(result: Rp.EvalResult) -> None:
     models = result.summary["models"]
-    assert set(models) == {Rp.PIPELINE, *Rp.BASELINES}
+    assert set(models) == {Rp.PIPELINE, Rp.RANKER_ALONE, *Rp.BASELINES}
     n = {m["users_evaluated"] for m in models.values()}
     assert n == {float(result.summary["users_evaluated"])}
     for m in models.values():
@@ -234,7 +234,7 @@ def test_run_files_trains_on_train_and_scores_test(world: tuple[pd.DataFrame, ..
 def test_cross_validation_averages_folds(world: tuple[pd.DataFrame, ...], tmp_path: Path) -> None:
     params = small_params(positive_types=["like"], inner_folds=1)
     cv = P.cross_validate(params, "synthetic", world[0], world[1], world[2], 2, tmp_path)
-    assert cv["folds"] == 2 and set(cv["models"]) == {Rp.PIPELINE, *Rp.BASELINES}
+    assert cv["folds"] == 2 and set(cv["models"]) == {Rp.PIPELINE, Rp.RANKER_ALONE, *Rp.BASELINES}
     m = cv["models"][Rp.PIPELINE]["ndcg@10"]
     assert 0.0 < m["mean"] <= 1.0 and m["std"] >= 0.0
     assert cv["models"][Rp.PIPELINE]["ndcg@10"]["mean"] > cv["models"]["popularity"]["ndcg@10"]["mean"]
