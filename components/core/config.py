@@ -505,6 +505,15 @@ def error_lines(err: ValidationError, source: str, prefix: tuple[str | int, ...]
     return lines
 
 
+class Tuning(Section):
+    """``tuning``: the Optuna study of :mod:`components.tuning.stage` (validation carved from train)."""
+
+    trials: PositiveInt = 20
+    timeout_s: NonNegativeFloat = 0.0  # 0: no time limit (the trials bound the study)
+    apply: bool = True  # the evaluation lays data/tuning/<name>.json over its params
+    ease_lambda: tuple[PositiveFloat, PositiveFloat] = (10.0, 5000.0)  # log-uniform search range
+
+
 class Params(Section):
     """The whole ``params.yaml``: build it with :meth:`of` or :func:`load_config`, which also
     check every ``overrides`` subsection against its section's model."""
@@ -526,6 +535,7 @@ class Params(Section):
     serving: Serving
     online_update: OnlineUpdate
     experiments: Experiments
+    tuning: Tuning = Tuning()
 
     @classmethod
     def of(cls, params: Params | Mapping[str, Any], source: str = "params") -> Params:

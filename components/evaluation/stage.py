@@ -41,12 +41,16 @@ from components.evaluation.protocols import (
 )
 from components.evaluation.report import EvalResult, write_outputs
 from components.evaluation.splits import read_split
+from components.tuning.stage import PIPELINE_NAME as PIPELINE_STUDY
+from components.tuning.stage import tuned_params
 
 DATASETS = ("synthetic", "kuairand", "movielens")
 
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
-    """Stage: evaluate the pipeline's own data (``data.source``) from ``data/interim``."""
+    """Stage: evaluate the pipeline's own data (``data.source``) from ``data/interim``, with the
+    values the ``tune`` stage chose (:func:`components.tuning.stage.tuned_params`)."""
+    params = tuned_params(params, paths, PIPELINE_STUDY)
     dataset = Params.of(params).data.source
     events, content, users = read_tables(paths)
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
@@ -56,7 +60,10 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
 
 
 def run_dataset(params: Mapping[str, Any], dataset: str, paths: DataPaths) -> EvalResult:
-    """Evaluate one named data set, ingested and preprocessed into a throw-away folder."""
+    """Evaluate one named data set, ingested and preprocessed into a throw-away folder (with
+    ``data/tuning/<dataset>.json``'s values when ``python -m components.tuning.stage --dataset``
+    wrote one)."""
+    params = tuned_params(params, paths, dataset)
     with tempfile.TemporaryDirectory(prefix=f"evaluate-{dataset}-") as tmp:
         prepared = prepare_data(params, dataset, Path(tmp) / "data-root")
         events, content, users = read_tables(prepared)
