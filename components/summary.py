@@ -127,9 +127,12 @@ def _evaluate(paths: DataPaths) -> list[str]:
         models = ev.get("models", {})
         if "pipeline" in models:
             best = ev.get("best_baseline", "")
+            half = ev.get("intervals", {})
             lines.append(
                 f"evaluate    {ev.get('dataset', '?')} ({ev.get('protocol', '?')}): NDCG@10 pipeline "
-                f"{models['pipeline']['ndcg@10']:.4f} vs best baseline {best} {models.get(best, {}).get('ndcg@10', float('nan')):.4f}"
+                f"{models['pipeline']['ndcg@10']:.4f} ± {half.get('pipeline', {}).get('ndcg@10', 0.0):.4f} vs best baseline "
+                f"{best} {models.get(best, {}).get('ndcg@10', float('nan')):.4f} ± {half.get(best, {}).get('ndcg@10', 0.0):.4f} "
+                f"(95 % over {ev.get('repeats', 1)} repeats)"
             )
     return lines
 

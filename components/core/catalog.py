@@ -157,6 +157,10 @@ CATALOG: Mapping[str, Artefact] = _entries(
     ("ranking_data", "data/ranking", "dir", "ranking", "the ranking stage's data outputs"),
     ("ranking_holdout", "data/ranking/holdout.parquet", "parquet", "ranking", "validation rows the promotion gates replay"),
     ("metrics_ranking", "metrics/ranking.json", "json", "ranking", "training set and validation metrics"),
+    # tune
+    ("tuning", "data/tuning", "dir", None, "Optuna studies and their chosen values"),
+    ("tuning_study", "data/tuning/${study}.db", "sqlite", "tune", "the study: every trial (Optuna's SQLite storage)"),
+    ("tuning_chosen", "data/tuning/${study}.json", "json", "tune", "the chosen values (params overrides) and the study's figures"),
     # evaluate, evaluate_real
     ("metrics_evaluate", "metrics/evaluate.json", "json", "evaluate", "pipeline vs baselines on data/interim"),
     ("plots_evaluate", "metrics/plots/evaluate", "csv", "evaluate", "one curve CSV per model"),

@@ -269,6 +269,8 @@ class RankingModel(Section):
     n_threads: PositiveInt
     base_feature: str  # main head boosts from this feature ("auto": best z_* on training groups; "": off)
     base_weight: float
+    #: compare the ranker with the best single source on validation and serve their tuned blend
+    blend: bool = True
 
 
 class RankingTrainingSet(Section):
@@ -301,6 +303,8 @@ class EvaluateProtocol(Section):
     negatives_per_group: int
     feast_features: bool
     max_test_users: int  # 0: all
+    #: runs with seeds base.seed + 0 .. repeats - 1; figures are mean ± 95 % t-interval over them
+    repeats: PositiveInt = 1
 
 
 class BroughtSplit(Section):
@@ -531,6 +535,15 @@ def error_lines(err: ValidationError, source: str, prefix: tuple[str | int, ...]
     return lines
 
 
+class Tuning(Section):
+    """``tuning``: the Optuna study of :mod:`components.tuning.stage` (validation carved from train)."""
+
+    trials: PositiveInt = 20
+    timeout_s: NonNegativeFloat = 0.0  # 0: no time limit (the trials bound the study)
+    apply: bool = True  # the evaluation lays data/tuning/<name>.json over its params
+    ease_lambda: tuple[PositiveFloat, PositiveFloat] = (10.0, 5000.0)  # log-uniform search range
+
+
 class Params(Section):
     """The whole ``params.yaml``: build it with :meth:`of` or :func:`load_config`, which also
     check every ``overrides`` subsection against its section's model."""
@@ -553,6 +566,7 @@ class Params(Section):
     online_update: OnlineUpdate
     experiments: Experiments
     simulate: Simulate
+    tuning: Tuning = Tuning()
 
     @classmethod
     def of(cls, params: Params | Mapping[str, Any], source: str = "params") -> Params:

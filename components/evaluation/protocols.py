@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -41,17 +41,21 @@ import pandas as pd
 from pydantic import model_validator
 
 from components.core.config import EvaluateProtocol, Params, Seed
+from components.evaluation.intervals import t_half_width
 from components.evaluation.report import (
     PIPELINE,
+    RANKER_ALONE,
     EvalResult,
     baseline_lists,
     candidate_recall,
+    combine_repeats,
     comparison,
     head_metrics,
     model_metrics,
     ranked_lists,
     ranker_summary,
     render_report,
+    user_ndcg,
 )
 from components.evaluation.splits import (
     global_time,
@@ -175,19 +179,41 @@ def after_cut(events: pd.DataFrame, cut: pd.Timestamp) -> pd.DataFrame:
 # Fitting on train only
 
 
+#: retrieval fits kept across the repeats of a split the seed does not change, by part name
+FitCache = dict[str, Fitted]
+
+
 def fit_train(
-    pipe: Pipeline, s: EvalSettings, train: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, store_root: Path
+    pipe: Pipeline,
+    s: EvalSettings,
+    train: pd.DataFrame,
+    content: pd.DataFrame,
+    users: pd.DataFrame,
+    store_root: Path,
+    cache: FitCache | None = None,
 ) -> Fitted:
     """Retrieval fitted on ``train`` as of its cut, with a store from ``train`` under
-    ``store_root`` when the protocol uses the FeatureService."""
+    ``store_root`` when the protocol uses the FeatureService. With ``cache`` (a split and
+    retrieval the repeat's seed does not change), a part fitted by an earlier repeat is reused."""
+    key = store_root.name
+    if cache is not None and key in cache:
+        return cache[key]
     fitted = pipe.fit(train, content, users, cut_of(train))
     if s.feast_features:
         fitted.store = pipe.build_store(store_root, train, content, users)
+    if cache is not None:
+        cache[key] = fitted
     return fitted
 
 
 def fold_parts(
-    pipe: Pipeline, s: EvalSettings, train: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, work: Path
+    pipe: Pipeline,
+    s: EvalSettings,
+    train: pd.DataFrame,
+    content: pd.DataFrame,
+    users: pd.DataFrame,
+    work: Path,
+    cache: FitCache | None = None,
 ) -> Iterator[TrainingPart]:
     """The ``inner_folds`` nested validation parts of ``train``, one training part each."""
     inner = train
@@ -199,7 +225,7 @@ def fold_parts(
         inner, held = split_events(
             source, s.protocol, test_fraction=s.test_fraction, cut_quantile=s.cut_quantile, seed=s.seed + 1 + fold
         )
-        fitted = fit_train(pipe, s, inner, content, users, work / f"fold{fold}")
+        fitted = fit_train(pipe, s, inner, content, users, work / f"fold{fold}", cache)
         held_users = sorted(set(interaction_events(held)["user_id"].astype(str)))
         # random folds share one cut; the fold number orders them for the ranker's validation
         # split (fold 0, the largest inner train, is the "latest")
@@ -218,10 +244,12 @@ def train_on(
     content: pd.DataFrame,
     users: pd.DataFrame,
     work: Path,
+    cache: FitCache | None = None,
 ) -> tuple[RankerModel, pd.DataFrame]:
     """The ranker from ``inner_folds`` nested validation parts of ``train``."""
     pipe = evaluation_pipeline(params, dataset, s)
-    return pipe.train_on(fold_parts(pipe, s, train, content, users, work), created_from=f"evaluate:{dataset}")
+    parts = fold_parts(pipe, s, train, content, users, work, cache)
+    return pipe.train_on(parts, created_from=f"evaluate:{dataset}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,23 +276,30 @@ def evaluate_split(
     users: pd.DataFrame,
     s: EvalSettings,
     work: Path,
+    cache: FitCache | None = None,
 ) -> EvalResult:
-    """Train the pipeline on ``train``; score the pipeline and every baseline on ``test``."""
+    """Train the pipeline on ``train``; score the pipeline and every baseline on ``test`` (one
+    repeat: :func:`evaluate_repeated` runs several)."""
     t0 = time.perf_counter()
     truth = _test_truth(train, test, s)
     users_eval = sorted(truth)
-    model, frame = train_on(params, dataset, s, train, content, users, work)
+    model, frame = train_on(params, dataset, s, train, content, users, work, cache)
     t_train = time.perf_counter() - t0
 
     pipe = evaluation_pipeline(params, dataset, s)
-    fitted = fit_train(pipe, s, train, content, users, work / "full")
+    fitted = fit_train(pipe, s, train, content, users, work / "full", cache)
     retr = fitted.retriever
     scored = pipe.score(fitted, model, users_eval)
     cand = scored[["user_id", "content_id", "source", "rank"]]
     labels = outcome_labels(scored.assign(_start=fitted.cut), after_cut(test, fitted.cut), LABEL_WINDOW, start_col="_start")
     scored = pd.concat([scored, labels], axis=1)
     k_max = max(max(s.ks), s.curve_max_k, s.beyond_k)
-    lists = {PIPELINE: ranked_lists(scored, k_max), **baseline_lists(retr, users_eval, k_max, cand)}
+    alone = scored.assign(score=model.predict_ranker_alone(scored[model.feature_cols]))
+    lists = {
+        PIPELINE: ranked_lists(scored, k_max),
+        RANKER_ALONE: ranked_lists(alone, k_max),
+        **baseline_lists(retr, users_eval, k_max, cand),
+    }
     models, curves = model_metrics(retr, lists, truth, train, ks=s.ks, beyond_k=s.beyond_k, curve_max_k=s.curve_max_k)
     summary: dict[str, Any] = {
         "dataset": dataset,
@@ -281,17 +316,53 @@ def evaluate_split(
         "models": models,
         **comparison(models, min(s.ks)),
     }
-    log.info("evaluate %s: ranker trained in %.0f s, total %.0f s", dataset, t_train, time.perf_counter() - t0)
+    log.info("evaluate %s (seed %d): ranker trained in %.0f s, total %.0f s", dataset, s.seed, t_train, time.perf_counter() - t0)
+    per_user = user_ndcg(lists, truth, min(s.ks))
+    return EvalResult(dataset, summary, curves, render_report(summary), per_user)
+
+
+def repeat_settings(s: EvalSettings, r: int) -> EvalSettings:
+    """Repeat ``r``'s settings: every seed (split when random, folds, negatives, booster) + r."""
+    return s.replace(seed=s.seed + r, ranker=s.ranker.replace(seed=s.seed + r))
+
+
+def evaluate_repeated(
+    params: Mapping[str, Any],
+    dataset: str,
+    split: Callable[[EvalSettings], tuple[pd.DataFrame, pd.DataFrame]],
+    content: pd.DataFrame,
+    users: pd.DataFrame,
+    s: EvalSettings,
+    work: Path,
+) -> EvalResult:
+    """``evaluate.repeats`` runs of :func:`evaluate_split` (seeds ``base.seed + r``), every
+    figure as mean ± 95 % interval. ``split(settings)`` gives the (train, test) of a repeat.
+    When the seed changes neither the split nor the validation folds (time-based protocols),
+    the retrieval fits and feature stores are made once and shared: only the ranker (its
+    negatives and booster seed) is trained again."""
+    shared: FitCache | None = {} if s.protocol != "random_per_user" else None
+    results = []
+    for r in range(s.repeats):
+        t0 = time.perf_counter()
+        sr = repeat_settings(s, r)
+        train, test = split(sr)
+        results.append(evaluate_split(params, dataset, train, test, content, users, sr, work / f"r{r}" if shared is None else work, shared))
+        log.info("evaluate %s: repeat %d of %d in %.0f s", dataset, r + 1, s.repeats, time.perf_counter() - t0)
+    summary = combine_repeats([res.summary for res in results], [res.per_user for res in results], min(s.ks), s.seed)
+    curves = pd.concat([res.curves for res in results]).groupby(["model", "k"], sort=False).mean().reset_index()
     return EvalResult(dataset, summary, curves, render_report(summary))
 
 
 def evaluate_events(
     params: Mapping[str, Any], dataset: str, events: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, work: Path
 ) -> EvalResult:
-    """The data set's protocol (``evaluate.protocol``) on its events."""
+    """The data set's protocol (``evaluate.protocol``) on its events, ``evaluate.repeats`` times."""
     s = EvalSettings.from_params(params, dataset)
-    train, test = split_events(events, s.protocol, test_fraction=s.test_fraction, cut_quantile=s.cut_quantile, seed=s.seed)
-    return evaluate_split(params, dataset, train, test, content, users, s, work)
+
+    def split(sr: EvalSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return split_events(events, sr.protocol, test_fraction=sr.test_fraction, cut_quantile=sr.cut_quantile, seed=sr.seed)
+
+    return evaluate_repeated(params, dataset, split, content, users, s, work)
 
 
 def cross_validate(
@@ -312,6 +383,7 @@ def cross_validate(
             metric: {
                 "mean": round(float(np.mean([fd["models"][name][metric] for fd in folds])), 6),
                 "std": round(float(np.std([fd["models"][name][metric] for fd in folds])), 6),
+                "ci95": round(t_half_width([fd["models"][name][metric] or 0.0 for fd in folds]), 6),
             }
             for metric in models[name]
         }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,20 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from components.core.catalog import DataPaths
 from components.core.io import write_metrics
+from components.evaluation.intervals import (
+    aggregate_models,
+    bootstrap_lift,
+    fmt,
+    lift_text,
+    paired_lift,
+)
 from components.evaluation.metrics import (
     catalogue_coverage,
     exposure_gini,
     intra_list_diversity,
     novelty,
     ranking_metrics,
+    user_metrics,
 )
 from components.ranking.model import RankerModel
 from components.retrieval.interactions import interaction_events
@@ -37,6 +45,8 @@ from components.retrieval.sources import Candidates
 
 BASELINES = ("popularity", "recent", "item_knn", "mf", "ease", "candidates")
 PIPELINE = "pipeline"
+#: the ranker's own ordering, without the blend with the best source (the pipeline serves the blend)
+RANKER_ALONE = "ranker_alone"
 METRIC_ORDER = ("ndcg", "map", "precision", "recall", "hit_rate")
 
 
@@ -46,6 +56,8 @@ class EvalResult:
     summary: dict[str, Any]
     curves: pd.DataFrame
     report: str
+    #: NDCG at the first K of each scored user, per model (one repeat's; the paired bootstrap)
+    per_user: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +186,7 @@ def ranker_summary(model: RankerModel, frame: pd.DataFrame) -> dict[str, Any]:
         "positives_missed_by_retrieval": int((frame["in_candidates"] == 0).sum()),
         "features": len(model.feature_cols),
         "validation": model.training_metrics.get("combined", {}),
+        "blend": model.training_metrics.get("blend", {}),
     }
 
 
@@ -183,7 +196,7 @@ def comparison(models: Mapping[str, Mapping[str, float | None]], k0: int) -> dic
     def ndcg_of(model: str) -> float:
         return float(models[model][f"ndcg@{k0}"] or 0.0)
 
-    best_base = max((b for b in models if b != PIPELINE), key=ndcg_of)
+    best_base = max((b for b in models if b not in (PIPELINE, RANKER_ALONE)), key=ndcg_of)
     best_val = ndcg_of(best_base)
     return {
         "best_baseline": best_base,
@@ -191,12 +204,54 @@ def comparison(models: Mapping[str, Mapping[str, float | None]], k0: int) -> dic
     }
 
 
+def user_ndcg(
+    lists: Mapping[str, Mapping[str, Sequence[str]]], truth: Mapping[str, set[str]], k: int
+) -> dict[str, dict[str, float]]:
+    """NDCG@``k`` of every scored user, per model (a missing list scores 0)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, lst in lists.items():
+        out[name] = {}
+        for u, rel in truth.items():
+            m = user_metrics(lst.get(u, []), rel, k)
+            if m is not None:
+                out[name][u] = m.ndcg
+    return out
+
+
+def combine_repeats(
+    summaries: Sequence[Mapping[str, Any]], per_user: Sequence[Mapping[str, Mapping[str, float]]], k0: int, seed: int
+) -> dict[str, Any]:
+    """One summary of the repeats: the first repeat's descriptive fields, every model's metrics
+    as the mean over repeats with ``intervals`` (95 % t half-widths), the per-repeat NDCG@k0,
+    and the lift over the best baseline (on the means) with its paired intervals
+    (:mod:`components.evaluation.intervals`)."""
+    means, halves = aggregate_models([sm["models"] for sm in summaries])
+    out = {**summaries[0], "repeats": len(summaries), "seeds": [seed + r for r in range(len(summaries))]}
+    out["models"], out["intervals"] = means, halves
+    out.update(comparison(means, k0))
+    best, metric = out["best_baseline"], f"ndcg@{k0}"
+    out["per_repeat"] = {name: [sm["models"][name][metric] for sm in summaries] for name in means}
+    units = [(pu[PIPELINE][u], pu[best].get(u, 0.0)) for pu in per_user if best in pu for u in pu[PIPELINE]]
+    lift: dict[str, Any] = {**paired_lift(out["per_repeat"][PIPELINE], out["per_repeat"][best])}
+    lift["bootstrap"] = bootstrap_lift([a for a, _ in units], [b for _, b in units], seed)
+    out["lift"] = lift
+    out["ranker_validation"] = [sm["ranker"]["validation"] for sm in summaries]
+    out["ranker_validation_blend"] = [{"blend": sm["ranker"].get("blend", {})} for sm in summaries]
+    out["ranker_loses_to_best_source"] = sum(
+        1 for sm in summaries if sm["ranker"].get("blend", {}).get("ranker_beats_best_source") is False
+    )
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Report and files
 
 
-def _model_table(models: Mapping[str, Mapping[str, float | None]]) -> tuple[list[int], list[str]]:
-    """The K values and the Markdown rows of the side-by-side table."""
+def _model_table(
+    models: Mapping[str, Mapping[str, float | None]], intervals: Mapping[str, Mapping[str, float]] | None = None
+) -> tuple[list[int], list[str]]:
+    """The K values and the Markdown rows of the side-by-side table (``mean ± half-width`` with
+    ``intervals``)."""
     first = next(iter(models.values()))
     ks = sorted({int(k.split("@")[1]) for k in first if k.split("@")[0] in METRIC_ORDER})
     cols = [f"{m}@{k}" for k in ks for m in METRIC_ORDER]
@@ -204,7 +259,8 @@ def _model_table(models: Mapping[str, Mapping[str, float | None]]) -> tuple[list
     lines = ["| model | " + " | ".join(cols + extra) + " |", "|---" * (1 + len(cols) + len(extra)) + "|"]
     for name, m in models.items():
         label = f"**{name}**" if name == PIPELINE else name
-        lines.append(f"| {label} | " + " | ".join(f"{m[c]:.4f}" if m[c] is not None else "n/a" for c in cols + extra) + " |")
+        half = (intervals or {}).get(name, {})
+        lines.append(f"| {label} | " + " | ".join(fmt(m[c], half.get(c)) for c in cols + extra) + " |")
     return ks, lines
 
 
@@ -223,14 +279,39 @@ def _ranker_section(summary: Mapping[str, Any]) -> list[str]:
     for h, d in summary["heads"].items():
         ll = d.get("logloss")
         lines.append(f"| {h} | {d['auc']:.4f} | {ll:.4f} | {d['positive_rate']:.4f} |" if ll is not None else f"| {h} | {d['auc']:.4f} | – | {d['positive_rate']:.4f} |")
+    return lines + _blend_lines(summary)
+
+
+def _blend_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The ranker against the best single source on its validation groups, per repeat."""
+    blends = [v.get("blend", {}) for v in summary.get("ranker_validation_blend", [summary["ranker"].get("blend", {})])]
+    blends = [b for b in blends if b.get("best_source")]
+    if not blends:
+        return []
+    lines = [
+        "",
+        "## Ranker vs the best single source (validation carved from train)",
+        "",
+        f"`{RANKER_ALONE}` is the ranker's own ordering; `{PIPELINE}` serves the validation-tuned blend "
+        "`(1 - α) · ranker + α · source` (α = 0: the ranker alone).",
+        "",
+        "| repeat | ranker NDCG | best source | source NDCG | ranker wins | α | served NDCG |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, b in enumerate(blends):
+        lines.append(
+            f"| {i} | {b['ranker_ndcg']:.4f} | `{b['best_source']}` | {b['best_source_ndcg']:.4f} | "
+            f"{'yes' if b['ranker_beats_best_source'] else '**no**'} | {b['alpha']:.1f} | {b['served_ndcg']:.4f} |"
+        )
     return lines
 
 
 def render_report(summary: Mapping[str, Any]) -> str:
     """Markdown: the side-by-side table of every model, then the heads and the protocol."""
-    ks, table = _model_table(summary["models"])
+    ks, table = _model_table(summary["models"], summary.get("intervals"))
     k0 = ks[0]
-    lift = summary.get(f"ndcg@{k0}_lift_over_best_baseline")
+    lift = summary.get("lift") or {"mean": summary.get(f"ndcg@{k0}_lift_over_best_baseline")}
+    n = summary.get("repeats", 1)
     lines = [
         f"# Offline evaluation: {summary['dataset']}",
         "",
@@ -239,10 +320,12 @@ def render_report(summary: Mapping[str, Any]) -> str:
         f"catalogue {summary['catalogue']}; train {summary['train_events']} / test {summary['test_events']} events. "
         "Every list excludes contents the user interacted with in train.",
         "",
+        f"Each figure: mean ± half-width of the 95 % t-interval over {n} repeats (seeds "
+        f"{summary.get('seeds', [])}); no ± = the seed does not move it." if n > 1 else "One repeat (no interval).",
+        "",
         *table,
         "",
-        f"Best baseline on NDCG@{k0}: `{summary['best_baseline']}`; pipeline lift: "
-        + (f"{lift * 100:+.1f} %" if lift is not None else "n/a"),
+        f"Best baseline on NDCG@{k0}: `{summary['best_baseline']}`; pipeline lift: " + lift_text(lift),
         f"Candidate recall (share of a user's relevant items among the ranked candidates): {summary['candidate_recall']:.3f}",
         "",
         *_ranker_section(summary),

@@ -37,16 +37,20 @@ from components.evaluation.protocols import (
     EvalSettings,
     cross_validate,
     evaluate_events,
-    evaluate_split,
+    evaluate_repeated,
 )
 from components.evaluation.report import EvalResult, write_outputs
 from components.evaluation.splits import read_split
+from components.tuning.stage import PIPELINE_NAME as PIPELINE_STUDY
+from components.tuning.stage import tuned_params
 
 DATASETS = ("synthetic", "kuairand", "movielens")
 
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
-    """Stage: evaluate the pipeline's own data (``data.source``) from ``data/interim``."""
+    """Stage: evaluate the pipeline's own data (``data.source``) from ``data/interim``, with the
+    values the ``tune`` stage chose (:func:`components.tuning.stage.tuned_params`)."""
+    params = tuned_params(params, paths, PIPELINE_STUDY)
     dataset = Params.of(params).data.source
     events, content, users = read_tables(paths)
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
@@ -56,7 +60,10 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
 
 
 def run_dataset(params: Mapping[str, Any], dataset: str, paths: DataPaths) -> EvalResult:
-    """Evaluate one named data set, ingested and preprocessed into a throw-away folder."""
+    """Evaluate one named data set, ingested and preprocessed into a throw-away folder (with
+    ``data/tuning/<dataset>.json``'s values when ``python -m components.tuning.stage --dataset``
+    wrote one)."""
+    params = tuned_params(params, paths, dataset)
     with tempfile.TemporaryDirectory(prefix=f"evaluate-{dataset}-") as tmp:
         prepared = prepare_data(params, dataset, Path(tmp) / "data-root")
         events, content, users = read_tables(prepared)
@@ -121,7 +128,7 @@ def run_files(
         events, content, users = read_tables(prepared)
         part = events["event_id"].astype(str).str.split("-", n=1).str[0].to_numpy()
         train, test = events[part != "test"], events[part == "test"]
-        result = evaluate_split(params, config, train, test, content, users, s, root)
+        result = evaluate_repeated(params, config, lambda _: (train, test), content, users, s, root)
     write_outputs(result, paths, name)
     return result
 
@@ -182,7 +189,7 @@ def _cross_validation(args: argparse.Namespace, params: Mapping[str, Any], paths
         cv = cross_validate(params, dataset, events, content, users, args.cv, Path(tmp))
     write_metrics(paths.of("metrics_evaluate_cv", dataset=dataset), cv)
     for name, m in cv["models"].items():
-        print(f"{name:12s} ndcg@10 {m['ndcg@10']['mean']:.4f} ± {m['ndcg@10']['std']:.4f}")
+        print(f"{name:12s} ndcg@10 {m['ndcg@10']['mean']:.4f} ± {m['ndcg@10']['ci95']:.4f} (95 % t over folds)")
     return 0
 
 

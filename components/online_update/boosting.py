@@ -223,4 +223,5 @@ def continue_training(
         training_metrics=metrics,
         params=parent.params,
         library_version=impl.library_version,
+        blend=parent.blend,  # the parent's validated blend with the best source carries over
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from components.core.integrity import IntegrityError, sha256_hex, verified_bytes
 from components.core.io import fsync_dir, fsync_file
+from components.ranking.blend import BlendSpec
 from components.ranking.model import FORMAT_VERSION, HeadSpec, RankerModel
 from components.ranking.params import RankerParams
 
@@ -121,6 +122,7 @@ def load(directory: Path, *, predict_threads: int = 1) -> RankerModel:
         params=RankerParams(**manifest["params"]),
         library_version=manifest["library_version"],
         predict_threads=predict_threads,
+        blend=BlendSpec(**manifest["blend"]) if manifest.get("blend") else None,
     )
     if model.version != manifest["version"]:
         raise ValueError(

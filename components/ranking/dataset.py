@@ -7,8 +7,10 @@ the user actually interacted with in ``(cut, cut + window]`` (a positive the ret
 added). Labels come only from events in that window (:mod:`components.ranking.labels`).
 
 Candidates without any event in the window are the negatives; ``negatives_per_group`` of them
-are sampled per group with a generator seeded from ``base.seed`` (rows sorted first, so the
-sample does not depend on input order). Every row is stamped ``event_timestamp = cut``; its
+are sampled per group: the ones with the smallest keyed hash of (seed, cut, user, content)
+(:func:`sample_keys`). A row's key depends on that row alone, so the sample depends neither on
+input order, nor on which other candidates a machine's retrieval produced (a positional
+generator shifted every later key when one candidate differed), nor on ``PYTHONHASHSEED``. Every row is stamped ``event_timestamp = cut``; its
 features are joined later (:func:`components.pipeline.Pipeline.training_set`: pair features for
 every row alike, retrieved or added, so "not retrieved" cannot leak the label, then the
 FeatureService's point-in-time features, :func:`add_features`).
@@ -112,6 +114,15 @@ def _candidates_and_positives(
     return rows.sort_values(["user_id", "content_id"], kind="stable").reset_index(drop=True)
 
 
+def sample_keys(user_ids: pd.Series, content_ids: pd.Series, seed: int, cut: pd.Timestamp) -> np.ndarray:
+    """A uniform key in [0, 1) per (user, content): pandas' SipHash of the pair under a 128-bit
+    key made of ``seed`` and the cut's second (the same on any machine and in any process)."""
+    pairs = pd.DataFrame({"u": user_ids.astype(str).to_numpy(), "c": content_ids.astype(str).to_numpy()})
+    hash_key = f"{seed % 10**8:08d}{int(cut.value // 1_000_000_000) % 10**8:08d}"
+    h = pd.util.hash_pandas_object(pairs, index=False, hash_key=hash_key).to_numpy(dtype=np.uint64)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def _sample_negatives(
     rows: pd.DataFrame, pairs: pd.DataFrame, cut: pd.Timestamp, negatives: int, seed: int
 ) -> pd.DataFrame:
@@ -121,8 +132,7 @@ def _sample_negatives(
         .notna()
         .to_numpy()
     )
-    rng = np.random.default_rng([seed, int(cut.value // 1_000_000_000)])
-    key = rng.random(len(rows))
+    key = sample_keys(rows["user_id"], rows["content_id"], seed, cut)
     key[touched] = -1.0
     ranked = rows.assign(_key=key, _touched=touched).sort_values(["user_id", "_key"], kind="stable")
     pos = ranked.groupby("user_id", sort=False).cumcount().to_numpy()

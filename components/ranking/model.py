@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from components.ranking.backends import scoring_backend
+from components.ranking.blend import BlendSpec
 from components.ranking.compiled import compile_head
 from components.ranking.params import HEADS, HeadKind, HeadOutput, RankerParams
 
@@ -122,6 +123,7 @@ class RankerModel:
         params: RankerParams,
         library_version: str,
         predict_threads: int = 1,
+        blend: BlendSpec | None = None,
     ) -> None:
         if not heads:
             raise ValueError("a ranker needs at least one head")
@@ -135,6 +137,8 @@ class RankerModel:
         self.training_metrics: dict[str, Any] = dict(training_metrics)
         self.params = params
         self.library_version = library_version
+        #: the validation-tuned blend with the best single source (None: the ranker alone serves)
+        self.blend = blend
         self._files: dict[str, bytes] = {n: files[n] for h in self.heads.values() for n in h.files}
         self._impl = scoring_backend(backend)
         if self._impl.library_version != library_version:
@@ -255,7 +259,15 @@ class RankerModel:
         raise ValueError(f"unknown output {output!r}")
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Final score ``Σ weight_h · (margin_h − mean_h) / std_h`` per row (higher = rank first)."""
+        """Final score per row (higher = rank first): ``Σ weight_h · (margin_h − mean_h) / std_h``,
+        blended with the best single source when validation chose a blend
+        (:mod:`components.ranking.blend`)."""
+        M = self._matrix(X)
+        score = self._combine(self._margins(M))
+        return score if self.blend is None else self.blend.apply(score, M, self.feature_cols)
+
+    def predict_ranker_alone(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The heads' weighted sum without the blend (what the report calls ``ranker_alone``)."""
         return self._combine(self._margins(self._matrix(X)))
 
     def _combine(self, margins: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -284,6 +296,7 @@ class RankerModel:
             params=params,
             library_version=self.library_version,
             predict_threads=self._predict_threads,
+            blend=self.blend,
         )
 
     # ---- artefact
@@ -317,6 +330,7 @@ class RankerModel:
             "created_from": self.created_from,
             "training_metrics": self.training_metrics,
             "params": self.params.model_dump(),
+            **({"blend": self.blend.to_dict()} if self.blend is not None else {}),
         }
 
     def manifest(self) -> dict[str, Any]:

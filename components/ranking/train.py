@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
 from components.evaluation.metrics import rank_by_score, ranking_metrics
+from components.ranking.blend import choose_blend
 from components.ranking.boosting import Fitted, HeadData, Trainer, trainer
 from components.ranking.model import HeadSpec, RankerModel, sigmoid, weighted_sum
 from components.ranking.params import (
@@ -449,12 +450,18 @@ def _assemble(
         "auc": _binary_metrics(s.engaged_va, combined_va)["auc"],
         f"ndcg@{p.eval_at}": _ndcg(combined_va, s.engaged_va == 1, s.sizes_va, p.eval_at),
     }
+    blend, blend_figures = (
+        choose_blend(combined_va, s.Xva, feature_cols, s.engaged_va == 1, s.sizes_va, p.eval_at, _ndcg)
+        if p.blend and len(combined_va)
+        else (None, {})
+    )
     training_metrics = {
         "split": s.summary,
         "base_feature": base_spec.base_feature if base_spec is not None else None,
         "heads": {h: t.metrics for h, t in trained.items()},
         "combined": combined,
         "skipped_heads": dict(skipped),
+        "blend": blend_figures,
     }
     return RankerModel(
         backend=p.backend,
@@ -467,4 +474,5 @@ def _assemble(
         training_metrics=training_metrics,
         params=p,
         library_version=impl.library_version,
+        blend=blend,
     )

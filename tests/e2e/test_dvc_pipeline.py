@@ -97,7 +97,8 @@ def test_evaluation_outputs_and_determinism(built: Path) -> None:
     assert _ran(_dvc(project, "repro", *MAIN)) == set()  # the copy is up to date as it is
     summary = json.loads((project / "metrics/evaluate.json").read_text())
     assert summary["protocol"] == "global_time" and summary["users_evaluated"] > 20
-    assert {"pipeline", "popularity", "recent", "item_knn", "mf", "ease", "candidates"} == set(summary["models"])
+    assert {"pipeline", "ranker_alone", "popularity", "recent", "item_knn", "mf", "ease", "candidates"} == set(summary["models"])
+    assert summary["repeats"] == 2 and set(summary["intervals"]) == set(summary["models"])
     assert summary["ranker"]["features"] > 30  # pair features plus the FeatureService's
     for model in summary["models"]:
         curve = (project / "metrics/plots/evaluate" / f"{model}.csv").read_text().splitlines()

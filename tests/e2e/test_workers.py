@@ -138,7 +138,6 @@ def test_a_stopped_server_leaves_every_answered_impression_on_disk(
     so every answered feed's slate is in the log (the flush interval is made long, so nothing
     reaches disk by the timer)."""
     import pandas as pd
-
     import yaml
 
     project = trained_project(tmp_path_factory.mktemp("workers-stop"), tiny_pipeline)

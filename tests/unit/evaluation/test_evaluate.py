@@ -33,6 +33,7 @@ def small_params(**evaluate: Any) -> dict[str, Any]:
         "feast_features": False,
         "curve_max_k": 10,
         "negatives_per_group": 20,
+        "repeats": 1,
         **evaluate,
     }
     return params
@@ -126,7 +127,7 @@ def result(world: tuple[pd.DataFrame, ...], split: tuple[pd.DataFrame, pd.DataFr
 
 def test_every_model_is_scored_with_the_same_users(result: Rp.EvalResult) -> None:
     models = result.summary["models"]
-    assert set(models) == {Rp.PIPELINE, *Rp.BASELINES}
+    assert set(models) == {Rp.PIPELINE, Rp.RANKER_ALONE, *Rp.BASELINES}
     n = {m["users_evaluated"] for m in models.values()}
     assert n == {float(result.summary["users_evaluated"])}
     for m in models.values():
@@ -233,7 +234,7 @@ def test_run_files_trains_on_train_and_scores_test(world: tuple[pd.DataFrame, ..
 def test_cross_validation_averages_folds(world: tuple[pd.DataFrame, ...], tmp_path: Path) -> None:
     params = small_params(positive_types=["like"], inner_folds=1)
     cv = P.cross_validate(params, "synthetic", world[0], world[1], world[2], 2, tmp_path)
-    assert cv["folds"] == 2 and set(cv["models"]) == {Rp.PIPELINE, *Rp.BASELINES}
+    assert cv["folds"] == 2 and set(cv["models"]) == {Rp.PIPELINE, Rp.RANKER_ALONE, *Rp.BASELINES}
     m = cv["models"][Rp.PIPELINE]["ndcg@10"]
     assert 0.0 < m["mean"] <= 1.0 and m["std"] >= 0.0
     assert cv["models"][Rp.PIPELINE]["ndcg@10"]["mean"] > cv["models"]["popularity"]["ndcg@10"]["mean"]
@@ -257,3 +258,19 @@ def test_a_brought_split_name_that_leaves_its_folder_is_refused_before_any_work(
     assert exc.value.code == 2
     assert "is not a safe name" in capsys.readouterr().err
     assert (victim / "keep.txt").read_text() == "precious"
+
+
+def test_repeats_give_intervals_and_a_fixed_split_fits_retrieval_once(world: tuple[pd.DataFrame, ...], tmp_path: Path) -> None:
+    params = small_params(protocol="global_time", positive_types=["like"], inner_folds=1, repeats=2)
+    res = P.evaluate_events(params, "synthetic", *world, tmp_path)
+    sm = res.summary
+    assert sm["repeats"] == 2 and sm["seeds"] == [42, 43]
+    assert set(sm["intervals"]) == set(sm["models"]) and len(sm["per_repeat"][Rp.PIPELINE]) == 2
+    # the time split and retrieval do not move with the seed: a deterministic baseline has no width
+    assert sm["intervals"]["popularity"]["ndcg@10"] == 0.0
+    assert sm["per_repeat"]["ease"][0] == sm["per_repeat"]["ease"][1]
+    lift = sm["lift"]
+    assert lift["low"] <= lift["mean"] <= lift["high"]
+    assert lift["bootstrap"]["low"] <= lift["bootstrap"]["high"]
+    assert "±" in res.report or sm["intervals"][Rp.PIPELINE]["ndcg@10"] == 0.0
+    assert "95 %" in res.report

@@ -430,7 +430,8 @@ def test_base_feature_keeps_a_fine_grained_score_and_round_trips(backend: str, t
     df["label_engaged"] = engaged
     df["relevance"] = engaged
     heads = {"engaged": 1.0}
-    trees = train_ranker(df, ["z_score", "noise"], small_params(backend=backend, heads=heads, early_stopping_rounds=0, n_estimators=20))
+    # trees alone (no blend with the best source, which would restore the score's ordering)
+    trees = train_ranker(df, ["z_score", "noise"], small_params(backend=backend, heads=heads, early_stopping_rounds=0, n_estimators=20, blend=False))
     based = train_ranker(df, ["z_score", "noise"], small_params(backend=backend, heads=heads, base_feature="auto", early_stopping_rounds=0, n_estimators=20))
     val = df[time_split(df, 0.2)].reset_index(drop=True)
     perfect = _ndcg(val, val["z_score"].to_numpy())
@@ -442,6 +443,14 @@ def test_base_feature_keeps_a_fine_grained_score_and_round_trips(backend: str, t
     np.testing.assert_allclose(again.predict(val), based.predict(val))
     manifest = json.loads((tmp_path / based.version / MANIFEST).read_text())
     assert manifest["heads"]["engaged"]["base_feature"] == "z_score"
+    # the trees alone lose to the score: the blend with it serves, and survives a reload
+    assert trees.training_metrics["blend"] == {}
+    blended = train_ranker(df, ["z_score", "noise"], small_params(backend=backend, heads=heads, early_stopping_rounds=0, n_estimators=20))
+    fig = blended.training_metrics["blend"]
+    assert fig["ranker_beats_best_source"] is False and fig["best_source"] == "z_score" and blended.blend is not None
+    assert _ndcg(val, blended.predict(val)) > _ndcg(val, blended.predict_ranker_alone(val))
+    reloaded = load(save(blended, tmp_path / "blended"))
+    np.testing.assert_allclose(reloaded.predict(val), blended.predict(val))
 
 
 def test_base_feature_is_ignored_for_the_binary_objective(frame: pd.DataFrame) -> None:
