@@ -54,6 +54,7 @@ TRAIN_STAGES: tuple[str, ...] = (
     "embeddings",
     "candidates",
     "ranking",
+    "tune",  # the chosen hyper-parameters (data/tuning/pipeline.json) the evaluation applies
     "evaluate",
     "drift",  # the drift verdict: evidence the offline gate requires
 )

@@ -47,7 +47,7 @@ def test_train_recommender_graph(dagbag) -> None:  # type: ignore[no-untyped-def
     assert [t.task_id for t in dag.topological_sort()] == order
     assert _edges(dag) == set(itertools.pairwise(order))
     assert TRAIN_STAGES[1:] == ("ingest", "preprocess", "features", "feast_apply", "materialize",
-                                "embeddings", "candidates", "ranking", "evaluate", "drift")
+                                "embeddings", "candidates", "ranking", "tune", "evaluate", "drift")
     register = dag.get_task("register_candidate")
     assert [o.name for o in register.outlets] == [MODEL_ASSET_NAME]
     # scheduled daily and by the drift monitor's retrain request
