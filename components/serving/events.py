@@ -188,6 +188,7 @@ class EventSink:
         self._lock = threading.Lock()
         self.listeners: list[Callable[[pd.DataFrame], None]] = []  # e.g. the online-update buffer
         self.replayed_seq: int | None = None  # the last batch :meth:`replay` read
+        self.push_failures = 0  # batches whose real-time push to the online store failed (stored all the same)
 
     def accept(self, records: Sequence[Any], now: pd.Timestamp) -> BatchResult:
         """Check, store (all or nothing, see the module doc) and push one posted batch."""
@@ -298,7 +299,12 @@ class EventSink:
         now_s = int(now.timestamp())
         rows = pd.DataFrame([self.realtime.row(u, now_s) for u in touched if u in self.realtime])
         if self.push is not None:
-            self.push(rows)
+            try:
+                self.push(rows)
+            except Exception as exc:  # the events are committed: an online-store outage must not refuse them
+                self.push_failures += 1
+                log.warning("real-time features of %d users not pushed (%s: %s); the events are stored", len(rows), type(exc).__name__, exc)
+                return 0
         return len(rows)
 
 

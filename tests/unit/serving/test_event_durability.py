@@ -215,3 +215,17 @@ def test_two_real_processes_store_each_id_once(tmp_path: Path) -> None:
     ids = stream_ids(tmp_path)
     assert len(ids) == len(set(ids)) == 102
     assert sum(a for a, _ in got) == 102 and sum(d for _, d in got) == 160 - 102
+
+
+def test_an_online_store_outage_keeps_the_batch_and_answers_it(tmp_path: Path) -> None:
+    """The real-time push fails after the commit: the batch is still answered as accepted (a
+    500 would make the client retry a batch that is already stored) and the events are there."""
+
+    def broken_push(rows: pd.DataFrame) -> None:
+        raise RuntimeError("push source not found")
+
+    s = EventSink(DataPaths(tmp_path), key=KEY, limits=LIMITS, known_content={"c1", "c2"}, push=broken_push)
+    r = s.accept(three_days(), NOW)
+    assert (r.accepted, r.users_updated) == (9, 0) and r.reconciles()
+    assert s.push_failures == 1
+    assert stream_ids(tmp_path) == [f"e{i}" for i in range(9)]
