@@ -128,13 +128,20 @@ def _evaluate(paths: DataPaths) -> list[str]:
         if "pipeline" in models:
             best = ev.get("best_baseline", "")
             half = ev.get("intervals", {})
+            n = ev.get("repeats", 1)
+
             lines.append(
                 f"evaluate    {ev.get('dataset', '?')} ({ev.get('protocol', '?')}): NDCG@10 pipeline "
-                f"{models['pipeline']['ndcg@10']:.4f} ± {half.get('pipeline', {}).get('ndcg@10', 0.0):.4f} vs best baseline "
-                f"{best} {models.get(best, {}).get('ndcg@10', float('nan')):.4f} ± {half.get(best, {}).get('ndcg@10', 0.0):.4f} "
-                f"(95 % over {ev.get('repeats', 1)} repeats)"
+                f"{_ndcg(models, half, 'pipeline', n)} vs best baseline {best} {_ndcg(models, half, best, n)} "
+                + (f"(95 % over {n} repeats)" if n > 1 else "(one repeat, no interval: evaluate.repeats)")
             )
     return lines
+
+
+def _ndcg(models: dict[str, Any], half: dict[str, Any], model: str, repeats: int) -> str:
+    """NDCG@10's mean, with its 95 % half-width when there are repeats."""
+    value = f"{models.get(model, {}).get('ndcg@10', float('nan')):.4f}"
+    return value + (f" ± {half.get(model, {}).get('ndcg@10', 0.0):.4f}" if repeats > 1 else "")
 
 
 def _drift(paths: DataPaths) -> list[str]:
