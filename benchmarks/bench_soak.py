@@ -7,7 +7,9 @@ user sampling are :mod:`benchmarks.bench_serving`'s), measures its feed capacity
 mixed traffic for ``--minutes``: ``GET /v1/recommend`` paced at ``--load`` of that capacity
 over keep-alive connections, and ``POST /v1/events`` batches (views, likes, complete views,
 skips of catalogue contents by known users, fresh event ids) at ``--event-batches-per-s``.
-Traffic goes to 127.0.0.1 only and stops by itself.
+Traffic goes to 127.0.0.1 only and stops by itself. The posted events are real: they land in
+the project's stream (``data/stream/events``), which the next ``ingest`` reads, so soak a
+scratch copy of the project (``--root``), not the one you train from.
 
 Every ``--sample-s`` it records, over the window just ended: p99 latency of feeds and of event
 posts, errors; the server processes' RSS and anonymous RSS (``RssAnon``: heap, not the
