@@ -294,7 +294,12 @@ def test_redis_outage_degrades_and_recovers(project: Path, tmp_path: Path) -> No
             time.sleep(2.5)  # serving.store_retry_s: the circuit closes again
             back = httpx.get(f"{base}/v1/recommend", params={"user_id": user, "k": 5}).json()
             assert back["degraded"] is False and back["arm"] == "production"
-            assert httpx.get(f"{base}/readyz").status_code == 200
+            # /readyz runs one probe at a time on its own thread: a probe started during the
+            # outage may still answer the first call after it, so readiness gets a few seconds
+            deadline = time.monotonic() + 10
+            while (code := httpx.get(f"{base}/readyz").status_code) != 200 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert code == 200
     finally:
         redis.terminate()
         redis.wait(timeout=20)
