@@ -33,9 +33,7 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -46,12 +44,7 @@ import numpy as np
 import psutil
 
 from components.core.catalog import PROJECT_ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from components.serving.process import ServerStartError, spawn, stop_process
 
 
 def _users(root: Path, n: int, seed: int) -> tuple[list[str], str]:
@@ -197,42 +190,20 @@ def _processes(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
 def start_server(root: Path, workers: int, log_name: str, extra_env: dict[str, str] | None = None, timeout_s: float = 900) -> tuple[subprocess.Popen[bytes], int, float, Path]:
     """``python -m components.serving.app`` with ``workers`` processes on a free port of 127.0.0.1
     over ``root``, once ``/readyz`` answers 200: (process, port, seconds to ready, log path)."""
-    import httpx
-
-    port = _free_port()
-    env = {**os.environ, "RECO_PROJECT_ROOT": str(root), "HOST": "127.0.0.1", "PORT": str(port), "RECO_WORKERS": str(workers), **(extra_env or {})}
-    env.setdefault("RECO_DEMO", "1")
-    log_path = root / "data" / "logs" / log_name  # git-ignored (data/)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "components.serving.app"], env=env, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
-    t_start = time.monotonic()
+    env = {"RECO_WORKERS": str(workers), **(extra_env or {})}
+    if "RECO_DEMO" not in env and "RECO_DEMO" not in os.environ:
+        env["RECO_DEMO"] = "1"
+    logs = root / "data" / "logs"  # git-ignored (data/)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited during start-up (see {log_path})")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > t_start + timeout_s:
-                raise SystemExit(f"the server was not ready in {timeout_s:.0f} s (see {log_path})")
-            time.sleep(0.5)
-    except BaseException:
-        stop_server(proc)
-        raise
-    return proc, port, time.monotonic() - t_start, log_path
+        server = spawn(root, env, logs, name=log_name.removesuffix(".log"), probe="/readyz", timeout_s=timeout_s, cwd=PROJECT_ROOT)
+    except ServerStartError as err:
+        raise SystemExit(str(err)) from None
+    return server.proc, server.port, server.ready_s, server.log
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after 30 s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=30)
+    stop_process(proc, grace_s=30.0)
 
 
 def main(argv: list[str] | None = None) -> int:

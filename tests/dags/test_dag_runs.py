@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from components.orchestration import MODEL_ASSET_NAME, TRAIN_STAGES
+from components.serving.process import free_port
 from tests.fixtures.tiny_project import lock_outs, make_project, tool_env
 
 pytestmark = pytest.mark.slow
@@ -152,12 +153,6 @@ def test_promote_dag_takes_the_first_model_to_production(ran: dict) -> None:
     assert registry.check() == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def postgres_airflow(ran: dict, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A fresh Postgres metadata database, LocalExecutor, and an execution API on 127.0.0.1."""
@@ -166,7 +161,7 @@ def postgres_airflow(ran: dict, tmp_path: Path) -> Iterator[dict[str, str]]:
     admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
     admin.autocommit = True
     admin.cursor().execute(f"CREATE DATABASE {name}")
-    port = _free_port()
+    port = free_port()
     env = _airflow_env(
         ran["project"], tmp_path,
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}",
