@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,12 +41,14 @@ import pandas as pd
 
 from components.core.catalog import DataPaths
 from components.core.config import Params, stage_context
+from components.core.integrity import IntegrityError
 from components.core.io import atomic_write_parquet
 from components.core.verdict import INSUFFICIENT_EVIDENCE, Check, Verdict, missing, write_verdict
 from components.deploy.gates.canary import canary_gate
 from components.deploy.gates.common import PromoteParams, promotion_verdict
 from components.deploy.gates.offline import offline_gate
 from components.deploy.gates.shadow import shadow_gate
+from components.deploy.transitions import RegistryError
 
 if TYPE_CHECKING:
     from components.deploy.registry import ModelRegistry
@@ -308,11 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params, paths = stage_context(args)
     now = datetime.now(UTC)
-    verdicts = (
-        run_all(params, paths, version=args.version, now=now)
-        if args.gate == "all"
-        else [run_gate(args.gate, params, paths, version=args.version, now=now)]
-    )
+    try:
+        verdicts = (
+            run_all(params, paths, version=args.version, now=now)
+            if args.gate == "all"
+            else [run_gate(args.gate, params, paths, version=args.version, now=now)]
+        )
+    except (IntegrityError, RegistryError) as exc:  # e.g. a model registered before its files had hashes
+        print(f"{args.gate} gate could not judge: a model's artefact was refused: {exc}", file=sys.stderr)
+        print("re-register the model (python -m components.deploy.registry register) or train it again")
+        return EXIT_COULD_NOT_JUDGE
     for v in verdicts:
         print(f"{v.gate:8s} {v.details.get('candidate') or '-':>16s}  {v.decision:8s} {v.reason}")
     code = exit_code(verdicts[-1])

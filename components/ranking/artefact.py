@@ -125,8 +125,9 @@ def load(directory: Path, *, predict_threads: int = 1) -> RankerModel:
         blend=BlendSpec(**manifest["blend"]) if manifest.get("blend") else None,
     )
     if model.version != manifest["version"]:
-        raise ValueError(
-            f"{directory}: content hash {model.version} does not match version {manifest['version']}"
+        raise IntegrityError(
+            f"{directory}: content hash {model.version} does not match version {manifest['version']} "
+            "(changed after it was saved, or saved by code that hashed models differently): refused to load"
         )
     logger.info("loaded ranker %s from %s", model.version, directory)
     return model

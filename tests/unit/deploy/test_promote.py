@@ -400,6 +400,22 @@ def test_promote_all_exits_non_zero_when_a_gate_could_not_judge(project: DataPat
         assert reg.deployment().production.version == cand
 
 
+def test_promote_all_says_which_artefact_was_refused_and_exits_4(project: DataPaths, models, capsys) -> None:
+    # a registered candidate whose files changed after registration (or whose hashes came from
+    # older code): a clear "could not judge", not a traceback, and the registry is untouched
+    cand = _register(project, models["good"], 0)
+    with ModelRegistry(project) as reg:
+        folder = reg.artefact_dir(cand)
+        revision = reg.revision()
+    victim = next(p for p in sorted(folder.iterdir()) if p.name not in ("manifest.json", "sha256sums.json"))
+    victim.write_bytes(victim.read_bytes() + b" ")
+    assert _cli(project, "all") == 4
+    err = capsys.readouterr().err
+    assert "artefact was refused" in err and cand in err
+    with ModelRegistry(project) as reg:
+        assert reg.get(cand).stage == "candidate" and reg.revision() == revision
+
+
 def test_promote_all_exits_3_when_a_gate_judged_against(project: DataPaths, models) -> None:
     prod = _register(project, models["good"], 0)
     _to_production(project, prod)
