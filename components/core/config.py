@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from components.core.catalog import DataPaths
 from components.core.section import ConfigError, IsoDate, Overrides, Section, Seed, error_lines
 from components.core.sections_batch import (
+    TRAINING_SET_KEYS,
     Base,
     BroughtSplit,
     CandidateEvaluation,
@@ -54,6 +55,7 @@ from components.core.sections_batch import (
     Tuning,
 )
 from components.core.sections_live import (
+    ARM_KEYS,
     CanaryGate,
     Experiment,
     ExperimentArm,
@@ -69,9 +71,11 @@ from components.core.sections_live import (
 )
 
 __all__ = [
+    "ARM_KEYS",
     "DATASETS",
     "DEFAULT_PARAMS",
     "OVERRIDABLE",
+    "TRAINING_SET_KEYS",
     "Base",
     "BroughtSplit",
     "CanaryGate",
