@@ -112,3 +112,24 @@ def atomic_write_numpy(path: Path, array: np.ndarray) -> Path:
             np.save(fh, array, allow_pickle=False)
 
     return atomic_write(path, write)
+
+
+#: the folder, next to a log's files, that unreadable ones are moved into
+QUARANTINE_DIR = "quarantine"
+
+
+def quarantine_file(path: Path, reason: str, *, at_s: float | None = None) -> Path:
+    """Move the unreadable file ``path`` into ``quarantine/`` next to it, with
+    ``<name>.reason.json`` saying why and when, so that one bad file neither fails every later
+    reader nor disappears; returns its new path."""
+    import time
+
+    folder = path.parent / QUARANTINE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    record = {"file": path.name, "reason": reason, "at_s": time.time() if at_s is None else at_s}
+    atomic_write_json(folder / f"{path.name}.reason.json", record)
+    os.replace(path, target)
+    fsync_dir(path.parent)
+    fsync_dir(folder)
+    return target

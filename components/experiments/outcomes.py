@@ -9,12 +9,15 @@ every test."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from components.ranking.labels import join_outcomes
+
+log = logging.getLogger(__name__)
 
 #: per-user metrics an experiment or gate can test
 METRICS: tuple[str, ...] = ("engagement_rate", "negative_rate", "impressions", "requests")
@@ -26,12 +29,23 @@ IMPRESSION_COLUMNS: tuple[str, ...] = (
 
 def read_impression_log(folder: Path, columns: Sequence[str] = IMPRESSION_COLUMNS) -> pd.DataFrame:
     """Every impression log file under ``folder`` (empty frame with ``columns`` when none).
-    An unreadable file raises: an analysis of a silently partial log would be biased."""
+
+    An unreadable file (torn by a crash, damaged on disk) is moved to ``quarantine/`` with its
+    reason and logged as an error, so it cannot stop every later gate, monitor and KPI run. A
+    file is a slice of time holding every arm's impressions, so leaving it out shrinks the
+    sample without favouring an arm; the error names the file."""
     import pyarrow.parquet as pq
+
+    from components.core.io import quarantine_file
 
     parts = []
     for path in sorted(Path(folder).glob("impressions-*.parquet")):
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # any reader failure: the file's bytes are not a Parquet table
+            target = quarantine_file(path, f"{type(exc).__name__}: {exc}")
+            log.error("impression log %s is unreadable (%s): moved to %s, left out of this analysis", path.name, exc, target)
+            continue
         parts.append(table.select([c for c in columns if c in table.column_names]).to_pandas())
     if not parts:
         return pd.DataFrame(columns=list(columns))

@@ -11,8 +11,6 @@ production's ``feature_cols`` by name.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,13 +18,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from components.core.io import atomic_write_json, fsync_dir
+from components.core.io import quarantine_file
 from components.ranking.labels import join_outcomes
 
 log = logging.getLogger(__name__)
 
 #: where unreadable impression files go (under the impression log's folder), with a reason
-QUARANTINE_DIR = "quarantine"
 
 #: event columns the outcome join reads (``watch_ratio`` only when the events carry it)
 EVENT_COLUMNS: tuple[str, ...] = ("user_id", "content_id", "event_type", "timestamp", "watch_ratio")
@@ -183,13 +180,8 @@ def read_impressions(
 
 def quarantine_impressions(path: Path, reason: str) -> Path:
     """Move the unreadable impression file ``path`` into ``quarantine/`` next to it, with
-    ``<name>.reason.json`` saying why and when; returns its new path."""
-    folder = path.parent / QUARANTINE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    atomic_write_json(folder / f"{path.name}.reason.json", {"file": path.name, "reason": reason, "at_s": time.time()})
-    os.replace(path, target)
-    fsync_dir(path.parent)
-    fsync_dir(folder)
+    ``<name>.reason.json`` saying why and when (:func:`~components.core.io.quarantine_file`);
+    returns its new path."""
+    target = quarantine_file(path, reason)
     log.error("impression log %s is unreadable (%s): moved to %s", path.name, reason, target)
     return target
