@@ -28,8 +28,12 @@ fall behind schedule are sent at once, not dropped).
     .venv/bin/python -m benchmarks.bench_soak --root /tmp/copy --minutes 95 --judge-from-min 65 --json soak.json
 
 Each worker keeps one hour of each user's events (the real-time windows), so its memory fills
-for the first hour of traffic by design; ``--judge-from-min`` past that hour compares steady
-state with steady state, while ``--json`` keeps every window, the filling ones included.
+for the first hour of traffic by design. Two ways to compare steady state with steady state:
+``--backfill-min 60`` posts the past hour's events (at the soak's event rate, timestamps spread
+over that hour) before the warm-up, so the windows start full and then turn over; or a run
+longer than an hour with ``--judge-from-min`` past it. ``--json`` keeps every window.
+
+    .venv/bin/python -m benchmarks.bench_soak --root /tmp/copy --backfill-min 60 --minutes 40 --judge-from-min 10
 """
 
 from __future__ import annotations
@@ -153,6 +157,38 @@ def _events_request(users: list[str], contents: list[str], size: int, seed: int)
         return head + body
 
     return make
+
+
+def backfill(port: int, users: list[str], contents: list[str], args: argparse.Namespace) -> dict[str, float]:
+    """Post ``--backfill-min`` minutes of past events at the soak's event rate (timestamps spread
+    evenly over that span, oldest first, ``--backfill-batch`` per post), so that the workers'
+    one-hour real-time windows hold what they hold at steady state before the soak starts
+    instead of filling during it. Returns what was posted and how long it took."""
+    import httpx
+
+    rng = random.Random(args.seed + 7)
+    span_s = args.backfill_min * 60.0
+    total = int(args.event_batches_per_s * args.event_batch * span_s)
+    t_end = time.time() - 5.0
+    stamps = sorted(t_end - rng.uniform(0.0, span_s) for _ in range(total))
+    run = f"soak-backfill-{int(t_end)}"
+    t0, accepted = time.monotonic(), 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": API_KEY}, timeout=120) as client:
+        for b in range(0, total, args.backfill_batch):
+            events = []
+            for i, ts in enumerate(stamps[b : b + args.backfill_batch], start=b):
+                kind = rng.choice(EVENT_TYPES)
+                ev: dict[str, Any] = {"event_id": f"{run}-{i}", "event_type": kind, "user_id": rng.choice(users),
+                                      "content_id": rng.choice(contents),
+                                      "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + "+00:00"}
+                if kind == "view":
+                    ev["watch_duration_s"] = round(rng.uniform(1.0, 30.0), 1)
+                events.append(ev)
+            r = client.post("/v1/events", json={"events": events})
+            if r.status_code != 200:
+                raise SystemExit(f"backfill: HTTP {r.status_code}: {r.text[:300]}")
+            accepted += int(r.json()["accepted"])
+    return {"events": float(total), "accepted": float(accepted), "seconds": time.monotonic() - t0}
 
 
 def _feed_ok(status: int, body: bytes) -> bool:
@@ -305,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fds", type=float, default=16.0)
     parser.add_argument("--poll-ratio", type=float, default=2.0)
     parser.add_argument("--json", type=Path, help="also write every window's figures here")
+    parser.add_argument("--backfill-min", type=float, default=0.0,
+                        help="before the warm-up, post this many minutes of past events at the soak's event rate "
+                             "(60 fills the one-hour real-time windows to their steady-state size at once)")
+    parser.add_argument("--backfill-batch", type=int, default=1000, help="events per backfill post")
     parser.add_argument("--judge-from-min", type=float, default=0.0,
                         help="the start of the comparison: the first window ending at or after this minute "
                              "(state bounded by a time window, like the one hour of real-time events, fills first)")
@@ -331,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{cap['errors']} errors) -> {feed_rate:.1f} feeds/s ({args.load:.0%}) over {args.connections} connections "
               f"+ {args.event_batches_per_s:g} event posts/s x {args.event_batch} events; warm-up {args.warmup_s:.0f} s, "
               f"then {args.minutes:g} min sampled every {args.sample_s:.0f} s (server log {log_path})", flush=True)
+        if args.backfill_min > 0:
+            bf = backfill(port, users, contents, args)
+            print(f"backfill: {bf['accepted']:,.0f} of {bf['events']:,.0f} events of the past {args.backfill_min:g} min "
+                  f"accepted in {bf['seconds']:.0f} s", flush=True)
         if args.warmup_s > 0:
             run_traffic(port, users, contents, args, feed_rate, args.warmup_s, Traffic())
             probe.sample()  # take the warm-up's events
