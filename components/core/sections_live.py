@@ -81,6 +81,9 @@ class Serving(Section):
     stream_seen_per_user: int = Field(gt=0)
     #: impression rows kept in memory while the disk refuses writes (beyond: the oldest are dropped, counted)
     log_buffer_max: int = Field(gt=0)
+    #: hours a committed event id stays in the commit log (refused again as a duplicate by the
+    #: API); older ids are pruned so the log stops growing; ``ingest`` dedupes by id for good
+    dedupe_retention_h: float = Field(gt=0)
 
 
 class OnlineUpdateOptions(Section):

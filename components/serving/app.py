@@ -430,6 +430,7 @@ def build_state(
         push=lambda rows: push_user_realtime(store, rows),
         last_n_viewed=cfg.features.last_n_viewed,
         realtime_users=serving.stream_users,
+        dedupe_retention_s=serving.dedupe_retention_h * 3600.0,
     )
     # the streamed state (seen sets, moderation, interest, real-time windows, duplicate ids)
     # comes back from the stream; then the follower takes what other workers add

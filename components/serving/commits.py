@@ -13,6 +13,10 @@ leaves an uncommitted staging folder that start-up deletes; after it the staged 
 complete and start-up moves them into place if the process died first); then the staged folder
 is renamed into ``data/stream/events/<batch>/`` in one step. Readers take only committed
 batches (:meth:`CommitLog.since`), so nobody sees part of a batch.
+
+Ids are kept for ``serving.dedupe_retention_h`` after their batch's commit and then pruned
+(:meth:`CommitLog.forget_ids`, indexed by batch), so the log grows with a week of traffic, not
+with all of it; the batch rows themselves (one per batch) stay.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ CREATE TABLE IF NOT EXISTS event_ids (
     event_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_ids_by_seq ON event_ids (seq);
 """
 #: ids per ``IN (...)`` query (below SQLite's default bound of host parameters)
 _CHUNK = 500
@@ -120,6 +125,25 @@ class CommitLog:
         with self._lock:
             row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM batches").fetchone()
         return int(row[0])
+
+    def forget_ids(self, committed_before_s: float) -> int:
+        """Prune the ids of the batches committed before ``committed_before_s`` (the batch rows
+        stay: one small row each, which start-up recovery reads); returns the ids removed. A
+        retried event older than that is stored again by the API and dropped by ``ingest``,
+        which dedupes by event id over everything it stores."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "DELETE FROM event_ids WHERE seq <= "
+                    "(SELECT COALESCE(MAX(seq), 0) FROM batches WHERE committed_s < ?)",
+                    (float(committed_before_s),),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return int(cur.rowcount)
 
     def count_ids(self) -> int:
         with self._lock:

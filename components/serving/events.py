@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ONE_HOUR_S = 3600
+#: how often a sink prunes old event ids from the commit log (``serving.dedupe_retention_h``)
+PRUNE_EVERY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class EventSink:
         last_n_viewed: int = 20,
         remember_ids: int = 1_000_000,
         realtime_users: int = 20_000,
+        dedupe_retention_s: float | None = None,
     ) -> None:
         from components.serving.batches import StreamStore
 
@@ -189,6 +192,21 @@ class EventSink:
         self.listeners: list[Callable[[pd.DataFrame], None]] = []  # e.g. the online-update buffer
         self.replayed_seq: int | None = None  # the last batch :meth:`replay` read
         self.push_failures = 0  # batches whose real-time push to the online store failed (stored all the same)
+        self.dedupe_retention_s = dedupe_retention_s  # None: ids stay in the commit log for good
+        self._next_prune_s = 0.0
+
+    def prune_ids(self, now_s: float | None = None) -> int:
+        """At most every ``PRUNE_EVERY_S``: drop from the commit log the ids committed more than
+        ``dedupe_retention_s`` ago (:meth:`~components.serving.commits.CommitLog.forget_ids`);
+        returns how many went."""
+        now_s = time.time() if now_s is None else now_s
+        if self.dedupe_retention_s is None or now_s < self._next_prune_s:
+            return 0
+        self._next_prune_s = now_s + PRUNE_EVERY_S
+        removed = self.store.log.forget_ids(now_s - self.dedupe_retention_s)
+        if removed:
+            log.info("commit log: %d event ids older than %.0f h pruned", removed, self.dedupe_retention_s / 3600)
+        return removed
 
     def accept(self, records: Sequence[Any], now: pd.Timestamp) -> BatchResult:
         """Check, store (all or nothing, see the module doc) and push one posted batch."""
@@ -200,6 +218,7 @@ class EventSink:
             log.info("dropped %d unknown event keys, e.g. %s", decoded.dropped_keys, list(decoded.dropped_names))
         frame = decoded.frame
         with self._lock:
+            self.prune_ids()
             uploads = uploads_in(frame) if len(frame) else set()
             outcome = next(
                 iter(process_drops([decoded], known_content=self.known_content | uploads, key=self.key, now=now, limits=self.limits))

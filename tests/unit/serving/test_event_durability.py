@@ -229,3 +229,38 @@ def test_an_online_store_outage_keeps_the_batch_and_answers_it(tmp_path: Path) -
     assert (r.accepted, r.users_updated) == (9, 0) and r.reconciles()
     assert s.push_failures == 1
     assert stream_ids(tmp_path) == [f"e{i}" for i in range(9)]
+
+
+def test_event_ids_older_than_the_retention_leave_the_commit_log(tmp_path: Path) -> None:
+    """The commit log keeps ids for ``serving.dedupe_retention_h`` after their commit, then
+    prunes them (every PRUNE_EVERY_S at most), so it grows with the retention, not the stream."""
+    import time
+
+    from components.serving.events import PRUNE_EVERY_S
+
+    s = EventSink(DataPaths(tmp_path), key=KEY, limits=LIMITS, known_content={"c1"}, dedupe_retention_s=3600.0)
+    old = [ev(i) for i in range(5)]
+    s.accept(old, NOW)
+    t_old = time.time()
+    assert s.prune_ids(t_old) == 0  # nothing is an hour old yet
+    s.accept([ev(i) for i in range(5, 8)], NOW)
+    assert s.store.log.count_ids() == 8
+    # an hour and a bit later (the next prune is due): the first batch's ids are forgotten, and
+    # the second's, committed after it, too; the batches stay listed for recovery
+    later = t_old + 3600.0 + PRUNE_EVERY_S + 1.0
+    assert s.prune_ids(later) == 8
+    assert s.store.log.count_ids() == 0 and len(s.store.log.names()) == 2
+    assert s.prune_ids(later + 1.0) == 0  # not due again before PRUNE_EVERY_S
+    # a fresh sink (a restart) no longer refuses a pruned id: ingest's dedupe by id has the last word
+    r = sink_at(tmp_path).accept([old[0]], NOW)
+    assert r.accepted == 1 and r.duplicates == 0
+
+
+def test_ids_within_the_retention_are_still_refused_after_a_prune(tmp_path: Path) -> None:
+    import time
+
+    s = EventSink(DataPaths(tmp_path), key=KEY, limits=LIMITS, known_content={"c1"}, dedupe_retention_s=3600.0)
+    s.accept([ev(i) for i in range(3)], NOW)
+    assert s.prune_ids(time.time() + 1800.0) == 0  # half an hour later: all within the retention
+    r = sink_at(tmp_path).accept([ev(0), ev(9)], NOW)
+    assert (r.accepted, r.duplicates) == (1, 1)
