@@ -1,59 +1,69 @@
 """Duplicate detection over a long run: the cost of one 10k-event batch as the ids stream past.
 
-Compares the event sink's :class:`~components.serving.events.RecentIds` (an ``OrderedDict``)
-with the plain-dict eviction it replaced (``d.pop(next(iter(d)))``, which rescans the deleted
-slots at the dict's front on every call), both remembering the last ``--remember`` ids, and
-prints seconds per batch after every ``--report`` ids. In memory only; no server.
+The event sink's duplicate detection is the stream's commit log
+(:class:`~components.serving.commits.CommitLog`: a SQLite unique index shared by the workers
+and kept across restarts). For every ``--batch`` of new ids this times what a posted batch
+pays under the commit lock: the lookup of its ids (``known``, with one id in ten a repeat of
+an earlier batch, as a client's retry would send) and the insert of the new ones; every
+``--report`` ids it prints both, the ids held and the database's size on disk. With
+``--retention-batches`` the ids of all but the last that many batches are pruned
+(:meth:`~components.serving.commits.CommitLog.forget_ids`, what ``serving.dedupe_retention_h``
+does by commit time), showing that the log then stops growing. Runs in a temporary folder;
+no server.
 
-    .venv/bin/python -m benchmarks.bench_event_dedupe --remember 1000000 --ids 2000000
+    .venv/bin/python -m benchmarks.bench_event_dedupe --ids 2000000
+    .venv/bin/python -m benchmarks.bench_event_dedupe --ids 2000000 --retention-batches 50
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import tempfile
 import time
+from pathlib import Path
 
-from components.serving.events import RecentIds
+from components.serving.commits import CommitLog
 
 
-def _plain_dict(capacity: int) -> tuple[dict[str, None], object]:
-    seen: dict[str, None] = {}
-
-    def add_all(ids: list[str]) -> None:
-        for eid in ids:
-            seen[eid] = None
-        while len(seen) > capacity:
-            seen.pop(next(iter(seen)))
-
-    return seen, add_all
+def _size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--remember", type=int, default=1_000_000)
-    ap.add_argument("--ids", type=int, default=1_500_000)
+    ap.add_argument("--ids", type=int, default=2_000_000)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--report", type=int, default=250_000)
+    ap.add_argument("--retention-batches", type=int, default=0, help="0: keep every id")
+    ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args(argv)
-
-    recent = RecentIds(args.remember)
-    plain, plain_add = _plain_dict(args.remember)
-    print(f"remember {args.remember:,} ids; batches of {args.batch:,}; seconds per batch")
-    print(f"{'ids seen':>10} {'RecentIds':>10} {'plain dict':>11}")
-    n = 0
-    while n < args.ids:
-        batch = [f"e{n + i:09d}" for i in range(args.batch)]
-        t0 = time.perf_counter()
-        recent.add_all(batch)
-        t1 = time.perf_counter()
-        plain_add(batch)  # type: ignore[operator]
-        t2 = time.perf_counter()
-        n += args.batch
-        if n % args.report == 0:
-            print(f"{n:>10,} {t1 - t0:>10.4f} {t2 - t1:>11.4f}", flush=True)
-    assert len(recent) == len(plain) == min(n, args.remember)
-    assert f"e{n - 1:09d}" in recent
-    assert n <= args.remember or "e000000000" not in recent
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "commits.sqlite"
+        log = CommitLog(db)
+        print(f"commit log dedupe; batches of {args.batch:,} ids (10 % repeats); seconds per batch"
+              + (f"; ids of the last {args.retention_batches} batches kept" if args.retention_batches else "; every id kept"))
+        print(f"{'ids posted':>11} {'lookup s':>9} {'insert s':>9} {'ids held':>10} {'db MB':>7}")
+        n, batch_no, clock = 0, 0, 0.0
+        while n < args.ids:
+            fresh = [f"e{n + i:010d}" for i in range(args.batch)]
+            repeats = [f"e{rng.randrange(n):010d}" for _ in range(args.batch // 10)] if n else []
+            t0 = time.perf_counter()
+            with log.writing() as tx:
+                stored = tx.known(fresh + repeats)
+                t1 = time.perf_counter()
+                tx.add(f"b{batch_no}", "bench", [e for e in fresh if e not in stored], committed_s=clock)
+            t2 = time.perf_counter()
+            assert len(stored) <= len(repeats)
+            n += args.batch
+            batch_no += 1
+            clock += 1.0
+            if args.retention_batches:
+                log.forget_ids(clock - args.retention_batches)
+            if n % args.report == 0:
+                print(f"{n:>11,} {t1 - t0:>9.4f} {t2 - t1:>9.4f} {log.count_ids():>10,} {_size_mb(db):>7.1f}", flush=True)
+        log.close()
     return 0
 
 

@@ -135,32 +135,6 @@ class RealtimeFeatures:
         }
 
 
-class RecentIds:
-    """The most recent ``capacity`` ids (duplicate detection across batches): O(1) membership,
-    insertion and eviction of the oldest. An ``OrderedDict``, because evicting from a plain
-    dict with ``d.pop(next(iter(d)))`` rescans the deleted slots at its front on every call: in
-    ``benchmarks/bench_event_dedupe.py`` a 10k-id batch went from 0.002 s to 0.3-0.7 s once 1M
-    ids had passed (this: 0.006 s)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = int(capacity)
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, event_id: object) -> bool:
-        return event_id in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add_all(self, event_ids: Iterable[str]) -> None:
-        """Remember ``event_ids``, forgetting the oldest beyond the capacity."""
-        ids = self._ids
-        for eid in event_ids:
-            ids[eid] = None
-        while len(ids) > self.capacity:
-            ids.popitem(last=False)
-
-
 class EventSink:
     """Validate, store and push one batch of posted events at a time (thread-safe)."""
 
@@ -173,7 +147,6 @@ class EventSink:
         known_content: set[str],
         push: Callable[[pd.DataFrame], None] | None = None,
         last_n_viewed: int = 20,
-        remember_ids: int = 1_000_000,
         realtime_users: int = 20_000,
         dedupe_retention_s: float | None = None,
     ) -> None:
@@ -187,7 +160,6 @@ class EventSink:
         self.realtime = RealtimeFeatures(last_n_viewed, realtime_users)
         self.store = StreamStore(paths)
         self.writer_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # names this sink's batches
-        self._seen = RecentIds(remember_ids)  # recent ids: the commit log is asked about the rest
         self._lock = threading.Lock()
         self.listeners: list[Callable[[pd.DataFrame], None]] = []  # e.g. the online-update buffer
         self.replayed_seq: int | None = None  # the last batch :meth:`replay` read
@@ -226,13 +198,14 @@ class EventSink:
             errors = [
                 EventError(int(q["record_no"]) - 1, str(q["reason"]), str(q["detail"])) for _, q in outcome.quarantine.iterrows()
             ]
-            ids = outcome.events["event_id"].to_pylist()
-            done = self.store.commit(outcome.events, outcome.quarantine, self.writer_id, known=[e for e in ids if e in self._seen])
+            # duplicates: the commit log's unique index (shared by the workers, kept across
+            # restarts) is the one place asked; an in-memory cache of recent ids saved no lookup
+            # (new ids are looked up anyway) and cost ~170 bytes an id, up to 170 MB a worker
+            done = self.store.commit(outcome.events, outcome.quarantine, self.writer_id)
             self.known_content |= uploads
             events = done.events
             if done.duplicates:
                 errors += _duplicate_errors(frame, outcome.quarantine, done.duplicates)
-            self._seen.add_all(events["event_id"].to_pylist())
             updated = self._update_realtime(events, now)
         duplicates = sum(e.reason == "duplicate_event_id" for e in errors)
         result = BatchResult(
@@ -258,8 +231,8 @@ class EventSink:
         return self.store.recover()
 
     def replay(self, listeners: Iterable[Callable[[pd.DataFrame], None]] = ()) -> int:
-        """Start-up: fold every committed batch, in commit order, into this sink's duplicate
-        cache and real-time windows and hand it to ``listeners`` (the engine's seen sets,
+        """Start-up: fold every committed batch, in commit order, into this sink's real-time
+        windows and hand it to ``listeners`` (the engine's seen sets,
         moderation and interest), so a restart loses no streamed state. Returns the events read."""
         listeners = list(listeners)
         n = 0
@@ -291,7 +264,6 @@ class EventSink:
             return
         table = pa.Table.from_pandas(events, preserve_index=False)
         with self._lock:
-            self._seen.add_all(table["event_id"].to_pylist() if "event_id" in table.column_names else [])
             self._update_realtime(table, pd.Timestamp.now(tz="UTC"), push=False)
         for listener in listeners:
             listener(events)

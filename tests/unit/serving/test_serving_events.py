@@ -136,13 +136,3 @@ def test_workers_follow_each_others_events(tmp_path: Path) -> None:
     assert pushed_b[-1].iloc[0]["rt_events_1h"] == 3
     assert follow_a.poll() == 1 and len(seen_a) == 2
 
-
-def test_recent_ids_keep_the_newest_and_forget_the_oldest() -> None:
-    from components.serving.events import RecentIds
-
-    ids = RecentIds(3)
-    ids.add_all(["a", "b"])
-    ids.add_all(["c", "d", "e"])
-    assert len(ids) == 3 and [x in ids for x in "abcde"] == [False, False, True, True, True]
-    ids.add_all([])
-    assert len(ids) == 3
