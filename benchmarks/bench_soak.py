@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill-min", type=float, default=0.0,
                         help="before the warm-up, post this many minutes of past events at the soak's event rate "
                              "(60 fills the one-hour real-time windows to their steady-state size at once)")
+    parser.add_argument("--trace-s", type=float, default=0.0,
+                        help="RECO_TRACEMALLOC_S for the server: each worker logs its memory growth by source line "
+                             "this often (costs CPU on every allocation; for finding what grows, not for the latency figures)")
     parser.add_argument("--backfill-batch", type=int, default=1000, help="events per backfill post")
     parser.add_argument("--judge-from-min", type=float, default=0.0,
                         help="the start of the comparison: the first window ending at or after this minute "
@@ -359,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     contents = pd.read_parquet(root / "data" / "interim" / "content.parquet", columns=["content_id"])["content_id"].astype(str).tolist()
     rate_limit = max(20.0, 4 * args.event_batches_per_s)  # the soak measures growth, not the limiter
     proc, port, ready_s, log_path = start_server(root, args.workers, "bench_soak.log", {
-        "RECO_API_KEYS": f"soak:{API_KEY}", "RECO_RATE_LIMIT_PER_S": f"{rate_limit:g}"})
+        "RECO_API_KEYS": f"soak:{API_KEY}", "RECO_RATE_LIMIT_PER_S": f"{rate_limit:g}",
+        **({"RECO_TRACEMALLOC_S": f"{args.trace_s:g}"} if args.trace_s > 0 else {})})
     rows: list[dict[str, float]] = []
     try:
         probe = StreamProbe(root)

@@ -42,6 +42,7 @@ class Settings(BaseModel):
     host: str  # HOST
     port: int  # PORT
     simulation: bool = False  # RECO_SIMULATION=1: feed requests may carry a simulated time (``at``)
+    tracemalloc_s: float | None = None  # RECO_TRACEMALLOC_S: log the memory growth by source line this often
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +70,7 @@ class Settings(BaseModel):
             "host": get("HOST") or "127.0.0.1",
             "port": get("PORT") or 8000,
             "simulation": _flag(get("RECO_SIMULATION")),
+            "tracemalloc_s": get("RECO_TRACEMALLOC_S"),
         }
         try:
             return cls.model_validate(values)

@@ -527,9 +527,17 @@ def worker_app() -> FastAPI:
     params, paths, workers = _load_from_env()
     state = build_state(params, paths, workers=workers)
     stop = start_background(state, Params.of(params).serving.refresh_s)
+    _maybe_trace_memory(Settings.from_env())
     app = create_app(state)
     app.state.shutdown = functools.partial(stop_background, state, stop)
     return app
+
+
+def _maybe_trace_memory(settings: Settings) -> None:
+    if settings.tracemalloc_s:
+        from components.serving import memtrace
+
+        memtrace.start(settings.tracemalloc_s)
 
 
 def main() -> int:
@@ -551,6 +559,7 @@ def main() -> int:
     metrics_dir, owned = fresh_metrics_dir()  # the same metrics mode as several workers
     state = build_state(params, paths)
     stop = start_background(state, Params.of(params).serving.refresh_s)
+    _maybe_trace_memory(settings)
     app = create_app(state)
     app.state.shutdown = functools.partial(stop_background, state, stop)  # run by the lifespan
     try:
