@@ -298,3 +298,29 @@ class Tuning(Section):
     timeout_s: NonNegativeFloat = 0.0  # 0: no time limit (the trials bound the study)
     apply: bool = True  # the evaluation lays data/tuning/<name>.json over its params
     ease_lambda: tuple[PositiveFloat, PositiveFloat] = (10.0, 5000.0)  # log-uniform search range
+    # which studies run, in components.tuning.studies.STUDIES order; each has its own budget
+    studies: tuple[str, ...] = ("ease", "als", "knn", "mix", "ranker")
+    ranker_trials: PositiveInt = 4  # the ranker study's trials (each trains every head)
+    als_factors: tuple[PositiveInt, PositiveInt] = (16, 128)
+    als_regularization: tuple[PositiveFloat, PositiveFloat] = (0.01, 10.0)
+    als_alpha: tuple[PositiveFloat, PositiveFloat] = (1.0, 40.0)
+    als_iterations: tuple[PositiveInt, PositiveInt] = (5, 30)
+    knn_k: tuple[PositiveInt, PositiveInt] = (10, 400)
+    knn_shrinkage: tuple[PositiveFloat, PositiveFloat] = (0.1, 100.0)
+    num_leaves: tuple[PositiveInt, PositiveInt] = (7, 127)
+    learning_rate: tuple[PositiveFloat, PositiveFloat] = (0.01, 0.2)
+    n_estimators: tuple[PositiveInt, PositiveInt] = (100, 600)
+    min_child_samples: tuple[PositiveInt, PositiveInt] = (5, 100)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Self:
+        known = ("ease", "als", "knn", "mix", "ranker")
+        unknown = sorted(set(self.studies) - set(known))
+        if unknown:
+            raise ValueError(f"tuning.studies: unknown {unknown}; known: {list(known)}")
+        for name in ("ease_lambda", "als_factors", "als_regularization", "als_alpha", "als_iterations", "knn_k",
+                     "knn_shrinkage", "num_leaves", "learning_rate", "n_estimators", "min_child_samples"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"tuning.{name}: need low <= high, got [{low}, {high}]")
+        return self

@@ -347,7 +347,10 @@ def evaluate_repeated(
         sr = repeat_settings(s, r)
         train, test = split(sr)
         results.append(evaluate_split(params, dataset, train, test, content, users, sr, work / f"r{r}" if shared is None else work, shared))
-        log.info("evaluate %s: repeat %d of %d in %.0f s", dataset, r + 1, s.repeats, time.perf_counter() - t0)
+        key = f"ndcg@{min(s.ks)}"
+        figures = {m: round(float(v[key]), 4) for m, v in results[-1].summary["models"].items() if v.get(key) is not None}
+        # each repeat's figures in the log: a long run cut short still reports what it measured
+        log.info("evaluate %s: repeat %d of %d in %.0f s; %s %s", dataset, r + 1, s.repeats, time.perf_counter() - t0, key, figures)
     summary = combine_repeats([res.summary for res in results], [res.per_user for res in results], min(s.ks), s.seed)
     curves = pd.concat([res.curves for res in results]).groupby(["model", "k"], sort=False).mean().reset_index()
     return EvalResult(dataset, summary, curves, render_report(summary))

@@ -1,27 +1,33 @@
 """Tuning as a stage: Optuna searches hyper-parameters on a validation part carved from the
-evaluation's train part (never its test part), within ``tuning.trials`` / ``tuning.timeout_s``.
+evaluation's train part (never its test part), within ``tuning.trials`` (each retrieval study)
+and ``tuning.ranker_trials`` (the ranker's).
 
     split the events by the data set's evaluation protocol (seed base.seed)  -> train | test
       (test is dropped here)
     split train again by the same protocol (seed base.seed + 1)              -> inner | validation
-    fit retrieval on inner once; each trial refits only what it changes and scores that source's
-    top-10 on validation (NDCG@10, relevant = the protocol's positive types)
+    retrieval fitted on inner once; the source studies (EASE, ALS, kNN) refit only their source
+    and score its top-10 on validation; then retrieval is refitted with their chosen values (and
+    the feature store built from inner, as the evaluation does) for the merge-quota study
+    (candidate recall) and the ranker study (a training set labelled by validation, built once;
+    each trial trains the ranker's main head on it)
 
-Searched today: EASE's ridge strength ``candidates.ease.lambda`` (log-uniform in
-``tuning.ease_lambda``), the strongest baseline and the ranker's best single source, so the
-pipeline's EASE source, its ``z_ease`` feature, the blend and the EASE baseline all take the tuned
-value (a fair comparison: one retrieval fit serves the pipeline and every baseline). The current
-value is the first trial, so the chosen one is never worse on validation.
+The studies and their objectives are :mod:`components.tuning.studies`. One retrieval fit serves
+the pipeline and every baseline, so the pipeline's sources, their ``z_*`` features, the blend
+and the EASE / ALS / item-kNN baselines all take the tuned values (baselines tuned with the same
+budget as the pipeline's sources). Each study's first trial is the current values, so a chosen
+value is never worse on validation than the current one.
 
-Outputs: the study (``data/tuning/<name>.db``, Optuna's SQLite storage: every trial, resumable
-and inspectable with ``optuna-dashboard``) and the chosen values (``data/tuning/<name>.json``:
-params overrides plus the study's figures). ``<name>`` is ``pipeline`` for the pipeline's own
-data (the DVC ``tune`` stage) or the ``--dataset``. The evaluation lays the chosen overrides over
-its params when ``tuning.apply`` is true (:func:`tuned_params`).
+Outputs: the studies (``data/tuning/<name>.db``, Optuna's SQLite storage, one study per group:
+every trial, inspectable with ``optuna-dashboard``) and the chosen values
+(``data/tuning/<name>.json``: params overrides plus each study's figures). ``<name>`` is
+``pipeline`` for the pipeline's own data (the DVC ``tune`` stage) or the ``--dataset``. The
+evaluation lays the chosen overrides over its params when ``tuning.apply`` is true
+(:func:`tuned_params`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -37,73 +43,162 @@ from components.core.catalog import DataPaths
 from components.core.config import Params, deep_merge, stage_context, stage_parser
 from components.data.prepare import prepare_data
 from components.evaluation.feed import read_tables
-from components.evaluation.metrics import ranking_metrics
-from components.evaluation.protocols import EvalSettings, cut_of, relevant_items, split_events
-from components.pipeline import Pipeline
-from components.retrieval.collaborative import fit_ease
+from components.evaluation.protocols import (
+    EvalSettings,
+    cut_of,
+    evaluation_pipeline,
+    fold_parts,
+    relevant_items,
+    split_events,
+)
+from components.pipeline import Pipeline, TrainingPart
+from components.retrieval.embedding_params import EmbeddingParams
+from components.tuning import studies as S
 
 log = logging.getLogger(__name__)
 
 PIPELINE_NAME = "pipeline"
-K = 10
+RETRIEVAL_STUDIES = ("ease", "als", "knn")
 
 
 def _validation_split(events: pd.DataFrame, s: EvalSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(inner train, validation): both from the evaluation's train part only."""
-    train, _test = split_events(events, s.protocol, test_fraction=s.test_fraction, cut_quantile=s.cut_quantile, seed=s.seed)
+    train, _test = _train_part(events, s)
     return split_events(train, s.protocol, test_fraction=s.test_fraction, cut_quantile=s.cut_quantile, seed=s.seed + 1)
+
+
+def _train_part(events: pd.DataFrame, s: EvalSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return split_events(events, s.protocol, test_fraction=s.test_fraction, cut_quantile=s.cut_quantile, seed=s.seed)
+
+
+@dataclasses.dataclass
+class _Run:
+    """One tuning run's state: the studies' storage, the chosen overrides so far, the figures."""
+
+    params: Mapping[str, Any]
+    dataset: str
+    storage: str
+    name: str
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def cfg(self) -> Params:
+        return Params.of(self.params)
+
+    def tuned(self) -> dict[str, Any]:
+        return deep_merge(self.params, self.overrides)
+
+    def current(self, dims: Sequence[S.Dim]) -> dict[str, Any]:
+        raw = Params.of(self.tuned()).for_dataset(self.dataset, evaluation=True).model_dump(by_alias=True)
+        return {d.name: S.value_at(raw, d.path) for d in dims}
+
+    def study(self, group: str, dims: Sequence[S.Dim], objective: S.Objective, metric: str, trials: int) -> dict[str, Any]:
+        """Run one group's study; record its figures; return its chosen values."""
+        t0 = time.perf_counter()
+        current = self.current(dims)
+        study = optuna.create_study(
+            study_name=f"{self.name}-{group}", storage=self.storage, direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=self.cfg.base.seed),
+        )
+        best = S.run_study(study, dims, current, objective, trials, self.cfg.tuning.timeout_s)
+        first = study.trials[0]
+        self.figures[group] = {
+            "metric": metric,
+            "validation": round(float(best.value or 0.0), 6),
+            "current": round(float(first.value or 0.0), 6) if first.params == {k: current[k] for k in first.params} else None,
+            "trials": len(study.trials),
+        }
+        log.info("tuning %s/%s: %s %.4f (current %s, %d trials, %.0f s)", self.name, group, metric,
+                 self.figures[group]["validation"], self.figures[group]["current"], len(study.trials), time.perf_counter() - t0)
+        return dict(best.params)
+
+
+def _tune_sources(run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, s: EvalSettings) -> int:
+    """The source studies on one retrieval fit of ``inner``; returns the validation users' count."""
+    t = run.cfg.tuning
+    groups = [g for g in RETRIEVAL_STUDIES if g in t.studies]
+    if not groups:
+        return 0
+    retr = Pipeline.of(run.params, run.dataset).fit(inner, content, users, cut_of(inner)).retriever
+    truth = relevant_items(inner, valid, s.positive_types)
+    v = S.Validation(sorted(truth), retr.user_rows(sorted(truth)), truth)
+    space = S.spaces(t, ())
+    objectives = {
+        "ease": lambda: S.ease_objective(retr, v),
+        "als": lambda: S.als_objective(retr, v, EmbeddingParams.from_params(run.params)),
+        "knn": lambda: S.knn_objective(retr, v),
+    }
+    for g in groups:
+        best = run.study(g, space[g], objectives[g](), f"ndcg@{S.K}", t.trials)
+        run.overrides = deep_merge(run.overrides, S.as_overrides(space[g], best))
+    return len(v.users)
+
+
+def _tune_mix_and_ranker(
+    run: _Run, train: pd.DataFrame, inner: pd.DataFrame, valid: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, work: Path
+) -> None:
+    """The merge-quota and ranker studies on retrieval refitted with the tuned sources: the
+    evaluation's first nested validation part (inner fit, validation labels) is built once."""
+    t = run.cfg.tuning
+    if not {"mix", "ranker"} & set(t.studies):
+        return
+    s = EvalSettings.from_params(run.tuned(), run.dataset).replace(inner_folds=1)
+    part: TrainingPart = next(iter(fold_parts(evaluation_pipeline(run.tuned(), run.dataset, s), s, train, content, users, work)))
+    retr = part.fitted.retriever
+    if "mix" in t.studies:
+        mix = dict(retr.p.mix)
+        total = float(sum(mix.values()))
+        truth = relevant_items(inner, valid, s.positive_types)  # the part's inner | validation split
+        v = S.Validation(sorted(truth), retr.user_rows(sorted(truth)), truth)
+        dims = S.spaces(t, list(mix))["mix"]
+        best = run.study("mix", dims, S.mix_objective(retr, v, total), f"recall@{retr.p.per_user}", t.trials)
+        chosen = S.rescaled_mix(best, total)
+        run.overrides = deep_merge(run.overrides, {"candidates": {"mix": chosen}})
+        retr.p = dataclasses.replace(retr.p, mix=chosen)
+    if "ranker" in t.studies:
+        s = EvalSettings.from_params(run.tuned(), run.dataset)
+        pipe = evaluation_pipeline(run.tuned(), run.dataset, s)
+        frame = pipe.training_set([part])
+        dims = S.spaces(t, ())["ranker"]
+
+        def objective(x: Mapping[str, Any]) -> float:
+            # the main head only (the values apply to every head): a third of the cost of all heads,
+            # and the head that orders the feed (the others add weighted corrections)
+            ranker = s.ranker.replace(**x, heads={"engaged": s.ranker.heads["engaged"]})
+            model = dataclasses.replace(pipe, ranker=ranker).train(frame, created_from=f"tune:{run.dataset}")
+            return S.served_ndcg(model, ranker.eval_at)
+
+        best = run.study("ranker", dims, objective, f"ndcg@{s.ranker.eval_at} (served, main head, ranker validation groups)", t.ranker_trials)
+        run.overrides = deep_merge(run.overrides, S.as_overrides(dims, best))
 
 
 def tune(
     params: Mapping[str, Any], dataset: str, events: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, out: Path, name: str
 ) -> dict[str, Any]:
-    """Run the study; write ``out/<name>.db`` and ``out/<name>.json``; return the chosen record."""
-    cfg = Params.of(params)
-    t = cfg.tuning
+    """Run the studies; write ``out/<name>.db`` and ``out/<name>.json``; return the chosen record."""
     s = EvalSettings.from_params(params, dataset)
     t0 = time.perf_counter()
+    train, _test = _train_part(events, s)
     inner, valid = _validation_split(events, s)
-    retr = Pipeline.of(params, dataset).fit(inner, content, users, cut_of(inner)).retriever
-    truth = relevant_items(inner, valid, s.positive_types)
-    users_v = sorted(truth)
-    rows = retr.user_rows(users_v)
-    positive = retr.inter.positive()
-    ids = retr.index.content_ids
-    fit_s = time.perf_counter() - t0
-
-    def objective(trial: optuna.Trial) -> float:
-        lam = trial.suggest_float("ease_lambda", t.ease_lambda[0], t.ease_lambda[1], log=True)
-        retr.ease_b = fit_ease(positive, lam)
-        lists = {u: [ids[int(i)] for i in c.items[:K]] for u, c in zip(users_v, retr.ease(rows, K), strict=True)}
-        return float(ranking_metrics(lists, truth, ks=(K,))[f"ndcg@{K}"])
-
     out.mkdir(parents=True, exist_ok=True)
     db = out / f"{name}.db"
     db.unlink(missing_ok=True)  # a stage output: rebuilt whole, so `dvc repro` twice agrees
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=f"{name}-ease", storage=f"sqlite:///{db}", direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=cfg.base.seed),
-    )
-    current = float(cfg.for_dataset(dataset).candidates.ease.lambda_)
-    if t.ease_lambda[0] <= current <= t.ease_lambda[1]:
-        study.enqueue_trial({"ease_lambda": current})
-    study.optimize(objective, n_trials=t.trials, timeout=t.timeout_s or None)
-    best = study.best_trial
+    run = _Run(params, dataset, f"sqlite:///{db}", name)
+    n_valid = _tune_sources(run, inner, valid, content, users, s)
+    with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:
+        _tune_mix_and_ranker(run, train, inner, valid, content, users, Path(tmp))
     chosen = {
         "dataset": dataset,
-        "overrides": {"candidates": {"ease": {"lambda": round(float(best.params["ease_lambda"]), 3)}}},
-        "validation_ndcg@10": round(float(best.value or 0.0), 6),
-        "current_value": {"ease_lambda": current},
-        "trials": len(study.trials),
-        "validation_users": len(users_v),
+        "overrides": run.overrides,
+        "studies": run.figures,
+        "trials": sum(f["trials"] for f in run.figures.values()),
+        "validation_users": n_valid,
     }
     # wall times only in the log: the chosen file is a DVC output that must repeat exactly
     (out / f"{name}.json").write_text(json.dumps(chosen, indent=2, sort_keys=True) + "\n")
-    log.info(
-        "tuning %s: %s (validation NDCG@10 %.4f, %d trials; retrieval fit %.0f s, total %.0f s)",
-        name, chosen["overrides"], chosen["validation_ndcg@10"], len(study.trials), fit_s, time.perf_counter() - t0,
-    )
+    log.info("tuning %s: %s (%d trials, %.0f s)", name, chosen["overrides"], chosen["trials"], time.perf_counter() - t0)
     return chosen
 
 

@@ -260,10 +260,17 @@ def test_a_brought_split_name_that_leaves_its_folder_is_refused_before_any_work(
     assert (victim / "keep.txt").read_text() == "precious"
 
 
-def test_repeats_give_intervals_and_a_fixed_split_fits_retrieval_once(world: tuple[pd.DataFrame, ...], tmp_path: Path) -> None:
+def test_repeats_give_intervals_and_a_fixed_split_fits_retrieval_once(
+    world: tuple[pd.DataFrame, ...], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     params = small_params(protocol="global_time", positive_types=["like"], inner_folds=1, repeats=2)
-    res = P.evaluate_events(params, "synthetic", *world, tmp_path)
+    with caplog.at_level("INFO", logger=P.__name__):
+        res = P.evaluate_events(params, "synthetic", *world, tmp_path)
     sm = res.summary
+    # each repeat's figures are logged as it ends (a run cut short still reports what it measured)
+    logged = [r.getMessage() for r in caplog.records if "repeat " in r.getMessage() and "ndcg@10" in r.getMessage()]
+    assert len(logged) == 2
+    assert f"'ease': {round(sm['per_repeat']['ease'][1], 4)}" in logged[1]
     assert sm["repeats"] == 2 and sm["seeds"] == [42, 43]
     assert set(sm["intervals"]) == set(sm["models"]) and len(sm["per_repeat"][Rp.PIPELINE]) == 2
     # the time split and retrieval do not move with the seed: a deterministic baseline has no width
