@@ -15,8 +15,8 @@ import tracemalloc
 
 log = logging.getLogger(__name__)
 
-#: frames kept per allocation (the line that allocated and its callers)
-FRAMES = 4
+#: frames kept per allocation: the line that allocated (more frames cost much more CPU)
+FRAMES = 1
 #: lines reported per interval
 TOP = 12
 
