@@ -8,6 +8,11 @@ Training set (:mod:`components.ranking.dataset`, composed by :class:`components.
     ``feast.feature_service`` through Feast's point-in-time join (a feature row stamped after
     the cut is never used).
 
+Groups
+    The users with an event in a cut's label window, at most ``ranking.max_groups_per_cut`` of
+    them (a seeded sample): on a simulated stream every user is active every day with many
+    events, and the training set (and the ranker's training time) would grow with both.
+
 Cuts
     ``ranking.training_cuts`` day boundaries: the last is the first day boundary from which the
     label window reaches the end of the data, the others one day apart before it. Later cuts are
@@ -41,6 +46,7 @@ from components.ranking.dataset import (
     TrainingSetParams,
     feature_columns,
     holdout_rows,
+    sample_groups,
     training_cuts,
     window_pairs,
 )
@@ -71,7 +77,7 @@ def training_parts(
     events, content, users = read_interim(paths)
     end = interaction_events(events)["timestamp"].max()
     for cut in training_cuts(end, tp.training_cuts, tp.window):
-        active = sorted(window_pairs(events, cut, tp.window)["user_id"].unique())
+        active = sample_groups(window_pairs(events, cut, tp.window)["user_id"].unique(), tp.max_groups_per_cut, tp.seed, cut)
         fitted = pipe.fit(events, content, users, cut)
         fitted.store = store
         yield TrainingPart(fitted, events, active, tp.window, tp.negatives_per_group, tp.seed)
