@@ -104,15 +104,20 @@ def write_holdout(frame: pd.DataFrame, model: RankerModel, path: Path) -> Path:
     return path
 
 
-def ranking_metrics(frame: pd.DataFrame, model: RankerModel, service: str) -> dict[str, Any]:
+def ranking_metrics(
+    frame: pd.DataFrame, model: RankerModel, service: str, window: pd.Timedelta
+) -> dict[str, Any]:
     """``metrics/ranking.json``: the training set's shape and label rates, the ranker's
-    validation metrics."""
+    validation metrics, and ``labels_until``: the end of the last cut's label window (the
+    ranker was trained on the events up to then, as labels: the registry's ``trained_until``)."""
+    cuts = pd.to_datetime(frame["event_timestamp"].unique(), utc=True)
     return {
         "version": model.version,
         "feature_service": service,
         "rows": len(frame),
         "groups": int(frame["group_id"].nunique()),
         "cuts": sorted(str(t) for t in frame["event_timestamp"].unique()),
+        "labels_until": str(cuts.max() + window),
         "features": len(model.feature_cols),
         "label_rates": {
             c: round(float(frame[c].mean()), 6) for c in LABEL_COLUMNS if c != "label_watch_ratio"
@@ -132,7 +137,8 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     out = save(model, paths.of("ranker"))
     atomic_write_text(paths.of("ranker_latest"), model.version + "\n")
     write_holdout(frame, model, paths.of("ranking_holdout"))
-    metrics = ranking_metrics(frame, model, settings.feature_service)
+    window = TrainingSetParams.from_params(params).window
+    metrics = ranking_metrics(frame, model, settings.feature_service, window)
     write_metrics(paths.of("metrics_ranking"), metrics)
     return RankingResult(out, model.version, len(frame), metrics["groups"], metrics)
 
