@@ -217,6 +217,8 @@ class RankingTrainingSet(Section):
     training_cuts: PositiveInt
     label_window_hours: PositiveFloat
     negatives_per_group: NonNegativeInt
+    #: request groups (users) kept per cut, a seeded sample when more are active (0: all)
+    max_groups_per_cut: NonNegativeInt = 0
 
 
 class Ranking(RankingTrainingSet, RankingModel):

@@ -59,8 +59,9 @@ def training_metrics(model_dir: Path) -> dict[str, Any]:
 
 def pipeline_metrics(paths: DataPaths) -> dict[str, Any]:
     """What the train and evaluate stages measured for the pipeline's latest ranker: the end
-    of its training data (``trained_until``, read by the offline gate's drift check) and the
-    offline evaluation of the whole pipeline."""
+    of its training data (``trained_until``, read by the offline gate's drift check: the end of
+    the last cut's label window, whose events labelled its rows; the last cut for metrics
+    written before ``labels_until``) and the offline evaluation of the whole pipeline."""
 
     def read(name: str) -> dict[str, Any]:
         path = paths.of(name)
@@ -68,8 +69,8 @@ def pipeline_metrics(paths: DataPaths) -> dict[str, Any]:
 
     ranking, evaluation = read("metrics_ranking"), read("metrics_evaluate")
     out: dict[str, Any] = {}
-    if ranking.get("cuts"):
-        out["trained_until"] = max(ranking["cuts"])
+    if ranking.get("labels_until") or ranking.get("cuts"):
+        out["trained_until"] = ranking.get("labels_until") or max(ranking["cuts"])
     if (evaluation.get("models") or {}).get("pipeline"):
         out["evaluation"] = evaluation["models"]["pipeline"]
     return out

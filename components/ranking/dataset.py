@@ -96,6 +96,17 @@ def training_cuts(end: Any, n: int, window: pd.Timedelta) -> list[pd.Timestamp]:
     return [last - pd.Timedelta(days=i) for i in range(n - 1, -1, -1)]
 
 
+def sample_groups(users: Sequence[str], cap: int, seed: int, cut: pd.Timestamp) -> list[str]:
+    """At most ``cap`` of ``users`` (0: all), sorted: a uniform sample by the same seeded pair
+    hash as the negatives (:func:`sample_keys`), so it does not depend on the input order."""
+    ordered = sorted(str(u) for u in users)
+    if cap <= 0 or len(ordered) <= cap:
+        return ordered
+    ids = pd.Series(ordered)
+    keys = sample_keys(ids, pd.Series([""] * len(ids)), seed, utc(cut))
+    return sorted(ids.iloc[np.argsort(keys, kind="stable")[:cap]].tolist())
+
+
 def _candidates_and_positives(
     candidates: pd.DataFrame, pairs: pd.DataFrame, wanted: set[str]
 ) -> pd.DataFrame:

@@ -8,6 +8,11 @@ Training set (:mod:`components.ranking.dataset`, composed by :class:`components.
     ``feast.feature_service`` through Feast's point-in-time join (a feature row stamped after
     the cut is never used).
 
+Groups
+    The users with an event in a cut's label window, at most ``ranking.max_groups_per_cut`` of
+    them (a seeded sample): on a simulated stream every user is active every day with many
+    events, and the training set (and the ranker's training time) would grow with both.
+
 Cuts
     ``ranking.training_cuts`` day boundaries: the last is the first day boundary from which the
     label window reaches the end of the data, the others one day apart before it. Later cuts are
@@ -41,6 +46,7 @@ from components.ranking.dataset import (
     TrainingSetParams,
     feature_columns,
     holdout_rows,
+    sample_groups,
     training_cuts,
     window_pairs,
 )
@@ -71,7 +77,7 @@ def training_parts(
     events, content, users = read_interim(paths)
     end = interaction_events(events)["timestamp"].max()
     for cut in training_cuts(end, tp.training_cuts, tp.window):
-        active = sorted(window_pairs(events, cut, tp.window)["user_id"].unique())
+        active = sample_groups(window_pairs(events, cut, tp.window)["user_id"].unique(), tp.max_groups_per_cut, tp.seed, cut)
         fitted = pipe.fit(events, content, users, cut)
         fitted.store = store
         yield TrainingPart(fitted, events, active, tp.window, tp.negatives_per_group, tp.seed)
@@ -98,15 +104,20 @@ def write_holdout(frame: pd.DataFrame, model: RankerModel, path: Path) -> Path:
     return path
 
 
-def ranking_metrics(frame: pd.DataFrame, model: RankerModel, service: str) -> dict[str, Any]:
+def ranking_metrics(
+    frame: pd.DataFrame, model: RankerModel, service: str, window: pd.Timedelta
+) -> dict[str, Any]:
     """``metrics/ranking.json``: the training set's shape and label rates, the ranker's
-    validation metrics."""
+    validation metrics, and ``labels_until``: the end of the last cut's label window (the
+    ranker was trained on the events up to then, as labels: the registry's ``trained_until``)."""
+    cuts = pd.to_datetime(frame["event_timestamp"].unique(), utc=True)
     return {
         "version": model.version,
         "feature_service": service,
         "rows": len(frame),
         "groups": int(frame["group_id"].nunique()),
         "cuts": sorted(str(t) for t in frame["event_timestamp"].unique()),
+        "labels_until": str(cuts.max() + window),
         "features": len(model.feature_cols),
         "label_rates": {
             c: round(float(frame[c].mean()), 6) for c in LABEL_COLUMNS if c != "label_watch_ratio"
@@ -126,7 +137,8 @@ def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     out = save(model, paths.of("ranker"))
     atomic_write_text(paths.of("ranker_latest"), model.version + "\n")
     write_holdout(frame, model, paths.of("ranking_holdout"))
-    metrics = ranking_metrics(frame, model, settings.feature_service)
+    window = TrainingSetParams.from_params(params).window
+    metrics = ranking_metrics(frame, model, settings.feature_service, window)
     write_metrics(paths.of("metrics_ranking"), metrics)
     return RankingResult(out, model.version, len(frame), metrics["groups"], metrics)
 

@@ -7,7 +7,8 @@
    ``simulate.retrain_after_days`` days; every accepted event lands in the stream.
 3. **Retrain**: the training DAG's stages (:data:`components.orchestration.TRAIN_STAGES`, ingest
    forced: it reads the stream) except ``evaluate`` (the offline report with its baselines,
-   which neither the gates nor serving read: `dvc repro evaluate` when wanted), and ``export``;
+   which neither the gates nor serving read: `dvc repro evaluate` when wanted) and ``tune``
+   (the hyper-parameters only the evaluation applies), and ``export``;
    the new ranker is registered as a candidate.
 4. **Offline gate**, then **live shadow**: the server (restarted on the new artefact set; it
    rebuilds its streamed state from the stream) serves ``simulate.shadow_days`` days with the
@@ -49,7 +50,7 @@ def retrain_stages() -> tuple[str, ...]:
     """The stages the loop runs to retrain (module doc, step 3)."""
     from components.orchestration import TRAIN_STAGES
 
-    return (*(s for s in TRAIN_STAGES if s != "evaluate"), "export")
+    return (*(s for s in TRAIN_STAGES if s not in ("tune", "evaluate")), "export")
 
 
 class Loop:

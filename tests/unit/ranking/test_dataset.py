@@ -197,3 +197,14 @@ def test_negative_label_is_content_negative_feedback_not_an_unfollow() -> None:
     events = ev([(25, "unfollow", "u1", "c1"), (26, "report", "u1", "c2"), (27, "skip", "u1", "c3")])
     out = R.build_training_set(events, cands("u1", ["c1", "c2", "c3"]), CUT, W, negatives_per_group=5)
     assert [int(row(out, c)["label_negative"]) for c in ("c1", "c2", "c3")] == [0, 1, 1]
+
+
+def test_sample_groups_bounds_a_cut_by_seed_not_by_order() -> None:
+    users = [f"u{i}" for i in range(100)]
+    a = R.sample_groups(users, 30, seed=1, cut=CUT)
+    assert len(a) == 30 and len(set(a)) == 30 and set(a) <= set(users) and a == sorted(a)
+    assert R.sample_groups(list(reversed(users)), 30, seed=1, cut=CUT) == a
+    assert R.sample_groups(users, 30, seed=2, cut=CUT) != a
+    assert R.sample_groups(users, 30, seed=1, cut=CUT + pd.Timedelta(days=1)) != a
+    assert R.sample_groups(users, 0, seed=1, cut=CUT) == sorted(users)
+    assert R.sample_groups(users[:20], 30, seed=1, cut=CUT) == sorted(users[:20])
