@@ -2,8 +2,8 @@
 
 Inputs: the impression log (what was shown, to whom, by which arm; ``data/logs/impressions``)
 and the event stream (what users did; ``data/stream/events``). A user's arm on a day is the
-arm that served most of their non-fallback impressions that day (else their usual arm, else
-``fallback``); every KPI is also given over all arms (``all``).
+arm that served most of their non-fallback impressions that day (else the arm of their latest
+earlier served day, else ``fallback``); every KPI is also given over all arms (``all``).
 
 Per day and arm:
 
@@ -59,23 +59,31 @@ def sessions(events: pd.DataFrame, gap_minutes: float) -> pd.DataFrame:
     return ev.groupby(sid.to_numpy()).agg(user_id=("user_id", "first"), start=("timestamp", "min"), end=("timestamp", "max")).reset_index(drop=True)
 
 
-def user_arms(impressions: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """(user, day) -> arm: the day's most served non-fallback arm, else the user's usual one."""
+def user_arms(impressions: pd.DataFrame) -> pd.DataFrame:
+    """``user_id, day, arm``: the arm that served most of the user's non-fallback impressions
+    that day."""
     imp = impressions.assign(day=impressions["timestamp"].dt.floor("D"))
     real = imp[imp["arm"] != "fallback"]
     daily = real.groupby(["user_id", "day"])["arm"].agg(lambda s: s.value_counts().index[0]).rename("arm")
-    usual = real.groupby("user_id")["arm"].agg(lambda s: s.value_counts().index[0])
-    return daily.reset_index(), usual
+    return daily.reset_index()
 
 
 def _activity(impressions: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    """Distinct (user, day) pairs with an impression or a user event, with the day's arm."""
+    """Distinct (user, day) pairs with an impression or a user event, with the day's arm: the
+    day's own (:func:`user_arms`), else the arm of the user's latest earlier served day (a
+    session that ran past midnight, a day of events without a feed), else ``fallback``. Never a
+    later day's: a user put in a canary on day 5 was not in it on day 2."""
     act = pd.concat([impressions[["user_id", "timestamp"]], events[["user_id", "timestamp"]]], ignore_index=True)
     act = act.assign(day=act["timestamp"].dt.floor("D"))[["user_id", "day"]].drop_duplicates()
-    daily, usual = user_arms(impressions)
-    act = act.merge(daily, on=["user_id", "day"], how="left")
-    act["arm"] = act["arm"].fillna(act["user_id"].map(usual)).fillna("fallback")
-    return act
+    daily = user_arms(impressions)
+    if daily.empty:
+        return act.assign(arm="fallback").reset_index(drop=True)
+    act = pd.merge_asof(
+        act.sort_values("day", kind="stable"), daily.sort_values("day", kind="stable"),
+        on="day", by="user_id", direction="backward",
+    )  # fmt: skip
+    act["arm"] = act["arm"].fillna("fallback")
+    return act.reset_index(drop=True)
 
 
 def _retention(act: pd.DataFrame, lag_days: int, last_day: pd.Timestamp) -> pd.Series:

@@ -86,3 +86,25 @@ def test_no_traffic_gives_an_empty_frame() -> None:
     empty_imp = pd.DataFrame(columns=["request_id", "user_id", "content_id", "arm", "timestamp"])
     empty_ev = pd.DataFrame(columns=["user_id", "content_id", "event_type", "timestamp", "watch_duration_s"])
     assert compute_kpis(empty_imp, empty_ev, creators={}, catalogue_size=0, window_s=600).empty
+
+
+def test_a_day_without_feeds_takes_the_latest_earlier_arm_never_a_later_one() -> None:
+    # u is served by production on day 0, has events only (no feed) on day 1, is in the canary
+    # from day 2 (more canary impressions than production ones over the run); v has events on
+    # day 0 before any feed and is served by the canary on day 1
+    imp = _imp([
+        ("r1", "u", "c1", "production", 1.0),
+        ("r2", "u", "c1", "canary", 49.0), ("r2", "u", "c2", "canary", 49.0), ("r3", "u", "c3", "canary", 50.0),
+        ("r4", "v", "c1", "canary", 25.0),
+    ])  # fmt: skip
+    ev = _ev([
+        ("u", "c1", "view", 1.01, 5.0), ("u", "c1", "view", 24.5, 5.0), ("u", "c1", "view", 49.01, 5.0),
+        ("v", "c2", "view", 2.0, 5.0), ("v", "c1", "view", 25.01, 5.0),
+    ])  # fmt: skip
+    k = compute_kpis(imp, ev, creators={}, catalogue_size=3, window_s=600).set_index(["day", "arm"])["dau"]
+    # day 0: u in production, v (no feed yet, none earlier) in fallback; no canary user before the canary served
+    assert k.get(("2026-01-20", "production")) == 1 and k.get(("2026-01-20", "fallback")) == 1
+    assert ("2026-01-20", "canary") not in k.index
+    # day 1: u had no feed: still production (its latest earlier arm), not its usual canary
+    assert k.get(("2026-01-21", "production")) == 1 and k.get(("2026-01-21", "canary")) == 1
+    assert k.get(("2026-01-22", "canary")) == 1
