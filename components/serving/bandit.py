@@ -9,11 +9,17 @@ accepted event (this worker's and, through the stream follower, the others'), so
 shown and rated since load gets a finite UCB index; a content never shown keeps an infinite
 one (it is explored first). Counts start at zero at load: replaying the stream into
 :meth:`ItemStats.observe` on restart rebuilds them.
+
+Memory stays bounded: a reward counts once per (user, content), remembered for the
+``max_users`` most recently active users (``serving.stream_users``) and their last
+``per_user`` rewarded contents; a user evicted (or a content pushed out of a user's memory) that
+rewards the same content again counts again. The per-content counts are bounded by the catalogue.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import numpy as np
@@ -25,11 +31,13 @@ from components.core.schema import EXPOSURE_TYPES, POSITIVE_TYPES
 class ItemStats:
     """Thread-safe per-content (impressions, rewards) counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_users: int = 20_000, per_user: int = 200) -> None:
         self._lock = threading.Lock()
         self._n: dict[str, int] = {}
         self._r: dict[str, int] = {}
-        self._rewarded: set[tuple[str, str]] = set()
+        self.max_users, self.per_user = int(max_users), int(per_user)
+        #: per user, the contents whose reward has been counted (most recent last): O(1) evictions
+        self._rewarded: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
 
     def observe(self, events: pd.DataFrame) -> None:
         """Count the exposures and first positive events per (user, content) of ``events``."""
@@ -47,10 +55,31 @@ class ItemStats:
         with self._lock:
             for c, n in exposed.items():
                 self._n[str(c)] = self._n.get(str(c), 0) + int(n)
-            for pair in pairs:
-                if pair not in self._rewarded:
-                    self._rewarded.add(pair)
-                    self._r[pair[1]] = self._r.get(pair[1], 0) + 1
+            for user, content in pairs:
+                if self._first_reward(user, content):
+                    self._r[content] = self._r.get(content, 0) + 1
+
+    def _first_reward(self, user: str, content: str) -> bool:
+        """Whether ``user`` has not rewarded ``content`` (within what is remembered); notes it
+        (call holding ``_lock``)."""
+        seen = self._rewarded.get(user)
+        if seen is None:
+            seen = self._rewarded[user] = OrderedDict()
+            while len(self._rewarded) > self.max_users:
+                self._rewarded.popitem(last=False)
+        else:
+            self._rewarded.move_to_end(user)
+        if content in seen:
+            return False
+        seen[content] = None
+        if len(seen) > self.per_user:
+            seen.popitem(last=False)
+        return True
+
+    def remembered(self) -> tuple[int, int]:
+        """(users, (user, content) pairs) held for the once-per-user reward rule."""
+        with self._lock:
+            return len(self._rewarded), sum(len(v) for v in self._rewarded.values())
 
     def snapshot(self, content_ids: Iterable[str]) -> dict[str, tuple[float, float]]:
         """``{content: (impressions, rewards)}`` of the contents with any exposure (rewards

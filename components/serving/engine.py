@@ -172,7 +172,9 @@ class Recommender:
         self.assembler = FeatureAssembler(
             artifacts, fetcher, store_factory=store_factory, store_retry_s=settings.store_retry_s
         )
-        self.item_stats = ItemStats()  # UCB's per-item statistics, fed by observe()
+        # UCB's per-item statistics, fed by observe(); the once-per-user reward rule remembers
+        # as many users and contents per user as the seen sets
+        self.item_stats = ItemStats(settings.stream_users, settings.stream_seen_per_user)
         self.reranker = Reranker(artifacts, self.contents, settings, self.item_stats)
         self._popular = fallback_list(artifacts)
 

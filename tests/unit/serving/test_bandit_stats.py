@@ -48,6 +48,26 @@ def test_item_stats_count_exposures_and_distinct_rewarded_users() -> None:
     assert st.snapshot(["c"]) == {"c": (1.0, 1.0)}
 
 
+def test_the_once_per_user_reward_memory_is_bounded() -> None:
+    """A long stream of new users and contents keeps at most max_users x per_user pairs; a
+    remembered pair never counts twice, a forgotten one counts again."""
+    st = ItemStats(max_users=3, per_user=2)
+    likes = pd.DataFrame(
+        {"user_id": [f"u{i % 5}" for i in range(200)], "content_id": [f"c{i % 7}" for i in range(200)], "event_type": "like"}
+    )
+    st.observe(likes)
+    users, pairs = st.remembered()
+    assert users <= 3 and pairs <= 3 * 2
+    # within the memory: the same like again does not count
+    before = st._r.copy()
+    last = likes.iloc[[-1]]
+    st.observe(last)
+    assert st._r == before
+    # u0 was evicted (oldest user): its like of c0 counts again
+    st.observe(pd.DataFrame({"user_id": ["u0"], "content_id": ["c0"], "event_type": ["like"]}))
+    assert st._r["c0"] == before["c0"] + 1
+
+
 def test_ucb_with_stream_stats_favours_high_mean_and_low_count_items() -> None:
     # hi: high mean, many shows; lo: low mean, many shows; few: fair mean, few shows; new: never shown
     st = ItemStats()
