@@ -18,7 +18,7 @@ API_KEY = "fault-secret"
 def start_server(project: Path, logs: Path, **extra: str) -> Server:
     """``python -m components.serving.app`` over ``project``; returns once ``/healthz`` answers."""
     env: dict[str, str | None] = {
-        **tool_env(RECO_API_KEYS=f"test:{API_KEY}", RECO_RATE_LIMIT_PER_S="1000", RECO_ONLINE_UPDATE="0", **extra),
+        **tool_env(**{"RECO_API_KEYS": f"test:{API_KEY}", "RECO_RATE_LIMIT_PER_S": "1000", "RECO_ONLINE_UPDATE": "0", **extra}),
         "RECO_DEMO": None,  # the test HMAC key of tool_env, not the demo's
     }
     return spawn(project, env, logs, timeout_s=240)
