@@ -136,6 +136,17 @@ def _feed_request(users: list[str], k: int, seed: int) -> Callable[[int], bytes]
     return make
 
 
+def _random_event(rng: random.Random, event_id: str, users: list[str], contents: list[str], ts: float) -> dict[str, Any]:
+    """One event of a random kind (``EVENT_TYPES``) by a random known user on a random content at ``ts``."""
+    kind = rng.choice(EVENT_TYPES)
+    ev: dict[str, Any] = {"event_id": event_id, "event_type": kind, "user_id": rng.choice(users),
+                          "content_id": rng.choice(contents),
+                          "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + "+00:00"}
+    if kind == "view":
+        ev["watch_duration_s"] = round(rng.uniform(1.0, 30.0), 1)
+    return ev
+
+
 def _events_request(users: list[str], contents: list[str], size: int, seed: int) -> Callable[[int], bytes]:
     rng = random.Random(seed)
     run = f"soak-{int(time.time())}-{seed}"
@@ -144,13 +155,7 @@ def _events_request(users: list[str], contents: list[str], size: int, seed: int)
         now = time.time()
         events = []
         for i in range(size):
-            kind = rng.choice(EVENT_TYPES)
-            ev: dict[str, Any] = {"event_id": f"{run}-{n}-{i}", "event_type": kind, "user_id": rng.choice(users),
-                                  "content_id": rng.choice(contents),
-                                  "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + "+00:00"}
-            if kind == "view":
-                ev["watch_duration_s"] = round(rng.uniform(1.0, 30.0), 1)
-            events.append(ev)
+            events.append(_random_event(rng, f"{run}-{n}-{i}", users, contents, now))
         body = json.dumps({"events": events}).encode()
         head = (f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
@@ -177,13 +182,7 @@ def backfill(port: int, users: list[str], contents: list[str], args: argparse.Na
         for b in range(0, total, args.backfill_batch):
             events = []
             for i, ts in enumerate(stamps[b : b + args.backfill_batch], start=b):
-                kind = rng.choice(EVENT_TYPES)
-                ev: dict[str, Any] = {"event_id": f"{run}-{i}", "event_type": kind, "user_id": rng.choice(users),
-                                      "content_id": rng.choice(contents),
-                                      "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + "+00:00"}
-                if kind == "view":
-                    ev["watch_duration_s"] = round(rng.uniform(1.0, 30.0), 1)
-                events.append(ev)
+                events.append(_random_event(rng, f"{run}-{i}", users, contents, ts))
             r = client.post("/v1/events", json={"events": events})
             if r.status_code != 200:
                 raise SystemExit(f"backfill: HTTP {r.status_code}: {r.text[:300]}")
