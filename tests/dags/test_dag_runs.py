@@ -17,6 +17,7 @@ configuration does not leak in.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -88,8 +89,16 @@ def _dag_test(env: dict[str, str], project: Path, dag_id: str, *, use_executor: 
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline: Path) -> dict:
-    """train_recommender by dag.test() in one copy; dvc repro in another; promote_model after."""
+    """train_recommender by dag.test() in one copy; dvc repro in another; promote_model after.
+
+    The DAG's project starts with the session project's DVC cache (its run cache included), so a
+    task whose stage has the same command, deps and params as the session's ``dvc repro`` is
+    restored from it instead of training again: the run shows that the DAG runs exactly the
+    stages ``dvc repro`` ran (a stage it ran differently would compute, and its outputs would
+    differ from the reference's). That computing them twice gives the same artefacts is
+    ``tests/e2e/test_dvc_pipeline.py``'s forced re-run."""
     project = make_project(tmp_path_factory.mktemp("dagproj"), OVERRIDES, dags=True)
+    shutil.copytree(tiny_pipeline / ".dvc" / "cache", project / ".dvc" / "cache", dirs_exist_ok=True)
     home = tmp_path_factory.mktemp("airflow-home")
     env = _airflow_env(project, home)
     _airflow(env, "db", "migrate")
@@ -227,7 +236,6 @@ def _drift_root(ran: dict, target: Path, shift: float | None) -> Path:
     distribution by construction. The 7-day tiny data set is still warming up (7-day counters
     grow through its first week), so its own last day differs from the days before it.
     ``shift`` then scales every numeric feature of the current window."""
-    import shutil
 
     import numpy as np
     import pandas as pd
