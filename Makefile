@@ -61,7 +61,7 @@ airflow: install ## Start Airflow (standalone: SQLite, the project's DAGs) on ht
 	RECO_DEMO=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 test: install ## Run the whole test suite (unit, feature repo, DAGs, end to end) on TEST_WORKERS processes
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=20
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20
 
 test-fast: install ## Unit tests only
 	$(BIN)/python -m pytest tests/unit

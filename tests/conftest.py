@@ -33,3 +33,29 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> P
             pipeline_project(shared)
             done.touch()
     return shared
+
+
+#: The order `make test` hands modules to its two workers (the Makefile turns off xdist's
+#: reordering by test count, which put the few-test, minutes-long modules last and left one worker
+#: finishing alone): the longest module first (it builds the session's tiny project; the other
+#: worker meanwhile runs the unit tests, which do not need it), then the long end-to-end modules;
+#: every other module keeps its place after these.
+FIRST = (
+    "tests/dags/test_dag_runs.py",
+    "tests/unit/",
+    "tests/e2e/test_ground_truth.py",
+    "tests/e2e/test_serving_engine.py",
+    "tests/e2e/test_serving_api.py",
+    "tests/e2e/test_dvc_pipeline.py",
+    "tests/e2e/test_simulate.py",
+    "tests/e2e/test_fault_injection.py",
+    "tests/e2e/test_workers.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((i for i, prefix in enumerate(FIRST) if path.startswith(prefix)), len(FIRST))
+
+    items.sort(key=rank)  # stable: within a rank, the collection order
