@@ -51,10 +51,10 @@ TRAIN_STAGES: tuple[str, ...] = (
     "features",
     "feast_apply",
     "materialize",
+    "tune",  # the chosen hyper-parameters (data/tuning/pipeline.json) the next stages and the evaluation apply
     "embeddings",
     "candidates",
     "ranking",
-    "tune",  # the chosen hyper-parameters (data/tuning/pipeline.json) the evaluation applies
     "evaluate",
     "drift",  # the drift verdict: evidence the offline gate requires
 )

@@ -26,6 +26,7 @@ import pandas as pd
 from components.core.catalog import DataPaths, check_name
 from components.core.config import BroughtSplit, Params, stage_context, stage_parser
 from components.core.io import write_metrics
+from components.core.tuned import PIPELINE_STUDY, tuned_params
 from components.data.adapters.brought import table_to_drop
 from components.data.ingestion.pseudonyms import hmac_key_from_env
 from components.data.ingestion.rules import IngestError
@@ -41,15 +42,13 @@ from components.evaluation.protocols import (
 )
 from components.evaluation.report import EvalResult, write_outputs
 from components.evaluation.splits import read_split
-from components.tuning.stage import PIPELINE_NAME as PIPELINE_STUDY
-from components.tuning.stage import tuned_params
 
 DATASETS = ("synthetic", "kuairand", "movielens")
 
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> EvalResult:
     """Stage: evaluate the pipeline's own data (``data.source``) from ``data/interim``, with the
-    values the ``tune`` stage chose (:func:`components.tuning.stage.tuned_params`)."""
+    values the ``tune`` stage chose (:func:`components.core.tuned.tuned_params`)."""
     params = tuned_params(params, paths, PIPELINE_STUDY)
     dataset = Params.of(params).data.source
     events, content, users = read_tables(paths)

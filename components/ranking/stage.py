@@ -39,6 +39,7 @@ import pandas as pd
 from components.core.catalog import DataPaths
 from components.core.config import stage_context, stage_parser
 from components.core.io import atomic_write_parquet, atomic_write_text, write_metrics
+from components.core.tuned import tuned_params
 from components.features.feast_repo import StoreSettings, open_store
 from components.pipeline import Pipeline, TrainingPart
 from components.ranking.artefact import save
@@ -129,6 +130,7 @@ def ranking_metrics(
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> RankingResult:
     """Stage: training set → ranker artefact under ``data/models/ranker`` + metrics."""
+    params = tuned_params(params, paths)  # the values the tune stage chose, as the evaluation uses
     settings = StoreSettings.from_params(params)
     store = open_store(paths, settings)
     pipe = Pipeline.of(params, feature_service=settings.feature_service)

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from components.core.catalog import DataPaths
 from components.core.config import Params, stage_context, stage_parser
 from components.core.io import write_metrics
+from components.core.tuned import tuned_params
 from components.data.prepare import prepare_data
 from components.retrieval.embedding_model import load_model
 from components.retrieval.embedding_params import EmbeddingParams
@@ -53,6 +54,8 @@ class CandidatesResult:
 
 def run(params: Mapping[str, Any], paths: DataPaths, dataset: str | None = None) -> CandidatesResult:
     """Stage: index + candidates for every user at the end of the data, and hold-out recall."""
+    if dataset is None:  # the pipeline's own data: the values the tune stage chose
+        params = tuned_params(params, paths)
     t0 = time.perf_counter()
     dataset = dataset or Params.of(params).data.source
     p = CandidateParams.from_params(params, dataset)

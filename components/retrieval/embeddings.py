@@ -24,6 +24,7 @@ import pandas as pd
 from components.core.catalog import DataPaths
 from components.core.config import stage_context, stage_parser
 from components.core.io import write_metrics
+from components.core.tuned import tuned_params
 from components.retrieval.content_encoder import normalize_rows
 from components.retrieval.embedding_model import (
     EmbeddingModel,
@@ -88,6 +89,7 @@ class EmbeddingsResult:
 
 
 def run(params: Mapping[str, Any], paths: DataPaths) -> EmbeddingsResult:
+    params = tuned_params(params, paths)  # the values the tune stage chose, as the evaluation uses
     p = EmbeddingParams.from_params(params)
     t0 = time.perf_counter()
     events, content, _ = read_interim(paths)

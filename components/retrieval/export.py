@@ -31,6 +31,7 @@ import pandas as pd
 
 from components.core.catalog import PROJECT_ROOT, DataPaths
 from components.core.config import stage_context, stage_parser
+from components.core.tuned import tuned_params
 from components.features.feast_repo import StoreSettings, open_store
 from components.features.item_cache import ItemFeatureCache
 from components.pipeline import Pipeline
@@ -218,6 +219,7 @@ class ExportResult:
 def run(params: Mapping[str, Any], paths: DataPaths, out: Path | None = None) -> ExportResult:
     """Fit, build the snapshot and write the set to ``out`` (default ``data/serving/artifacts``)
     and ``metrics/export.json``."""
+    params = tuned_params(params, paths)  # the retrieval the candidates stage fitted: the tuned values
     t0 = time.perf_counter()
     retr, events = fit_retriever(params, paths)
     path = paths.of("candidates_table")

@@ -8,7 +8,8 @@
 3. **Retrain**: the training DAG's stages (:data:`components.orchestration.TRAIN_STAGES`, ingest
    forced: it reads the stream) except ``evaluate`` (the offline report with its baselines,
    which neither the gates nor serving read: `dvc repro evaluate` when wanted) and ``tune``
-   (the hyper-parameters only the evaluation applies), and ``export``;
+   (the retrain keeps the hyper-parameters chosen by the last tuning: `dvc repro tune` to
+   choose again on the new data), and ``export``;
    the new ranker is registered as a candidate.
 4. **Offline gate**, then **live shadow**: the server (restarted on the new artefact set; it
    rebuilds its streamed state from the stream) serves ``simulate.shadow_days`` days with the

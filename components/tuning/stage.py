@@ -39,8 +39,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from components.core.catalog import DataPaths
 from components.core.config import Params, deep_merge, stage_context, stage_parser
+from components.core.tuned import PIPELINE_STUDY, tuned_params  # noqa: F401 - tuned_params: re-exported
 from components.data.prepare import prepare_data
 from components.evaluation.feed import read_tables
 from components.evaluation.protocols import (
@@ -57,7 +57,7 @@ from components.tuning import studies as S
 
 log = logging.getLogger(__name__)
 
-PIPELINE_NAME = "pipeline"
+PIPELINE_NAME = PIPELINE_STUDY
 RETRIEVAL_STUDIES = ("ease", "als", "knn")
 
 
@@ -200,17 +200,6 @@ def tune(
     (out / f"{name}.json").write_text(json.dumps(chosen, indent=2, sort_keys=True) + "\n")
     log.info("tuning %s: %s (%d trials, %.0f s)", name, chosen["overrides"], chosen["trials"], time.perf_counter() - t0)
     return chosen
-
-
-def tuned_params(params: Mapping[str, Any], paths: DataPaths, name: str) -> dict[str, Any]:
-    """``params`` with the chosen values of ``data/tuning/<name>.json`` laid over them (when
-    ``tuning.apply`` and the file exists; otherwise as they are)."""
-    path = paths.of("tuning_chosen", study=name)
-    if not Params.of(params).tuning.apply or not path.exists():
-        return dict(params)
-    chosen = json.loads(path.read_text())
-    log.info("tuned values of %s: %s", path, chosen["overrides"])
-    return deep_merge(params, chosen["overrides"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

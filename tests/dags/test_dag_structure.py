@@ -47,7 +47,7 @@ def test_train_recommender_graph(dagbag) -> None:  # type: ignore[no-untyped-def
     assert [t.task_id for t in dag.topological_sort()] == order
     assert _edges(dag) == set(itertools.pairwise(order))
     assert TRAIN_STAGES[1:] == ("ingest", "preprocess", "features", "feast_apply", "materialize",
-                                "embeddings", "candidates", "ranking", "tune", "evaluate", "drift")
+                                "tune", "embeddings", "candidates", "ranking", "evaluate", "drift")
     register = dag.get_task("register_candidate")
     assert [o.name for o in register.outlets] == [MODEL_ASSET_NAME]
     # scheduled daily and by the drift monitor's retrain request
@@ -85,3 +85,24 @@ def test_materialize_features_graph(dagbag) -> None:  # type: ignore[no-untyped-
     assert [t.task_id for t in dag.tasks] == ["materialize"]
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.timetable.expression == "0 * * * *"  # hourly, with a real data interval
+
+
+def test_train_stages_run_after_every_stage_whose_outputs_they_read() -> None:
+    """Each task runs ``dvc repro --single-item``, which does not run upstream stages: a stage
+    reading an output of a later task would read a stale or missing file."""
+    import yaml
+
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    names = ["generate" if s == "drop" else s for s in TRAIN_STAGES]
+
+    def paths(entries: list) -> list[str]:  # type: ignore[type-arg]
+        return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+    def outs(name: str) -> list[str]:
+        body = stages[name]
+        return paths(body.get("outs", []) + body.get("metrics", []) + body.get("plots", []))
+
+    for i, name in enumerate(names):
+        for dep in stages[name].get("deps", []):
+            writers = [w for w in names if any(dep == o or dep.startswith(o + "/") or o.startswith(dep + "/") for o in outs(w))]
+            assert all(names.index(w) < i for w in writers if w != name), (name, dep, writers)
