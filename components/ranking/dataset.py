@@ -18,7 +18,7 @@ FeatureService's point-in-time features, :func:`add_features`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -96,7 +96,7 @@ def training_cuts(end: Any, n: int, window: pd.Timedelta) -> list[pd.Timestamp]:
     return [last - pd.Timedelta(days=i) for i in range(n - 1, -1, -1)]
 
 
-def sample_groups(users: Sequence[str], cap: int, seed: int, cut: pd.Timestamp) -> list[str]:
+def sample_groups(users: Iterable[Any], cap: int, seed: int, cut: pd.Timestamp) -> list[str]:
     """At most ``cap`` of ``users`` (0: all), sorted: a uniform sample by the same seeded pair
     hash as the negatives (:func:`sample_keys`), so it does not depend on the input order."""
     ordered = sorted(str(u) for u in users)
