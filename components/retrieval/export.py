@@ -159,7 +159,9 @@ def artifact_set(
 def fit_retriever(params: Mapping[str, Any], paths: DataPaths) -> tuple[Retriever, pd.DataFrame]:
     """The retriever at the end of the events over the saved embeddings and index (the
     pipeline's retrieval step, :meth:`components.pipeline.Pipeline.fit`), and the events;
-    :class:`ExportError` when the index does not belong to the embeddings."""
+    :class:`ExportError` when the index does not belong to the embeddings. With the tuned
+    values (:func:`~components.core.tuned.tuned_params`), as the candidates stage fitted it."""
+    params = tuned_params(params, paths)
     events, content, users = read_interim(paths)
     emb = load_model(paths.of("embeddings"))
     try:

@@ -140,26 +140,28 @@ def test_batch_feed_excludes_what_users_saw(built: Path) -> None:
 
 
 def test_production_stages_build_with_the_tuned_values(tmp_path: Path, tiny_pipeline: Path) -> None:
-    """The tune stage's chosen values are what the production stages use (as the evaluation
-    does); `tuning.apply: false` builds with params.yaml's values; changing the chosen values
-    makes DVC rebuild the stages that read them."""
+    """With ``tuning.apply`` the tune stage's chosen values are what the production stages use
+    (as the evaluation does); without, params.yaml's; changing the chosen values makes DVC
+    rebuild the stages that read them."""
     from components.core.catalog import DataPaths
     from components.core.config import load_params
     from components.retrieval.embeddings import run as embeddings
 
     project = copy_project(tiny_pipeline, tmp_path / "proj")
+    params = load_params(project / "params.yaml")
+    assert params["tuning"]["apply"] is False  # the tiny project's setting (tests/fixtures/tiny_project.py)
+    built = json.loads((project / "metrics/embeddings.json").read_text())
+    assert built["mf_dim"] == params["embeddings"]["factors"]
+
+    # chosen values with a dimension no study would pick, so only the file can have set it
     chosen_path = project / "data/tuning/pipeline.json"
     chosen = json.loads(chosen_path.read_text())
-    built = json.loads((project / "metrics/embeddings.json").read_text())
-    assert built["mf_dim"] == chosen["overrides"]["embeddings"]["factors"]  # the session's dvc repro
-
-    # other chosen values: a dimension no study would pick, so only the file can have set it
-    chosen["overrides"]["embeddings"]["factors"] = 7
+    chosen["overrides"].setdefault("embeddings", {})["factors"] = 7
     chosen_path.write_text(json.dumps(chosen))
     status = _dvc(project, "status", "embeddings", "candidates", "ranking", "export")
     assert "data/tuning/pipeline.json" in status
-    params = load_params(project / "params.yaml")
     paths = DataPaths(project)
+    params["tuning"]["apply"] = True
     assert embeddings(params, paths).metrics["mf_dim"] == 7
     params["tuning"]["apply"] = False
     assert embeddings(params, paths).metrics["mf_dim"] == params["embeddings"]["factors"]
