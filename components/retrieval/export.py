@@ -221,9 +221,8 @@ class ExportResult:
 def run(params: Mapping[str, Any], paths: DataPaths, out: Path | None = None) -> ExportResult:
     """Fit, build the snapshot and write the set to ``out`` (default ``data/serving/artifacts``)
     and ``metrics/export.json``."""
-    params = tuned_params(params, paths)  # the retrieval the candidates stage fitted: the tuned values
     t0 = time.perf_counter()
-    retr, events = fit_retriever(params, paths)
+    retr, events = fit_retriever(params, paths)  # with the tuned values, as the candidates stage
     path = paths.of("candidates_table")
     if not path.exists():
         raise ExportError(f"no candidates table at {path}: run `dvc repro candidates`")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.schema import EXPOSURE_TYPES, POSITIVE_TYPES
+from components.serving.lru import lru_entry
 
 
 class ItemStats:
@@ -62,13 +63,7 @@ class ItemStats:
     def _first_reward(self, user: str, content: str) -> bool:
         """Whether ``user`` has not rewarded ``content`` (within what is remembered); notes it
         (call holding ``_lock``)."""
-        seen = self._rewarded.get(user)
-        if seen is None:
-            seen = self._rewarded[user] = OrderedDict()
-            while len(self._rewarded) > self.max_users:
-                self._rewarded.popitem(last=False)
-        else:
-            self._rewarded.move_to_end(user)
+        seen = lru_entry(self._rewarded, user, OrderedDict, self.max_users)
         if content in seen:
             return False
         seen[content] = None

@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from components.core.catalog import DataPaths
 from components.core.schema import ENGAGEMENT_TYPES, USER_EVENT_TYPES
+from components.serving.lru import lru_entry
 
 if TYPE_CHECKING:
     from components.data.ingestion.rules import Limits
@@ -102,13 +103,7 @@ class RealtimeFeatures:
         return user_id in self._users
 
     def add(self, user_id: str, ts_s: int, event_type: str, content_id: str | None) -> None:
-        w = self._users.get(user_id)
-        if w is None:
-            w = self._users[user_id] = _UserWindow()
-            while len(self._users) > self.max_users:
-                self._users.popitem(last=False)
-        else:
-            self._users.move_to_end(user_id)
+        w = lru_entry(self._users, user_id, _UserWindow, self.max_users)
         w.events.append((ts_s, event_type, content_id))
         w.last_ts_s = max(w.last_ts_s, ts_s)
         while w.events and w.events[0][0] <= w.last_ts_s - ONE_HOUR_S:  # bounded: one hour a user

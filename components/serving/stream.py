@@ -29,6 +29,7 @@ import pandas as pd
 from components.core.schema import POSITIVE_TYPES
 from components.serving.artifacts import ArtifactSet
 from components.serving.catalogue import Catalogue
+from components.serving.lru import lru_entry
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,7 @@ class StreamState:
         """Contents shown to / watched by the user since load: never recommended again."""
         user = str(user_id)
         with self._lock:
-            noted = self._noted.get(user)
-            if noted is None:
-                noted = self._noted[user] = OrderedDict()
-                while len(self._noted) > self.max_users:
-                    self._noted.popitem(last=False)
-            else:
-                self._noted.move_to_end(user)
+            noted = lru_entry(self._noted, user, OrderedDict, self.max_users)
             for c in content_ids:
                 c = str(c)
                 noted[c] = None
