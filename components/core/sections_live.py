@@ -84,6 +84,12 @@ class Serving(Section):
     #: hours a committed event id stays in the commit log (refused again as a duplicate by the
     #: API); older ids are pruned so the log stops growing; ``ingest`` dedupes by id for good
     dedupe_retention_h: float = Field(gt=0)
+    #: uploads since the artefact set's export scored for every request (source ``fresh``): this many join the candidates
+    fresh_candidates: int = Field(ge=0)
+    #: the most recent uploads since the export kept as ``fresh`` candidates (all stay in the index)
+    fresh_uploads_kept: int = Field(gt=0)
+    #: exploration slots draw from the candidates uploaded since the export when there are any
+    explore_uploads: bool
 
 
 class OnlineUpdateOptions(Section):

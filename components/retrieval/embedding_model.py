@@ -140,6 +140,15 @@ def _matrix(col: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     return flat.reshape(len(arr), dim) if len(arr) else np.zeros((0, dim), dtype=np.float32)
 
 
+def encoder_pickle(encoder: ContentEncoder) -> bytes:
+    """The encoder's pickle, the same bytes for the same fitted encoder."""
+    if encoder.tfidf is not None:
+        # sklearn caches id(stop_words) (a memory address) to skip a re-check: it would make the
+        # pickle differ between identical runs; dropping it only means the check runs again
+        encoder.tfidf.__dict__.pop("_stop_words_id", None)
+    return pickle.dumps(encoder, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def save_model(model: EmbeddingModel, out_dir: Path) -> None:
     """Write ``users.parquet``, ``content.parquet``, ``encoder.pkl`` and ``meta.json`` (last,
     atomically, with the pickle's SHA-256)."""
@@ -163,11 +172,7 @@ def save_model(model: EmbeddingModel, out_dir: Path) -> None:
     )
     pq.write_table(users, out_dir / "users.parquet")
     pq.write_table(items, out_dir / "content.parquet")
-    if model.encoder.tfidf is not None:
-        # sklearn caches id(stop_words) (a memory address) to skip a re-check: it would make the
-        # pickle differ between identical runs; dropping it only means the check runs again
-        model.encoder.tfidf.__dict__.pop("_stop_words_id", None)
-    encoder = pickle.dumps(model.encoder, protocol=pickle.HIGHEST_PROTOCOL)
+    encoder = encoder_pickle(model.encoder)
     atomic_write_bytes(out_dir / "encoder.pkl", encoder)
     meta = {
         "mf_dim": int(model.user_mf.shape[1]),

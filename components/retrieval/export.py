@@ -35,7 +35,7 @@ from components.core.tuned import tuned_params
 from components.features.feast_repo import StoreSettings, open_store
 from components.features.item_cache import ItemFeatureCache
 from components.pipeline import Pipeline
-from components.retrieval.embedding_model import load_model
+from components.retrieval.embedding_model import encoder_pickle, load_model
 from components.retrieval.index import ContentIndex
 from components.retrieval.interactions import interaction_events, read_interim
 from components.retrieval.retriever import Retriever, candidate_table
@@ -153,6 +153,7 @@ def artifact_set(
         seen=SeenSets.from_sets(seen, ids),
         reporters={str(c): set(u) for c, u in reporters.items()},
         items=items,
+        encoder_pickle=encoder_pickle(retr.model.encoder),
     )
 
 

@@ -234,15 +234,16 @@ class PairState:
         ``query``) and the contents at catalogue ``positions``, given the user's normalisers
         ``stats`` (``[len(PAIR_SOURCES), 2]``: mean, std): the values the batch computes over
         the whole catalogue, at a cost that grows with the number of contents. Positions
-        outside the fitted catalogue (-1, contents added later) get NaN pair scores."""
+        outside the fitted catalogue (-1, contents added later) get NaN pair scores, but for
+        the ``content`` score of contents added with a vector (uploads: from their metadata)."""
         pos = np.asarray(positions, dtype=np.int64)
-        fit = (pos >= 0) & (pos < self.n_fit)
-        cols = pos[fit]
         rows = np.array([row], dtype=np.int64)
         q = np.asarray(query, dtype=np.float32).reshape(1, -1)
         out: dict[str, np.ndarray] = {}
         for j, s in enumerate(PAIR_SOURCES):
             vals = np.full(len(pos), np.nan, dtype=np.float32)
+            fit = (pos >= 0) & (pos < (len(self.item_unified) if s == "content" else self.n_fit))
+            cols = pos[fit]
             if len(cols):
                 vals[fit] = self.scores(rows, s, q, cols)[0]
             out[f"score_{s}"] = vals

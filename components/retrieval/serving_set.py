@@ -13,6 +13,7 @@ Layout of ``data/serving/artifacts/`` (:func:`artifacts_dir`)::
     lists/*.npy            trending, recent and popular lists (positions, scores)
     seen/                  contents each user interacted with (CSR over catalogue positions)
     reporters.parquet      (content_id, user_id) of every report (moderation counts)
+    encoder.pkl            the content encoder: vectors of contents uploaded after the export
     items/                 item feature rows (:class:`~components.features.item_cache.ItemFeatureCache`)
 
 Every array is an ``.npy`` file that serving opens with ``mmap_mode="r"``
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from components.features.item_cache import ItemFeatureCache
 
 SCHEMA_VERSION = 1
+ENCODER_FILE = "encoder.pkl"
 
 
 def artifacts_dir(paths: DataPaths) -> Path:
@@ -110,18 +112,42 @@ class SeenSets:
 
 @dataclass
 class ServingIndex:
-    """The exported FAISS index addressed by catalogue position (ids are positions)."""
+    """The exported FAISS index addressed by catalogue position (ids are positions), and the
+    contents added since the export (uploads) in an exact inner-product index of their own:
+    the exported index is memory-mapped read-only and shared by the workers, so it cannot grow
+    (FAISS aborts the process on an add to a mapped index). A search asks both and keeps the
+    best ``k``."""
 
     index: Any
     type: str
     ef_search: int
+    added: Any = None  # faiss IndexIDMap2(IndexFlatIP) of the contents added since the export
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.index.ntotal) + self.n_added
+
+    @property
+    def n_added(self) -> int:
+        return int(self.added.ntotal) if self.added is not None else 0
+
+    def add(self, vectors: np.ndarray, positions: np.ndarray) -> None:
+        """Index contents added after the export at their catalogue ``positions``."""
+        if self.added is None:
+            import faiss
+
+            self.added = faiss.IndexIDMap2(faiss.IndexFlatIP(int(self.index.d)))
+        self.added.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(positions, dtype=np.int64))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return search(self.index, queries, k, hnsw_ef_search=self.ef_search if self.type == "hnsw" else None)
+        scores, ids = search(self.index, queries, k, hnsw_ef_search=self.ef_search if self.type == "hnsw" else None)
+        if not self.n_added:
+            return scores, ids
+        s2, i2 = search(self.added, queries, k)
+        scores = np.concatenate([np.where(ids < 0, -np.inf, scores), s2], axis=1)
+        ids = np.concatenate([ids, i2], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 @dataclass
@@ -146,6 +172,10 @@ class ArtifactSet:
     reporters: dict[str, set[str]]
     items: ItemFeatureCache | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    # the content encoder (new uploads' vectors from their metadata), pickled: written by the
+    # export (``encoder.pkl``); serving reads the file only when the first upload arrives
+    encoder_pickle: bytes | None = None
+    encoder_file: Path | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +275,8 @@ def write_artifacts(directory: Path, s: ArtifactSet, producer: Mapping[str, Any]
         tmp / "reporters.parquet",
     )
     items_meta = _write_items(tmp, s.items) if s.items is not None else None
+    if s.encoder_pickle is not None:
+        (tmp / ENCODER_FILE).write_bytes(s.encoder_pickle)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "feature_version": feature_version(),
@@ -275,6 +307,7 @@ def write_artifacts(directory: Path, s: ArtifactSet, producer: Mapping[str, Any]
 
 
 __all__ = [
+    "ENCODER_FILE",
     "SCHEMA_VERSION",
     "ArtifactSet",
     "RankedList",

@@ -340,9 +340,14 @@ def _add_event_routes(app: FastAPI, state: ServingState) -> None:
 def _add_health_routes(app: FastAPI, state: ServingState) -> None:
     """``GET /healthz`` (liveness, the online update's state) and ``GET /readyz``."""
 
-    @app.get("/healthz", summary="Liveness, and the state of the real-time update loop")
+    @app.get("/healthz", summary="Liveness, the catalogue served, and the state of the real-time update loop")
     def healthz() -> dict[str, Any]:
-        body: dict[str, Any] = {"status": "ok"}
+        rec = state.recommender
+        body: dict[str, Any] = {
+            "status": "ok",
+            # this worker's catalogue: the export's contents plus the uploads indexed since
+            "catalogue": {"contents": len(rec.contents), "uploads_since_export": rec.uploads.added},
+        }
         if state.online_update is not None:
             st = state.online_update.status()
             body["online_update"] = {

@@ -28,6 +28,7 @@ from components.core.integrity import IntegrityError, check_sums
 from components.retrieval.faiss_search import set_search_params
 from components.retrieval.pair_features import PAIR_SOURCES, KnnState, PairState, as_csr
 from components.retrieval.serving_set import (
+    ENCODER_FILE,
     SCHEMA_VERSION,
     ArtifactSet,
     RankedList,
@@ -216,6 +217,7 @@ def open_artifacts(directory: Path) -> ArtifactSet:
         reporters=reporters,
         items=_read_items(root, arrays, manifest["item_features"]) if manifest["item_features"] else None,
         manifest=manifest,
+        encoder_file=root / ENCODER_FILE if (root / ENCODER_FILE).exists() else None,
     )
     log.info("serving artefact set %s mapped in %.2f s: %d contents, %d users", root, time.perf_counter() - t0, n, snapshot.n_users)
     return out

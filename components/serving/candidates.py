@@ -1,6 +1,8 @@
 """A request's candidates (:class:`CandidateAssembler`): the user's row of the exported
 candidate snapshot (or the cold row), plus the FAISS neighbours of the user's real-time interest
-(source ``realtime``), minus the contents seen since load and the moderated ones."""
+(source ``realtime``) and the uploads since the export closest to the user (source ``fresh``,
+:class:`~components.serving.uploads.Uploads`), minus the contents seen since load and the
+moderated ones."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 from components.serving.artifacts import ArtifactSet
 from components.serving.catalogue import Catalogue
 from components.serving.stream import StreamState
+from components.serving.uploads import Uploads
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class CandidateAssembler:
     stream: StreamState
     realtime_candidates: int
     index_lock: threading.Lock
+    uploads: Uploads | None = None
+    fresh_candidates: int = 0
 
     def __post_init__(self) -> None:
         self.snapshot = self.artifacts.snapshot
@@ -75,14 +80,24 @@ class CandidateAssembler:
         if len(drop):
             keep = ~np.isin(pos, drop)
             pos, sources = pos[keep], sources[keep]
+        excluded: frozenset[str] | None = None
+        extras = []
         if fresh is not None:
-            extra = self.realtime(fresh[0])
+            extras.append(("realtime", self.realtime(fresh[0])))
+        if self.uploads is not None and self.fresh_candidates > 0 and len(self.uploads):
+            query = np.asarray(self.artifacts.queries[self.row(user_id)], dtype=np.float64)
+            if fresh is not None:
+                norm = float(np.linalg.norm(query))
+                query = (query / norm if norm > 0 else query) + fresh[0]
+            extras.append(("fresh", self.uploads.candidates(query, self.fresh_candidates)))
+        ids = self.catalogue.ids
+        for name, extra in extras:
             extra = extra[~np.isin(extra, pos)]
-            excluded = self.stream.seen(user_id) | self.stream.moderated
-            ids = self.catalogue.ids
+            if excluded is None:
+                excluded = self.stream.seen(user_id) | self.stream.moderated
             extra = np.asarray([p for p in extra if ids[p] not in excluded], dtype=np.int64)
             pos = np.concatenate([pos, extra])
-            sources = np.concatenate([sources, np.full(len(extra), "realtime", dtype=object)])
+            sources = np.concatenate([sources, np.full(len(extra), name, dtype=object)])
         if len(pos) == 0:
             raise LookupError("no candidates left after seen / moderated filters")
-        return Candidates(pos, self.catalogue.ids[pos], sources, stats, cold)
+        return Candidates(pos, ids[pos], sources, stats, cold)

@@ -107,6 +107,7 @@ from components.serving.scoring import ModelSlots, Scored, choose_arm, shadow_sc
 from components.serving.settings import ServingSettings
 from components.serving.stages import BudgetSpent, StageClock
 from components.serving.stream import ReportPolicy, StreamState, over_threshold
+from components.serving.uploads import Uploads
 
 if TYPE_CHECKING:
     from components.deploy.model_cache import ModelCache
@@ -162,12 +163,15 @@ class Recommender:
             max_users=settings.stream_users,
             seen_per_user=settings.stream_seen_per_user,
         )
+        self.uploads = Uploads(artifacts, self.contents, retrieval_lock, settings.fresh_uploads_kept)
         self.candidates = CandidateAssembler(
             artifacts,
             self.contents,
             self.stream,
             realtime_candidates=settings.realtime_candidates,
             index_lock=retrieval_lock,
+            uploads=self.uploads,
+            fresh_candidates=settings.fresh_candidates,
         )
         self.assembler = FeatureAssembler(
             artifacts, fetcher, store_factory=store_factory, store_retry_s=settings.store_retry_s
@@ -336,8 +340,10 @@ class Recommender:
         self.stream.note_seen(user_id, content_ids)
 
     def observe(self, events: pd.DataFrame) -> None:
-        """Event-sink listener: seen contents, reports, the real-time interest and UCB's per-item
+        """Event-sink listener: uploads into the index (first: the batch's other events may
+        be about them), seen contents, reports, the real-time interest and UCB's per-item
         statistics."""
+        self.uploads.observe(events)
         self.stream.observe(events)
         self.item_stats.observe(events)
 

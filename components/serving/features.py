@@ -91,10 +91,11 @@ class FeatureAssembler:
 
     def _item_rows(self, fetcher: ServingFeatureFetcher) -> np.ndarray:
         """Catalogue position -> row of the fetcher's item matrix (-1: no features; one extra
-        trailing -1 for position -1), recomputed when a refresh swapped the matrix."""
+        trailing -1 for position -1), recomputed when a refresh swapped the matrix or uploads
+        grew the catalogue."""
         items = fetcher.items
         cached = self._rows_of
-        if cached is None or cached[0] is not items:
+        if cached is None or cached[0] is not items or len(cached[1]) != len(self.artifacts.content_ids) + 1:
             rows = items.positions(self.artifacts.content_ids)
             cached = (items, np.append(rows, -1).astype(np.int64))
             self._rows_of = cached

@@ -1,6 +1,7 @@
 """Re-ranking a request's scored candidates (:class:`Reranker`): the real-time interest's pull,
 the trend boost, the DPP slate (:func:`~components.retrieval.exploration.dpp_rerank`) and
-ε-greedy / UCB exploration (:func:`~components.retrieval.exploration.explore_slate`), with the
+ε-greedy / UCB exploration (:func:`~components.retrieval.exploration.explore_slate`; its slots
+go to the candidates uploaded since the export first, ``serving.explore_uploads``), with the
 pure helpers they use."""
 
 from __future__ import annotations
@@ -50,9 +51,17 @@ class Reranker:
         self.artifacts = artifacts
         self.settings = settings
         self.item_stats = item_stats  # UCB's per-item statistics from the stream
-        self._id_rank = catalogue.id_rank
+        self.catalogue = catalogue
+        self.n_exported = len(catalogue)  # positions from here on: uploads since the export
         t = artifacts.trending
         self._trend = trend_factors(len(catalogue), t.items, t.scores)
+
+    def trend_at(self, pos: np.ndarray) -> np.ndarray:
+        """The trend factors of catalogue positions (0 for contents uploaded since the export)."""
+        out = np.zeros(len(pos), dtype=np.float64)
+        inside = pos < len(self._trend)
+        out[inside] = self._trend[pos[inside]]
+        return out
 
     def interest_boost(self, fresh: tuple[np.ndarray, float], pos: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """``weight · n/(n+2) · cos(content, interest) · std(scores)``: in the scores' own units,
@@ -77,9 +86,9 @@ class Reranker:
         """Trend boost, DPP slate, exploration (with the user's experiment arms' settings); the
         feed items and their candidate rows."""
         beta, explo = self.settings.for_user(user_id)
-        trend = self._trend[pos]
+        trend = self.trend_at(pos)
         boosted = boost(scores, trend, beta)
-        tie = self._id_rank[pos]  # ties by content id, compared as integers
+        tie = self.catalogue.id_rank[pos]  # ties by content id, compared as integers
         order = np.lexsort((tie, -boosted))
         pool = order[: max(self.settings.rerank_pool, k)]
         vectors = np.asarray(self.artifacts.item_vectors[pos[pool]], dtype=np.float64)
@@ -89,11 +98,15 @@ class Reranker:
         ranked = np.concatenate([slate, rest])
         ranked_ids = cids[ranked].tolist()
         ucb = explo.strategy == "ucb" and explo.epsilon > 0 and self.item_stats is not None
+        # the ranker has no batch features of an upload since the export: exploration is how it
+        # gets the impressions that teach the next training about it (cold start)
+        uploads = [cids[i] for i in ranked[k:] if pos[i] >= self.n_exported] if self.settings.explore_uploads else []
         shown = explore_slate(
             ranked_ids,
             k,
             explo,
             request_seed(self.settings.seed, request_id),
+            pool=uploads or None,
             scores=boosted[ranked].tolist(),
             stats=self.item_stats.snapshot(ranked_ids[k:]) if ucb and self.item_stats else None,
         )

@@ -27,6 +27,9 @@ class ServingSettings:
     gc_freeze: bool  # serving.gc_freeze: move what load built out of the cyclic GC's way
     realtime_weight: float  # serving.realtime_weight: pull of fresh engagements (0 = off)
     realtime_candidates: int  # serving.realtime_candidates: ANN neighbours of the fresh interest
+    fresh_candidates: int  # serving.fresh_candidates: uploads since the export added to the candidates
+    fresh_uploads_kept: int  # serving.fresh_uploads_kept: the recent uploads those are chosen from
+    explore_uploads: bool  # serving.explore_uploads: exploration slots go to uploads since the export first
     store_retry_s: float  # serving.store_retry_s: after an online-store failure, fall back this long
     compile_ranker: bool  # serving.compile_ranker: LightGBM heads as native code (lleaves)
     stream_users: int  # serving.stream_users: users whose streamed state is kept
@@ -67,6 +70,9 @@ class ServingSettings:
             gc_freeze=s.gc_freeze,
             realtime_weight=s.realtime_weight,
             realtime_candidates=s.realtime_candidates,
+            fresh_candidates=s.fresh_candidates,
+            fresh_uploads_kept=s.fresh_uploads_kept,
+            explore_uploads=s.explore_uploads,
             store_retry_s=s.store_retry_s,
             compile_ranker=s.compile_ranker,
             stream_users=s.stream_users,

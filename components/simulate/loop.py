@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from components.core.catalog import DataPaths
 from components.core.config import Params, load_params
 from components.data.synthetic.constants import MS_PER_DAY
@@ -148,6 +150,29 @@ class Loop:
         return register_candidate(self.root).version
 
 
+def upload_exposure(stream: pd.DataFrame, impressions: pd.DataFrame) -> dict[str, Any]:
+    """How the run's uploads reached feeds: ``uploads``, ``shown`` (with at least one
+    impression), ``impressions`` of them, and per shown upload the simulated seconds from its
+    upload to its first impression (``first_shown_after_s``)."""
+    ups = stream[stream["event_type"].astype(str) == "content_upload"]
+    at = pd.to_datetime(ups.set_index(ups["content_id"].astype(str))["timestamp"], utc=True)
+    imp = impressions[impressions["content_id"].astype(str).isin(at.index)]
+    first = pd.to_datetime(imp.groupby(imp["content_id"].astype(str))["timestamp"].min(), utc=True)
+    after = (first - at.reindex(first.index)).dt.total_seconds()
+    return {"uploads": len(at), "shown": len(first), "impressions": len(imp), "first_shown_after_s": after}
+
+
+def print_upload_exposure(paths: DataPaths) -> None:
+    from components.experiments.outcomes import read_impression_log
+    from components.serving.events import read_stream_events
+
+    e = upload_exposure(read_stream_events(paths), read_impression_log(paths.of("impressions")))
+    delay = e["first_shown_after_s"]
+    median = f"{delay.median() / 60:.0f} simulated min" if len(delay) else "n/a"
+    print(f"uploads during the run: {e['uploads']}, shown in feeds: {e['shown']} "
+          f"({e['impressions']} impressions); median time from upload to first impression {median}")  # fmt: skip
+
+
 def clear_runtime(paths: DataPaths) -> None:
     for name in ("stream", "impressions", "simulate"):
         shutil.rmtree(paths.of(name), ignore_errors=True)
@@ -198,6 +223,7 @@ def run(root: Path, keep: bool = False) -> int:
         print(f"simulated users {loop.sim.n_users}: {t.sessions} sessions, {t.requests} feeds, {t.sent} events sent, "
               f"{t.accepted} accepted, {t.rejected} rejected, {t.duplicates} duplicates, {t.unanswered} unanswered, "
               f"{t.uploads} uploads; traffic {t.wall_s:.0f} s{'; stopped: ' + t.stopped if t.stopped else ''}")  # fmt: skip
+    print_upload_exposure(loop.paths)
     print(f"wall time {time.monotonic() - began:.0f} s; phases: {loop.timings}")
     if failed:
         print(f"the loop failed: {failed}")

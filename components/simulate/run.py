@@ -4,8 +4,9 @@
 phases (``run_until``) with the loop retraining or promoting in between. Sessions are played
 in waves of one simulated hour: the wave's sessions run concurrently (``threads`` HTTP clients,
 each session with its own random stream seeded by ``base.seed``, the user and the session
-number), then the wave's events are posted in batches of ``simulate.batch_events``. Uploads
-due in the wave are posted first, so their contents are known before anyone watches them.
+number), then the wave's events are posted in batches of ``simulate.batch_events``. The
+uploads of the hours before a wave are posted first: the server indexes them on arrival, so
+they can be served from that wave on, and never before their upload time.
 
 Bounded: at most ``simulate.max_requests`` feed requests and ``simulate.max_wall_s`` wall
 seconds; the run stops early (and says so) when either is reached.
@@ -178,8 +179,10 @@ class Simulator:
         self._phase_end_ms = phase_end
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="sim") as pool:
             while self.queue and self.queue[0][0] < end_ms and not tot.stopped:
-                wave_end = min(self.queue[0][0] // MS_PER_H * MS_PER_H + MS_PER_H, end_ms)
-                self._post_uploads(wave_end)
+                wave_start = self.queue[0][0] // MS_PER_H * MS_PER_H
+                wave_end = min(wave_start + MS_PER_H, end_ms)
+                # the uploads of earlier hours: none reaches the server before its upload time
+                self._post_uploads(wave_start)
                 wave: list[tuple[int, int]] = []
                 while self.queue and self.queue[0][0] < wave_end:
                     wave.append(heapq.heappop(self.queue))

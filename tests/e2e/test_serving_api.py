@@ -73,7 +73,9 @@ def _raw_users(project: Path) -> list[str]:
 
 
 def test_health_readiness_and_docs(server: str) -> None:
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}  # no online update here
+    health = httpx.get(f"{server}/healthz").json()
+    assert health["status"] == "ok" and "online_update" not in health  # no online update here
+    assert health["catalogue"]["contents"] > 0
     ready = httpx.get(f"{server}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert set(ready.json()["checks"]) >= {"model", "index", "store"}
@@ -312,6 +314,27 @@ def _data_now(project: Path) -> pd.Timestamp:
     events = pd.read_parquet(project / "data/interim/events.parquet")
     newest = pd.Timestamp(interaction_events(events)["timestamp"].max()) + pd.Timedelta(milliseconds=1)
     return pd.Timestamp(int(newest.timestamp()), unit="s", tz="UTC")
+
+
+def test_an_upload_is_indexed_within_a_second(server: str) -> None:
+    """A ``content_upload`` posted to the API is in the serving catalogue (embedded from its
+    metadata, in the ANN index) by the time the post returns; events about it are accepted."""
+    before = httpx.get(f"{server}/healthz").json()["catalogue"]
+    now = pd.Timestamp.now(tz="UTC")
+    meta = '{"category": "music", "tags": ["#music", "#live"], "description": "a new live set", "duration_s": 31.0}'
+    upload = {"event_id": f"upload-{now.value}", "event_type": "content_upload", "user_id": "creator-x",
+              "content_id": f"video_api_{now.value}", "creator_id": "cr_api", "timestamp": now.isoformat(), "metadata": meta}  # fmt: skip
+    t0 = time.perf_counter()
+    posted = httpx.post(f"{server}/v1/events", json={"events": [upload]}, headers={"X-API-Key": FRESH_KEY})
+    after = httpx.get(f"{server}/healthz").json()["catalogue"]
+    elapsed = time.perf_counter() - t0
+    assert posted.status_code == 200 and posted.json()["accepted"] == 1, posted.text
+    assert after == {"contents": before["contents"] + 1, "uploads_since_export": before["uploads_since_export"] + 1}
+    assert elapsed < 1.0, elapsed
+    view = {"event_id": f"view-{now.value}", "event_type": "view", "user_id": "viewer-x", "content_id": upload["content_id"],
+            "timestamp": now.isoformat(), "watch_duration_s": 12.0}  # fmt: skip
+    got = httpx.post(f"{server}/v1/events", json={"events": [view]}, headers={"X-API-Key": FRESH_KEY}).json()
+    assert got["accepted"] == 1, got
 
 
 def test_two_workers_follow_each_others_events(project: Path, tmp_path: Path) -> None:

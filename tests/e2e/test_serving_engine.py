@@ -10,6 +10,7 @@ The tests run in file order: later ones change the registry (promotion, rollback
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -517,6 +518,60 @@ def test_streamed_reports_moderate_a_content(engine: Recommender) -> None:
     }
     fb = engine.fallback(other, 50, request_id="mod-4", reason="test")
     assert target not in {it.content_id for it in fb.items}
+
+
+def upload_events(content_id: str, creator: str, category: str, at: pd.Timestamp) -> pd.DataFrame:
+    """One ``content_upload`` as the event stream stores it."""
+    meta = {"category": category, "tags": [f"#{category}", "#new"], "description": f"{category} new upload", "duration_s": 21.0}
+    return pd.DataFrame(
+        {
+            "event_id": [f"up-{content_id}"], "event_type": ["content_upload"], "user_id": [f"user_{creator}"],
+            "content_id": [content_id], "creator_id": [creator], "timestamp": [at], "metadata": [json.dumps(meta)],
+        }
+    )  # fmt: skip
+
+
+def test_an_upload_is_served_from_its_metadata_before_any_retrain(
+    project: Path, params: dict[str, Any], retriever: Retriever
+) -> None:
+    """A ``content_upload`` reaching the engine (POST /v1/events, a worker's stream, a restart's
+    replay) is embedded from its metadata with the export's encoder (the vector the batch
+    retriever gives it), indexed for the real-time ANN, and offered to a user whose interests
+    match as a ``fresh`` candidate that the ranker scores (its ``content`` score) and serves."""
+    import pyarrow as pa
+
+    from components.data.ingestion.stream import upload_content
+
+    with Recommender.load(params, DataPaths(project)) as rec:  # a private engine: the catalogue grows
+        content = pd.read_parquet(project / "data/interim/content.parquet", columns=["content_id", "category"])
+        category = content.set_index("content_id")["category"].astype(str)
+        user = known_users(rec)[5]
+        liked = category.reindex(sorted(rec.seen(user))).value_counts()
+        n_before = rec.artifacts.index.ntotal
+        ev = upload_events("upload-test-1", "creator-new", str(liked.index[0]), rec.artifacts.now)
+        rec.observe(ev)
+        pos = int(rec.contents.lookup(["upload-test-1"])[0])
+        assert pos == n_before and rec.artifacts.index.ntotal == n_before + 1
+        assert rec.uploads.added == 1
+        rows = upload_content([pa.Table.from_pandas(ev, preserve_index=False)])
+        expected = np.asarray(retriever.model.encoder.embed(rows), dtype=np.float32)[0]
+        np.testing.assert_allclose(rec.artifacts.item_vectors[pos], expected, rtol=1e-5, atol=1e-6)
+        _, ids = rec.artifacts.index.search(expected.reshape(1, -1), 3)
+        assert pos in ids[0].tolist()  # the ANN (real-time source) reaches it
+        cands = rec.candidates.assemble(user, None)
+        # the batch's own "fresh" source (recent uploads before the export) shares the name
+        assert "upload-test-1" in cands.content_ids[cands.sources == "fresh"].tolist()
+        cols = rec.features(user, ["upload-test-1"], ctx(rec))
+        assert np.isfinite(cols["score_content"][0]) and np.isnan(cols["score_mf"][0])
+        feed = rec.recommend(user, len(cands.positions), ctx(rec), request_id="upload-1")
+        assert not feed.degraded, feed.reason
+        assert [it.source for it in feed.items if it.content_id == "upload-test-1"] == ["fresh"]
+        rec.observe(ev)  # the same upload again (another worker, a replay): nothing added
+        assert rec.artifacts.index.ntotal == n_before + 1 and rec.uploads.added == 1
+        # once seen, it leaves that user's candidates like any other content
+        rec.observe(pd.DataFrame({"user_id": [user], "content_id": ["upload-test-1"], "event_type": ["view"]}))
+        again = rec.candidates.assemble(user, None)
+        assert "upload-test-1" not in again.content_ids.tolist()
 
 
 def test_note_seen_removes_contents(engine: Recommender) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -18,7 +19,8 @@ from components.data.synthetic.constants import MS_PER_DAY
 from components.experiments.outcomes import read_impression_log
 from components.serving.events import read_stream_events
 from components.simulate.client import ApiClient
-from components.simulate.events import _context
+from components.simulate.events import _context, upload_event
+from components.simulate.loop import upload_exposure
 from components.simulate.run import Simulator
 from components.simulate.server import start_server
 from tests.fixtures.tiny_project import HMAC_KEY, trained_project
@@ -63,6 +65,11 @@ def test_simulated_day_reconciles_with_the_stream(project: Path, tmp_path: Path)
     # missing: the impression log's flush bound, measured by the fault-injection suite)
     assert 0 < imp["request_id"].nunique() <= tot.requests
     assert set(imp["request_id"]) <= set(pd.read_parquet(paths.of("simulate_sent").with_name("requests.parquet"))["request_id"])
+    # the day's uploads were served before any retrain (indexed from their metadata on arrival),
+    # never before their upload time
+    exposure = upload_exposure(stream, imp)
+    assert exposure["uploads"] == 4 and exposure["shown"] >= 2, exposure  # 4 of 4 here (exploration slots)
+    assert exposure["first_shown_after_s"].min() >= 0
 
     # the stream is an ingest input, and the KPIs read both logs
     from components.data.ingest import run as ingest
@@ -100,6 +107,8 @@ def test_kill_9_mid_simulated_traffic_keeps_every_accepted_event_once(tmp_path: 
         for n, u in enumerate(sim.user_ids[1:5])
     ]  # fmt: skip
     assert client.post_events(reports).body["accepted"] == 4
+    upload = upload_event("upload-before-kill", "video_kill_upload", sim.creator_ids[0], "music", 20.0, ["music", "live"], sim.start_ms)
+    assert client.post_events([upload]).body["accepted"] == 1
     time.sleep(0.5)
     assert target not in {i["content_id"] for i in client.feed(sim.user_ids[0], 10, at_s, ctx)["items"]}, "moderated"
 
@@ -132,7 +141,11 @@ def test_kill_9_mid_simulated_traffic_keeps_every_accepted_event_once(tmp_path: 
         assert accepted | {e["event_id"] for e in reports} <= set(counts.index), "an accepted event lost"
         stored_unanswered = len(set(unanswered["event_id"]) & set(counts.index))
         print(f"kill -9 after {len(accepted)} accepted events: {len(unanswered)} unanswered, {stored_unanswered} of them stored")
-        # the streamed state is back: the moderated content and each user's seen contents
+        # the streamed state is back: the uploads in the index, the moderated content and each
+        # user's seen contents
+        uploads = int((read_stream_events(paths)["event_type"] == "content_upload").sum())
+        health = httpx.get(f"{restarted.base}/healthz").json()
+        assert uploads >= 1 and health["catalogue"]["uploads_since_export"] == uploads, (health, uploads)
         views = sent[(sent["status"] == "accepted") & (sent["event_type"] == "view")]
         heavy = views["user_id"].value_counts().index[:3]
         for uid in heavy:

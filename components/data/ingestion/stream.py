@@ -84,7 +84,7 @@ def ingest_stream(
         table = table.filter(pa_arrow.array(keep))
         parts.append(table)
     valid = [t for t in parts if len(t)]
-    uploads = _upload_content(valid)
+    uploads = upload_content(valid)
     known = pa_arrow.array(sorted(known_content | set(uploads["content_id"])), type=pa_arrow.string())
     events = pa_arrow.concat_tables([_stored(t, known) for t in valid]) if valid else STORED_SCHEMA.empty_table()
     quarantine = pd.concat(rejected, ignore_index=True) if rejected else quarantine_frame([])
@@ -117,7 +117,7 @@ def _stored(table: pa_arrow.Table, known: pa_arrow.Array) -> pa_arrow.Table:
     )
 
 
-def _upload_content(tables: list[pa_arrow.Table]) -> pd.DataFrame:
+def upload_content(tables: list[pa_arrow.Table]) -> pd.DataFrame:
     """Content rows (CONTENT_SCHEMA) from the ``content_upload`` events' metadata."""
     rows = []
     for t in tables:
