@@ -1,7 +1,7 @@
 """``make simulate``: the closed loop on embedded defaults, end to end.
 
 1. **Production**: a trained project with a production model (else ``dvc repro`` of the
-   training stages and export, then the first model through the gates).
+   training stages, ``tune`` included, and export, then the first model through the gates).
 2. **Traffic**: a server in simulation mode; the simulated population
    (:class:`~components.simulate.run.Simulator`, ``simulate.users`` of the synthetic world) plays
    ``simulate.retrain_after_days`` days; every accepted event lands in the stream.
@@ -49,11 +49,13 @@ from components.simulate.server import SimServer, start_server
 log = logging.getLogger(__name__)
 
 
-def retrain_stages() -> tuple[str, ...]:
-    """The stages the loop runs to retrain (module doc, step 3)."""
+def retrain_stages(first: bool = False) -> tuple[str, ...]:
+    """The stages the loop runs to retrain (module doc, step 3); for the ``first`` production
+    model, ``tune`` too (the production stages read its chosen values)."""
     from components.orchestration import TRAIN_STAGES
 
-    return (*(s for s in TRAIN_STAGES if s not in ("tune", "evaluate")), "export")
+    skip = ("evaluate",) if first else ("tune", "evaluate")
+    return (*(s for s in TRAIN_STAGES if s not in skip), "export")
 
 
 class Loop:
@@ -94,7 +96,7 @@ class Loop:
 
         if self.production() is not None:
             return
-        for stage in retrain_stages():
+        for stage in retrain_stages(first=True):
             run_stage(stage, self.root)
         reg = register_candidate(self.root)
         self.gates(("offline", "shadow", "canary"))
@@ -154,6 +156,9 @@ def upload_exposure(stream: pd.DataFrame, impressions: pd.DataFrame) -> dict[str
     """How the run's uploads reached feeds: ``uploads``, ``shown`` (with at least one
     impression), ``impressions`` of them, and per shown upload the simulated seconds from its
     upload to its first impression (``first_shown_after_s``)."""
+    if stream.empty or impressions.empty:
+        return {"uploads": 0 if stream.empty else int((stream["event_type"] == "content_upload").sum()), "shown": 0,
+                "impressions": 0, "first_shown_after_s": pd.Series(dtype="float64")}  # fmt: skip
     ups = stream[stream["event_type"].astype(str) == "content_upload"]
     at = pd.to_datetime(ups.set_index(ups["content_id"].astype(str))["timestamp"], utc=True)
     imp = impressions[impressions["content_id"].astype(str).isin(at.index)]
