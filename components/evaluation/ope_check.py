@@ -1,6 +1,6 @@
 """Simulated logged bandit data with a known true policy value, to measure the off-policy
 estimators' bias and interval coverage (:func:`coverage_study`; unit tests and
-``benchmarks/bench_ope.py``).
+``benchmarks/bench_experiments.py``).
 
 Each context offers ``n_actions`` contents with feature vectors; the true engagement
 probability is ``sigmoid(phi . theta + bias)``. Production logs with ε-greedy on a noisy

@@ -5,7 +5,11 @@ candidate and of the production arm served by production, each joined with the u
 on the content within ``experiments.label_window_s``
 (:func:`components.experiments.outcomes.labelled_impressions`), aggregated per user and arm in
 the frame :func:`components.deploy.gates.canary.canary_decision` reads. Impressions whose label
-window has not closed yet (after ``now - window``) wait for the next run.
+window has not closed yet (after ``now - window``) wait for the next run. Both arms are read
+over the same period, from the candidate's first canary impression on: engagement drifts from
+day to day (novelty, fatigue, the catalogue), so production's impressions from before the
+canary started would compare other days, not other models (in ``make simulate`` that alone
+turned a 0.3-point daily gap into a 3.4-point "significant" one).
 
 Shadow (:func:`live_shadow_metrics`): the rows where the candidate scored as the shadow
 (``shadow_version``): per request, the Spearman correlation of its scores with the served
@@ -56,9 +60,9 @@ def live_canary_users(
     closed = ts <= pd.Timestamp(now) - pd.Timedelta(seconds=window_s)
     canary = (imp["arm"] == CANARY) & (imp["model_version"] == candidate)
     prod = (imp["arm"] == PRODUCTION) & (imp["model_version"] == production)
-    imp = imp[closed & (canary | prod)]
-    if not (imp["arm"] == CANARY).any():
+    if not (closed & canary).any():
         return None
+    imp = imp[closed & (canary | prod) & (ts >= ts[canary].min())]  # the canary's period only
     users = per_user(labelled_impressions(imp, events, window_s), by=["arm"])
     users["canary"] = users["arm"] == CANARY
     return users.drop(columns="arm")

@@ -98,6 +98,24 @@ def test_live_canary_reads_only_closed_windows_and_the_right_versions() -> None:
     assert live_canary_users(imp.iloc[:0], ev, "cand", "prod", 600, NOW) is None
 
 
+def test_live_canary_compares_the_arms_over_the_canary_period_only() -> None:
+    """Production served alone, and better, the day before the canary started (engagement
+    drifts over days): the arms are equal during the canary, so it is not rolled back."""
+    imp, ev = canary_traffic(0.10)
+    users = sorted(imp["user_id"].unique())
+    before_imp, before_ev = traffic(
+        np.random.default_rng(SEED + 1), users, lambda u: "production", {"production": 0.25},
+        start=T0 - pd.Timedelta(days=1), model_version={"production": "prod"},
+    )  # fmt: skip
+    before_imp["request_id"] = "before-" + before_imp["request_id"]
+    before_ev["event_id"] = "before-" + before_ev["event_id"]
+    both = live_canary_users(pd.concat([before_imp, imp]), pd.concat([before_ev, ev]), "cand", "prod", 600, NOW)
+    alone = live_canary_users(imp, ev, "cand", "prod", 600, NOW)
+    assert both is not None and alone is not None
+    pd.testing.assert_frame_equal(both.reset_index(drop=True), alone.reset_index(drop=True))
+    assert canary_gate(pd.DataFrame(), model("cand"), model("prod"), P, live=both).decision != "rollback"
+
+
 def test_stage_reads_the_log_and_stream_and_falls_back_labelled(tmp_path: Path) -> None:
     paths = DataPaths(tmp_path)
     assert live_canary(paths, model("cand"), model("prod"), 600, NOW) is None
