@@ -17,7 +17,9 @@ the ANN index's overlay of added contents, so
   are unknown (NaN) until the next export, so exploration and the ``content`` score carry them.
 
 The next export puts them in the catalogue for good; an upload the loaded catalogue already
-holds is ignored. Why hand-written: it is bookkeeping over the set's own arrays (a handful of
+holds is ignored. Memory: the first upload copies the exported item vectors (memory-mapped and
+shared by the workers) into each worker's own buffer; past a few million contents, the overlay
+would rather hold the added rows alone. Why hand-written: it is bookkeeping over the set's own arrays (a handful of
 appends); the embedding is the project's encoder and the search is FAISS.
 """
 
@@ -55,6 +57,7 @@ class Uploads:
         self.added = 0
         self.seconds = 0.0  # spent embedding and indexing, in all
         self._encoder: Any = None
+        self._buffer: np.ndarray | None = None  # item vectors with spare rows (see _grown)
         self._write = threading.Lock()  # one writer at a time (request threads only read)
 
     def __len__(self) -> int:
@@ -102,7 +105,7 @@ class Uploads:
             art = self.artifacts
             with self.lock:
                 # every array a position indexes grows before the position can be found
-                art.item_vectors = np.concatenate([np.asarray(art.item_vectors), vectors])
+                art.item_vectors = self._grown(vectors)
                 art.pair = replace(art.pair, item_unified=art.item_vectors)
                 art.content_ids = [*art.content_ids, *rows["content_id"].astype(str)]
                 positions = self.catalogue.extend(rows["content_id"].astype(str).tolist())
@@ -112,6 +115,22 @@ class Uploads:
         self.seconds += time.perf_counter() - t0
         log.info("%d uploads added to the serving index in %.0f ms", len(positions), 1000 * (time.perf_counter() - t0))
         return len(positions)
+
+    def _grown(self, vectors: np.ndarray) -> np.ndarray:
+        """The item vectors with ``vectors`` appended, as a view of a buffer with spare rows
+        (the first upload copies the exported, memory-mapped array once, with room for an
+        eighth more; later uploads fill the room, so a batch costs O(its size), not
+        O(catalogue)). Rows already published are never written again, so readers holding the
+        previous view stay consistent."""
+        current = self.artifacts.item_vectors
+        n, m = len(current), len(vectors)
+        buf = self._buffer
+        if buf is None or n + m > len(buf) or current.base is not buf:
+            buf = np.empty((n + m + max(1024, n // 8), current.shape[1]), dtype=np.float32)
+            buf[:n] = current
+            self._buffer = buf
+        buf[n : n + m] = vectors
+        return buf[: n + m]
 
     def candidates(self, query: np.ndarray, k: int) -> np.ndarray:
         """Catalogue positions of the ``k`` recent uploads closest to ``query`` (the newest
