@@ -88,8 +88,8 @@ class Serving(Section):
     fresh_candidates: int = Field(ge=0)
     #: the most recent uploads since the export kept as ``fresh`` candidates (all stay in the index)
     fresh_uploads_kept: int = Field(gt=0)
-    #: exploration slots draw from the candidates uploaded since the export when there are any
-    explore_uploads: bool
+    #: the share of exploration slots that go to the candidates uploaded since the export (when there are any)
+    explore_uploads: float = Field(ge=0, le=1)
 
 
 class OnlineUpdateOptions(Section):

@@ -121,10 +121,20 @@ def bandit_stats(
 # Exploration slots
 
 
-def _explore_probs(pool: list[str], p: ExplorationParams, stats: Mapping[str, tuple[float, float]] | None) -> np.ndarray:
-    """Probability of each remaining pool content being the exploration pick."""
+def _explore_probs(
+    pool: list[str],
+    p: ExplorationParams,
+    stats: Mapping[str, tuple[float, float]] | None,
+    weights: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """Probability of each remaining pool content being the exploration pick (uniform: in
+    proportion to ``weights``, 1 for a content without one; equal when every weight left is 0)."""
     if p.strategy == "uniform" or not pool:
-        return np.full(len(pool), 1.0 / max(len(pool), 1))
+        if weights is None or not pool:
+            return np.full(len(pool), 1.0 / max(len(pool), 1))
+        w = np.array([weights.get(c, 1.0) for c in pool], dtype=np.float64)
+        total = float(w.sum())
+        return w / total if total > 0 else np.full(len(pool), 1.0 / len(pool))
     st = stats or {}
     n = np.array([st.get(c, (0.0, 0.0))[0] for c in pool], dtype=np.float64)
     r = np.array([st.get(c, (0.0, 0.0))[1] for c in pool], dtype=np.float64)
@@ -141,11 +151,14 @@ def explore_slate(
     pool: Sequence[str] | None = None,
     scores: Sequence[float] | None = None,
     stats: Mapping[str, tuple[float, float]] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> list[Impression]:
     """Fill ``n_slots`` from ``ranked`` with ε exploration; every impression has its propensity.
 
     ``pool`` defaults to the ranked contents below the slate; ``stats`` maps a content to
-    ``(impressions, rewards)`` for UCB (missing contents count as never shown).
+    ``(impressions, rewards)`` for UCB (missing contents count as never shown); ``weights``
+    (uniform strategy) makes a content's chance of an exploration slot proportional to its
+    weight (1 when missing), the propensities following.
     """
     ranked = [str(c) for c in ranked]
     score_of = dict(zip(ranked, scores, strict=True)) if scores is not None else {}
@@ -163,7 +176,7 @@ def explore_slate(
             break
         if top is None:
             eps = 1.0
-        probs = _explore_probs(remaining, p, stats)
+        probs = _explore_probs(remaining, p, stats, weights)
         explore = bool(rng.random() < eps)
         choice = remaining[int(rng.choice(len(remaining), p=probs))] if explore else str(top)
         prop = (1.0 - eps) * (choice == top)

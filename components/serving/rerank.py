@@ -1,7 +1,7 @@
 """Re-ranking a request's scored candidates (:class:`Reranker`): the real-time interest's pull,
 the trend boost, the DPP slate (:func:`~components.retrieval.exploration.dpp_rerank`) and
-ε-greedy / UCB exploration (:func:`~components.retrieval.exploration.explore_slate`; its slots
-go to the candidates uploaded since the export first, ``serving.explore_uploads``), with the
+ε-greedy / UCB exploration (:func:`~components.retrieval.exploration.explore_slate`; the
+candidates uploaded since the export get ``serving.explore_uploads`` of its slots), with the
 pure helpers they use."""
 
 from __future__ import annotations
@@ -63,6 +63,19 @@ class Reranker:
         out[inside] = self._trend[pos[inside]]
         return out
 
+    def upload_weights(self, below: np.ndarray, ids: list[str]) -> dict[str, float] | None:
+        """Exploration weights of the contents below the slate (catalogue positions ``below``,
+        content ids ``ids``): the uploads since the export share ``serving.explore_uploads``
+        of the exploration slots, the others the rest (None: no uploads, or a share of 0)."""
+        share = self.settings.explore_uploads
+        new = below >= self.n_exported
+        if share <= 0 or not new.any():
+            return None
+        n_new, n_old = int(new.sum()), int((~new).sum())
+        w_new = share / n_new if n_old else 1.0
+        w_old = (1.0 - share) / n_old if n_old else 0.0
+        return {c: (w_new if is_new else w_old) for c, is_new in zip(ids, new.tolist(), strict=True)}
+
     def interest_boost(self, fresh: tuple[np.ndarray, float], pos: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """``weight · n/(n+2) · cos(content, interest) · std(scores)``: in the scores' own units,
         so the pull of fresh engagements does not depend on the model's scale."""
@@ -100,14 +113,13 @@ class Reranker:
         ucb = explo.strategy == "ucb" and explo.epsilon > 0 and self.item_stats is not None
         # the ranker has no batch features of an upload since the export: exploration is how it
         # gets the impressions that teach the next training about it (cold start)
-        uploads = [cids[i] for i in ranked[k:] if pos[i] >= self.n_exported] if self.settings.explore_uploads else []
         shown = explore_slate(
             ranked_ids,
             k,
             explo,
             request_seed(self.settings.seed, request_id),
-            pool=uploads or None,
             scores=boosted[ranked].tolist(),
+            weights=self.upload_weights(pos[ranked[k:]], ranked_ids[k:]),
             stats=self.item_stats.snapshot(ranked_ids[k:]) if ucb and self.item_stats else None,
         )
         where = {c: j for j, c in enumerate(ranked_ids[: k + 1])}

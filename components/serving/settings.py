@@ -29,7 +29,7 @@ class ServingSettings:
     realtime_candidates: int  # serving.realtime_candidates: ANN neighbours of the fresh interest
     fresh_candidates: int  # serving.fresh_candidates: uploads since the export added to the candidates
     fresh_uploads_kept: int  # serving.fresh_uploads_kept: the recent uploads those are chosen from
-    explore_uploads: bool  # serving.explore_uploads: exploration slots go to uploads since the export first
+    explore_uploads: float  # serving.explore_uploads: share of exploration slots for uploads since the export
     store_retry_s: float  # serving.store_retry_s: after an online-store failure, fall back this long
     compile_ranker: bool  # serving.compile_ranker: LightGBM heads as native code (lleaves)
     stream_users: int  # serving.stream_users: users whose streamed state is kept

@@ -78,6 +78,31 @@ def test_logged_propensities_match_observed_frequencies() -> None:
     assert sum(first[c] / logged[c] for c in first) / n == pytest.approx(6.0, rel=0.05)
 
 
+def test_weighted_exploration_logs_the_weighted_propensity() -> None:
+    """Weights (serving's share of exploration slots for uploads): a content's chance of the
+    slot follows its weight, and the logged propensity is that chance."""
+    p = _explore(epsilon=0.5)
+    rng = np.random.default_rng(11)
+    weights = {"c001": 0.5, "c002": 0.25, "c003": 0.25}  # one "upload" worth half the slots
+    counts: Counter[str] = Counter()
+    logged: dict[str, float] = {}
+    n = 20_000
+    for _ in range(n):
+        imp = X.explore_slate(RANKED[:4], 1, p, rng, weights=weights)[0]
+        counts[imp.content_id] += 1
+        logged[imp.content_id] = imp.propensity
+    for c, expected in (("c000", 0.5), ("c001", 0.25), ("c002", 0.125), ("c003", 0.125)):
+        assert logged[c] == pytest.approx(expected)
+        assert counts[c] / n == pytest.approx(expected, abs=4 * math.sqrt(expected * (1 - expected) / n))
+
+
+def test_zero_weights_left_fall_back_to_uniform() -> None:
+    p = _explore(epsilon=1.0)
+    slate = X.explore_slate(RANKED[:5], 3, p, np.random.default_rng(3), pool=RANKED[1:5], weights={"c001": 1.0, "c002": 0.0, "c003": 0.0, "c004": 0.0})
+    assert slate[0].content_id == "c001" and slate[0].propensity == pytest.approx(1.0)
+    assert all(0 < i.propensity < 1 for i in slate[1:]) and slate[1].propensity == pytest.approx(1 / 3)
+
+
 def test_epsilon_zero_and_one() -> None:
     rng = np.random.default_rng(0)
     greedy = X.explore_slate(RANKED, 5, _explore(epsilon=0.0), rng)

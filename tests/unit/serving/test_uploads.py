@@ -59,3 +59,20 @@ def test_fresh_candidates_are_the_recent_uploads_closest_to_the_query() -> None:
     assert up.candidates(np.array([1.0, 0, 0, 0]), 2).tolist() == [7, 8]  # 6 would match best, gone
     assert up.candidates(np.array([0, 0, 1.0, 0]), 1).tolist() == [8]
     assert up.candidates(np.zeros(4), 5).tolist() == [8, 7]  # no profile: the newest first
+
+
+def test_uploads_get_their_share_of_the_exploration_slots() -> None:
+    from components.serving.rerank import Reranker
+
+    r = Reranker.__new__(Reranker)
+    r.n_exported = 6
+    below, ids = np.array([3, 7, 8, 2, 5]), ["c3", "u7", "u8", "c2", "c5"]
+    r.settings = cast(Any, SimpleNamespace(explore_uploads=0.5))
+    w = r.upload_weights(below, ids)
+    assert w is not None and sum(w[c] for c in ("u7", "u8")) == 0.5 and w["c3"] == w["c2"] == w["c5"] == 0.5 / 3
+    assert r.upload_weights(np.array([3, 2]), ["c3", "c2"]) is None  # no uploads: plain uniform
+    r.settings = cast(Any, SimpleNamespace(explore_uploads=0.0))
+    assert r.upload_weights(below, ids) is None
+    r.settings = cast(Any, SimpleNamespace(explore_uploads=1.0))
+    w = r.upload_weights(below, ids)
+    assert w is not None and w["c3"] == 0.0 and w["u7"] == 0.5
