@@ -11,7 +11,7 @@ its inversion, whichever of the two is in production:
   production is kept; the same inverted model promoted past the gates (a bad promotion) is
   rolled back by the monitor and the previous production is restored;
 * a better candidate (production: inverted, canary: trained) is promoted by the live canary,
-  and its arm shows more time spent, a higher CTR and no lower D1 retention.
+  and its arm shows more time spent, a higher CTR and a higher D1 retention.
 
 The offline and shadow gates are skipped on purpose (registry transitions): the offline gate
 would already stop the inverted model, and the shadow gate stops any model whose ranking
@@ -156,4 +156,5 @@ def test_a_better_model_wins_the_canary_and_raises_time_spent(tmp_path: Path, ti
     arms = _arms(kpis(loop.params, paths))
     assert arms.loc["canary", "ctr"] > arms.loc["production", "ctr"]
     assert arms.loc["canary", "time_spent_s"] > arms.loc["production", "time_spent_s"]
-    assert arms.loc["canary", "d1_retention"] >= arms.loc["production", "d1_retention"]
+    # raised, by far (0.74 vs 0.46 D1 retention, 637 vs 120 s a day, CTR 0.38 vs 0.06 here)
+    assert arms.loc["canary", "d1_retention"] > arms.loc["production", "d1_retention"]
