@@ -27,6 +27,7 @@ import xgboost as xgb
 from lightgbm.basic import _LIB, _safe_call
 
 from components.ranking.boosting import Trainer, trainer
+from components.ranking.labels import head_labels
 from components.ranking.model import HeadSpec, RankerModel
 from components.ranking.params import RankerParams, label_column
 
@@ -181,11 +182,7 @@ def continue_training(
     for name, spec in parent.heads.items():
         heads[name] = spec
         col = label_column(name, parent.objective)
-        y = (
-            rows[col].to_numpy(dtype="float64", na_value=np.nan)
-            if col in rows
-            else np.full(len(rows), np.nan)
-        )
+        y = head_labels(rows, col) if col in rows else np.full(len(rows), np.nan)
         reason = _skip_reason(spec, col, y, p)
         if reason:
             skipped[name] = reason

@@ -170,3 +170,27 @@ def join_outcomes(
     labels = outcome_labels(impressions, events, window, start_col="timestamp", include_start=True)
     out = impressions.drop(columns=[c for c in LABEL_COLUMNS if c in impressions])
     return pd.concat([out, labels], axis=1)
+
+
+def head_labels(rows: pd.DataFrame, col: str) -> np.ndarray:
+    """The labels a head learns from, as floats (NaN: the row does not count for that head).
+
+    ``label_negative`` counts only on rows the user reacted to at all (any event on the content in
+    the window: a view, an engagement or the negative event itself). Over every candidate, "was
+    skipped / hidden / reported" is mostly "was seen", and seen contents are the ones users also
+    engage with: a head learning it, weighted negatively, pushed down the very contents users
+    engage with (synthetic evaluation: NDCG@10 0.0775 with it, 0.1344 with the engagement head
+    alone). Conditioned on a reaction it learns how likely a content is to be rejected once
+    seen, the quality signal the negative weight is meant for. ``label_watch_ratio`` is already
+    NaN on unviewed rows; the other labels count everywhere.
+    """
+    y = rows[col].to_numpy(dtype="float64", na_value=np.nan)
+    if col != "label_negative":
+        return y
+    reacted = np.nan_to_num(y) > 0
+    for c in ("label_engaged", "relevance"):
+        if c in rows:
+            reacted |= rows[c].to_numpy(dtype="float64", na_value=0.0) > 0
+    if "label_watch_ratio" in rows:
+        reacted |= rows["label_watch_ratio"].notna().to_numpy()
+    return np.where(reacted, y, np.nan)

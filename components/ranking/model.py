@@ -7,8 +7,10 @@ Heads
     * ``engaged`` — the main head: LambdaRank on the graded ``relevance`` (0–3) with one query
       group per request (``objective: lambdarank``), or binary log-loss on ``label_engaged``
       (``objective: binary``);
-    * ``like``, ``share``, ``complete_view``, ``negative`` (skip / hide / report) — binary
-      log-loss on ``label_<head>``;
+    * ``like``, ``share``, ``complete_view`` — binary log-loss on ``label_<head>``;
+    * ``negative`` (skip / hide / report) — binary log-loss on ``label_negative`` over the rows the
+      user reacted to at all: the probability of a rejection once seen
+      (:func:`components.ranking.labels.head_labels`);
     * ``watch_ratio`` — squared-error regression on the rows where the watch ratio is known.
 
 Final score

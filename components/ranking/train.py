@@ -27,6 +27,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from components.evaluation.metrics import rank_by_score, ranking_metrics
 from components.ranking.blend import choose_blend
 from components.ranking.boosting import Fitted, HeadData, Trainer, trainer
+from components.ranking.labels import head_labels
 from components.ranking.model import HeadSpec, RankerModel, sigmoid, weighted_sum
 from components.ranking.params import (
     HEADS,
@@ -404,7 +405,7 @@ def train_ranker(
     skipped: dict[str, str] = {}
     for head in (h for h in HEADS if h in active):
         kind, col = head_kind(head, p.objective), label_column(head, p.objective)
-        y = _sorted_float(frame, col, s.order.row_order)
+        y = head_labels(frame, col)[s.order.row_order]
         _check_labels(head, kind, col, y)
         reason = _skip_reason(kind, col, y[: s.n_tr], p)
         if reason:

@@ -538,3 +538,30 @@ def test_a_damaged_compiled_object_is_refused_and_compiled_again(
     got = again.predict_heads(x, output="margin")
     for h in again.heads:
         np.testing.assert_allclose(got[h], want[h], rtol=0, atol=1e-9)
+
+
+def test_negative_head_learns_rejection_once_seen_not_being_seen() -> None:
+    """Whether a candidate gets any reaction at all (f5: exposure) is independent of whether a
+    reacting user rejects it (f7). Over every candidate "skipped" would mostly mean "seen"; the
+    negative head, trained only on rows with a reaction, follows f7 and not f5."""
+    from components.ranking.labels import head_labels
+
+    df = make_frame(n_groups=300, n_cands=30, seed=5)
+    rng = np.random.default_rng(5)
+    n = len(df)
+    reacted = rng.random(n) < _sigmoid(3.0 * df["f5"].to_numpy() - 1.0)
+    engaged = reacted & (rng.random(n) < 0.3)
+    negative = reacted & ~engaged & (rng.random(n) < _sigmoid(2.0 * df["f7"].to_numpy()))
+    viewed = reacted & ~negative
+    df["label_engaged"] = engaged.astype(int)
+    df["label_negative"] = negative.astype(int)
+    df["relevance"] = np.where(engaged, 2, np.where(viewed, 1, 0))
+    df["label_watch_ratio"] = np.where(viewed, 0.5, np.nan)
+    y = head_labels(df, "label_negative")
+    assert np.isnan(y[~reacted]).all() and (y[reacted] == negative[reacted]).all()
+    np.testing.assert_array_equal(head_labels(df, "label_engaged"), engaged.astype(float))
+
+    model = train_ranker(df, FEATURES, small_params(heads={"engaged": 1.0, "negative": -1.0}))
+    neg = model.predict_heads(df)["negative"]
+    corr = df[["f5", "f7"]].assign(neg=neg).corr(method="spearman")["neg"]
+    assert corr["f7"] > 0.5 and abs(corr["f5"]) < 0.2, corr
