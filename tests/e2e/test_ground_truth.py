@@ -127,6 +127,7 @@ def test_an_inverted_model_is_stopped_by_the_canary_and_rolled_back_by_the_monit
     with ModelRegistry(paths) as reg:
         assert reg.get(worse).stage == "archived"
     arms = _arms(kpis(loop.params, paths))
+    print(f"inverted candidate, canary vs production:\n{arms.round(3).to_string()}")
     assert arms.loc["canary", "ctr"] < arms.loc["production", "ctr"]
     assert arms.loc["canary", "time_spent_s"] < arms.loc["production", "time_spent_s"]
 
@@ -154,6 +155,7 @@ def test_a_better_model_wins_the_canary_and_raises_time_spent(tmp_path: Path, ti
     assert verdict.details["evidence"] == LIVE_CANARY_EVIDENCE
     assert _production(paths) == better != worse
     arms = _arms(kpis(loop.params, paths))
+    print(f"trained candidate against an inverted production:\n{arms.round(3).to_string()}")
     assert arms.loc["canary", "ctr"] > arms.loc["production", "ctr"]
     assert arms.loc["canary", "time_spent_s"] > arms.loc["production", "time_spent_s"]
     # raised, by far (0.74 vs 0.46 D1 retention, 637 vs 120 s a day, CTR 0.38 vs 0.06 here)
