@@ -24,6 +24,7 @@ from components.core.integrity import sha256_hex, sidecar_path, write_sidecar
 from components.evaluation.metrics import ranking_metrics
 from components.ranking.artefact import MANIFEST, load, save
 from components.ranking.compiled import provenance
+from components.ranking.labels import head_labels
 from components.ranking.model import RankerModel
 from components.ranking.params import RankerParams
 from components.ranking.split import time_split
@@ -544,8 +545,6 @@ def test_negative_head_learns_rejection_once_seen_not_being_seen() -> None:
     """Whether a candidate gets any reaction at all (f5: exposure) is independent of whether a
     reacting user rejects it (f7). Over every candidate "skipped" would mostly mean "seen"; the
     negative head, trained only on rows with a reaction, follows f7 and not f5."""
-    from components.ranking.labels import head_labels
-
     df = make_frame(n_groups=300, n_cands=30, seed=5)
     rng = np.random.default_rng(5)
     n = len(df)
