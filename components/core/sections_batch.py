@@ -140,6 +140,8 @@ class Fresh(Section):
 class Ease(Section):
     lambda_: float = Field(alias="lambda")
     max_items: int
+    window: int = Field(0, ge=0)  # sequence window (positions); 0 = plain EASE
+    window_weight: float = Field(0.0, ge=0.0)
 
 
 class Index(Section):
@@ -300,6 +302,8 @@ class Tuning(Section):
     timeout_s: NonNegativeFloat = 0.0  # 0: no time limit (the trials bound the study)
     apply: bool = True  # the evaluation lays data/tuning/<name>.json over its params
     ease_lambda: tuple[PositiveFloat, PositiveFloat] = (10.0, 5000.0)  # log-uniform search range
+    ease_window: tuple[NonNegativeInt, NonNegativeInt] = (0, 20)  # uniform; 0 = plain EASE
+    ease_window_weight: tuple[NonNegativeFloat, NonNegativeFloat] = (0.0, 4.0)  # uniform
     # which studies run, in components.tuning.studies.STUDIES order; each has its own budget
     studies: tuple[str, ...] = ("ease", "als", "knn", "mix", "ranker")
     ranker_trials: PositiveInt = 4  # the ranker study's trials (each trains every head)
@@ -320,7 +324,7 @@ class Tuning(Section):
         unknown = sorted(set(self.studies) - set(known))
         if unknown:
             raise ValueError(f"tuning.studies: unknown {unknown}; known: {list(known)}")
-        for name in ("ease_lambda", "als_factors", "als_regularization", "als_alpha", "als_iterations", "knn_k",
+        for name in ("ease_lambda", "ease_window", "ease_window_weight", "als_factors", "als_regularization", "als_alpha", "als_iterations", "knn_k",
                      "knn_shrinkage", "num_leaves", "learning_rate", "n_estimators", "min_child_samples"):
             low, high = getattr(self, name)
             if low > high:

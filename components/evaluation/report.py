@@ -11,6 +11,7 @@ go to one CSV per model for ``dvc plots``; the side-by-side table to ``reports/`
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,10 +40,13 @@ from components.evaluation.metrics import (
     user_metrics,
 )
 from components.ranking.model import RankerModel
+from components.retrieval.collaborative import fit_ease
 from components.retrieval.interactions import interaction_events
 from components.retrieval.retriever import Retriever
 from components.retrieval.sources import Candidates
 
+#: every run's baselines; ``ease_plain`` (Steck's EASE) joins them when the EASE source counts a
+#: sequence window (``candidates.ease.window``)
 BASELINES = ("popularity", "recent", "item_knn", "mf", "ease", "candidates")
 PIPELINE = "pipeline"
 #: the ranker's own ordering, without the blend with the best source (the pipeline serves the blend)
@@ -81,6 +85,11 @@ def baseline_lists(retr: Retriever, users: Sequence[str], k: int, candidates: pd
         out["recent"] = _lists_from(retr, users, retr.recent_for(rows, k), k)
     if retr.ease_b is not None:
         out["ease"] = _lists_from(retr, users, retr.ease(rows, k), k)
+        if retr.ease_seq is not None:
+            # the pipeline's EASE counts pairs consumed close together: Steck's plain EASE (same
+            # lambda) is scored beside it, so the pipeline is also compared with the published model
+            plain = dataclasses.replace(retr, ease_b=fit_ease(retr.inter.positive(), retr.p.ease_lambda))
+            out["ease_plain"] = _lists_from(retr, users, plain.ease(rows, k), k)
     ordered = candidates.sort_values(["user_id", "rank"], kind="stable")
     merged = {u: g["content_id"].head(k).tolist() for u, g in ordered.groupby("user_id", sort=False)}
     out["candidates"] = {u: merged.get(u, []) for u in users}

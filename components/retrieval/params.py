@@ -66,6 +66,8 @@ class CandidateParams:
     per_user: int  # merged candidates written per user
     ease_lambda: float  # EASE ridge strength; 0 turns the source off
     ease_max_items: int  # EASE inverts an items x items Gram matrix: only small catalogues
+    ease_window: int  # EASE's Gram also counts pairs consumed within this many steps (0: off)
+    ease_window_weight: float  # weight of those pairs
     item_windows_hours: tuple[float, ...]  # item activity features
     mix: Mapping[str, float]
     index: IndexParams
@@ -106,6 +108,8 @@ class CandidateParams:
             per_user=c.per_user,
             ease_lambda=c.ease.lambda_,
             ease_max_items=c.ease.max_items,
+            ease_window=c.ease.window,
+            ease_window_weight=c.ease.window_weight,
             item_windows_hours=c.item_windows_hours,
             mix=dict(c.mix),
             index=IndexParams(seed=seed, **c.index.model_dump()),

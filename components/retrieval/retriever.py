@@ -27,12 +27,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from components.retrieval.collaborative import Neighbourhood, fit_ease
+from components.retrieval.collaborative import Neighbourhood, fit_ease, sequence_gram
 from components.retrieval.embedding_model import EmbeddingModel, fit_embeddings
 from components.retrieval.embedding_params import EmbeddingParams
 from components.retrieval.index import ContentIndex
-from components.retrieval.interactions import Interactions, build_interactions, catalogue
+from components.retrieval.interactions import (
+    Interactions,
+    build_interactions,
+    catalogue,
+    interaction_events,
+)
 from components.retrieval.pair_features import (
     NEG_INF,
     PAIR_SOURCES,
@@ -80,6 +86,21 @@ def preferred_categories(users: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
+def ease_sequence(events: pd.DataFrame, inter: Interactions, window: int) -> sp.csr_matrix:
+    """:func:`sequence_gram` over each user's positive pairs (EASE's binary feedback), ordered by
+    the pair's first interaction."""
+    ev = interaction_events(events)
+    u = pd.Index(inter.user_ids).get_indexer(ev["user_id"].astype(str))
+    i = pd.Index(inter.item_ids).get_indexer(ev["content_id"].astype(str))
+    t = pd.to_datetime(ev["timestamp"], utc=True).dt.tz_convert(None).to_numpy().astype("int64")
+    ok = (u >= 0) & (i >= 0)
+    first = pd.DataFrame({"u": u[ok], "i": i[ok], "t": t[ok]}).groupby(["u", "i"], sort=False)["t"].min().reset_index()
+    pos = inter.positive()
+    keep = np.asarray(pos[first["u"].to_numpy(), first["i"].to_numpy()]).ravel() > 0
+    first = first[keep]
+    return sequence_gram(first["u"].to_numpy(), first["i"].to_numpy(), first["t"].to_numpy(), inter.n_items, window)
+
+
 @dataclass
 class Retriever:
     """Source state at time ``now``: embeddings, index, neighbourhoods, trending, fresh, follows."""
@@ -98,6 +119,7 @@ class Retriever:
     preferred: dict[str, list[str]] = field(default_factory=dict)  # declared categories per user
     recent: Candidates | None = None  # most engaged in the last recent_window_hours
     ease_b: np.ndarray | None = None  # EASE weights (None: catalogue too large or lambda 0)
+    ease_seq: sp.csr_matrix | None = None  # EASE's sequence-window pairs (None: ease.window 0)
     activity: pd.DataFrame | None = None  # item_activity of the fitted catalogue
     _user_row: dict[str, int] = field(default_factory=dict)
 
@@ -143,7 +165,9 @@ class Retriever:
             recent=recent_scores(ev, model.item_ids, now, p.recent_window_hours),
         )
         if p.ease_lambda > 0 and 0 < inter.n_items <= p.ease_max_items:
-            r.ease_b = fit_ease(inter.positive(), p.ease_lambda)
+            if p.ease_window > 0 and p.ease_window_weight > 0:
+                r.ease_seq = ease_sequence(ev, inter, p.ease_window)
+            r.ease_b = fit_ease(inter.positive(), p.ease_lambda, r.ease_seq, p.ease_window_weight)
         r._user_row = inter.user_index()
         return r
 

@@ -26,13 +26,14 @@ from typing import Any, Literal
 
 import numpy as np
 import optuna
+import pandas as pd
 
 from components.core.config import Tuning
 from components.evaluation.metrics import ranking_metrics
 from components.retrieval.collaborative import Neighbourhood, fit_ease
 from components.retrieval.embedding_params import EmbeddingParams
 from components.retrieval.factorization import fit_als
-from components.retrieval.retriever import Retriever
+from components.retrieval.retriever import Retriever, ease_sequence
 from components.retrieval.sources import merge
 
 K = 10
@@ -75,7 +76,11 @@ def spaces(t: Tuning, mix_sources: Sequence[str]) -> dict[str, list[Dim]]:
         return Dim(key, path, kind, float(low), float(high), log)
 
     return {
-        "ease": [ranged("ease_lambda", ("candidates", "ease", "lambda"), "float")],
+        "ease": [
+            ranged("ease_lambda", ("candidates", "ease", "lambda"), "float"),
+            ranged("ease_window", ("candidates", "ease", "window"), "int", log=False),
+            ranged("ease_window_weight", ("candidates", "ease", "window_weight"), "float", log=False),
+        ],
         "als": [
             ranged("als_factors", ("embeddings", "factors"), "int"),
             ranged("als_regularization", ("embeddings", "regularization"), "float"),
@@ -150,11 +155,18 @@ class Validation:
 Objective = Callable[[Mapping[str, Any]], float]
 
 
-def ease_objective(retr: Retriever, v: Validation) -> Objective:
+def ease_objective(retr: Retriever, v: Validation, events: pd.DataFrame) -> Objective:
+    """EASE's lambda and its sequence window (:func:`~components.retrieval.retriever.ease_sequence`
+    of ``events``, the retriever's training events; one matrix per window tried)."""
     positive = retr.inter.positive()
+    grams: dict[int, Any] = {}
 
     def score(x: Mapping[str, Any]) -> float:
-        retr.ease_b = fit_ease(positive, float(x["ease_lambda"]))
+        window, weight = int(x["ease_window"]), float(x["ease_window_weight"])
+        if window > 0 and weight > 0 and window not in grams:
+            grams[window] = ease_sequence(events, retr.inter, window)
+        seq = grams.get(window) if window > 0 and weight > 0 else None
+        retr.ease_b = fit_ease(positive, float(x["ease_lambda"]), seq, weight)
         return v.ndcg(retr, retr.ease(v.rows, K))
 
     return score

@@ -11,7 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from components.core.config import load_params
-from components.retrieval.collaborative import Neighbourhood, baselines, fit_ease
+from components.evaluation.report import baseline_lists
+from components.retrieval.collaborative import Neighbourhood, baselines, fit_ease, sequence_gram
 from components.retrieval.embedding_model import fit_embeddings
 from components.retrieval.holdout import evaluate, hold_out
 from components.retrieval.index import (
@@ -402,6 +403,64 @@ def test_ease_matches_the_closed_form() -> None:
     got = fit_ease(x * 3.0, lam)  # weights are binarised first
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert np.all(np.diag(got) == 0)
+
+
+def test_sequence_gram_counts_pairs_within_the_window_of_each_users_history() -> None:
+    # user 0 consumed items 0, 1, 2, 3 in that order (given out of order), user 1 items 3 then 0
+    user = np.array([0, 0, 0, 0, 1, 1])
+    item = np.array([2, 0, 3, 1, 0, 3])
+    time = np.array([30, 10, 40, 20, 60, 50])
+    g = sequence_gram(user, item, time, 4, window=1).toarray()
+    expected = np.zeros((4, 4))
+    for a, b in [(0, 1), (1, 2), (2, 3), (3, 0)]:  # neighbours in time, never across users
+        expected[a, b] += 1
+        expected[b, a] += 1
+    np.fill_diagonal(expected, [2, 1, 1, 2])  # each item's count, as in X'X
+    np.testing.assert_array_equal(g, expected)
+    # a window as long as the history counts every pair of a user once: X'X itself
+    x = sp.csr_matrix((np.ones(6), (user, item)), shape=(2, 4))
+    np.testing.assert_array_equal(sequence_gram(user, item, time, 4, window=3).toarray(), (x.T @ x).toarray())
+
+
+def test_ease_with_a_sequence_window_adds_the_weighted_pairs_to_the_gram_matrix() -> None:
+    x = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]], dtype=np.float32))
+    seq = sp.csr_matrix(np.array([[3, 1, 0, 0], [1, 3, 2, 0], [0, 2, 4, 1], [0, 0, 1, 2]], dtype=np.float32))
+    lam, w = 2.0, 0.5
+    p = np.linalg.inv((x.T @ x).toarray() + w * seq.toarray() + lam * np.eye(4))
+    expected = np.eye(4) - p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(fit_ease(x, lam, seq, w), expected, atol=1e-5)
+    assert not np.allclose(fit_ease(x, lam, seq, w), fit_ease(x, lam), atol=1e-3)
+    np.testing.assert_array_equal(fit_ease(x, lam, seq, 0.0), fit_ease(x, lam))
+    # off-diagonal pairs without their diagonal can make the Gram matrix indefinite at a small
+    # lambda: still the closed form (a general inverse), not a Cholesky failure
+    far = sp.csr_matrix(np.array([[0, 9, 0, 0], [9, 0, 0, 0], [0, 0, 0, 9], [0, 0, 9, 0]], dtype=np.float32))
+    g = (x.T @ x).toarray() + far.toarray() + 0.1 * np.eye(4)
+    assert np.linalg.eigvalsh(g).min() < 0
+    p = np.linalg.inv(g)
+    expected = np.eye(4) - p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(fit_ease(x, 0.1, far, 1.0), expected, atol=1e-4)
+
+
+def test_the_ease_source_counts_the_sequence_window_and_the_report_keeps_plain_ease_beside_it(
+    world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+) -> None:
+    ev, content, users = world
+    model, _ = fit_embeddings(ev, content, SMALL, now=NOW)
+    plain = Retriever.fit(model, ev, content, users, NOW, PARAMS, SMALL)
+    windowed = Retriever.fit(model, ev, content, users, NOW, dataclasses.replace(PARAMS, ease_window=2, ease_window_weight=1.0), SMALL)
+    assert plain.ease_seq is None and windowed.ease_seq is not None
+    assert plain.ease_b is not None and windowed.ease_b is not None
+    np.testing.assert_allclose(windowed.ease_b, fit_ease(windowed.inter.positive(), PARAMS.ease_lambda, windowed.ease_seq, 1.0))
+    assert not np.allclose(windowed.ease_b, plain.ease_b, atol=1e-4)
+    who = ["u_gaming_0", "u_music_0"]
+    none = pd.DataFrame({"user_id": [], "content_id": [], "rank": []})
+    got = baseline_lists(windowed, who, 10, none)
+    assert got["ease_plain"] == baseline_lists(plain, who, 10, none)["ease"]
+    ids = windowed.index.content_ids
+    assert got["ease"] == {u: [ids[int(i)] for i in c.items[:10]] for u, c in zip(who, windowed.ease(windowed.user_rows(who), 10), strict=True)}
+    assert "ease_plain" not in baseline_lists(plain, who, 10, none)
 
 
 def test_ease_source_is_off_for_large_catalogues(world: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]) -> None:
