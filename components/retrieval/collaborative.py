@@ -91,12 +91,13 @@ def fit_ease(positive: sp.csr_matrix, lam: float, sequence: sp.csr_matrix | None
 
     With ``sequence`` (:func:`sequence_gram`) the Gram matrix is ``X'X + weight * S``: pairs a
     user consumed within a few steps of each other count more than pairs far apart in their
-    history. On MovieLens, where a user rates related films in one sitting, this lifted EASE's
-    NDCG@10 from 0.400 to 0.415 (per-user random 75/25 split, window 10, weight 1, lambda 300)."""
+    history. On MovieLens, where a user rates related films in one sitting, the window its EASE
+    study chose on validation (12 steps, weight 3, lambda 500) lifted EASE's NDCG@10 from 0.395 to
+    0.417 (per-user random 75/25 splits, mean of 5)."""
     x = (positive > 0).astype(np.float32).tocsc()
     gram = np.asarray((x.T @ x).todense(), dtype=np.float32)
     windowed = sequence is not None and weight > 0
-    if sequence is not None and weight > 0:
+    if sequence is not None and windowed:
         gram += np.float32(weight) * np.asarray(sequence.todense(), dtype=np.float32)
     gram[np.diag_indices_from(gram)] += np.float32(lam)
     if windowed:

@@ -125,7 +125,7 @@ def _tune_sources(run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: 
     v = S.Validation(sorted(truth), retr.user_rows(sorted(truth)), truth)
     space = S.spaces(t, ())
     objectives = {
-        "ease": lambda: S.ease_objective(retr, v, inner[inner["timestamp"] < retr.now]),
+        "ease": lambda: S.ease_objective(retr, v, inner),
         "als": lambda: S.als_objective(retr, v, EmbeddingParams.from_params(run.params)),
         "knn": lambda: S.knn_objective(retr, v),
     }

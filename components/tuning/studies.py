@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import optuna
 import pandas as pd
+import scipy.sparse as sp
 
 from components.core.config import Tuning
 from components.evaluation.metrics import ranking_metrics
@@ -159,13 +160,15 @@ def ease_objective(retr: Retriever, v: Validation, events: pd.DataFrame) -> Obje
     """EASE's lambda and its sequence window (:func:`~components.retrieval.retriever.ease_sequence`
     of ``events``, the retriever's training events; one matrix per window tried)."""
     positive = retr.inter.positive()
-    grams: dict[int, Any] = {}
+    grams: dict[int, sp.csr_matrix] = {}
 
     def score(x: Mapping[str, Any]) -> float:
         window, weight = int(x["ease_window"]), float(x["ease_window_weight"])
-        if window > 0 and weight > 0 and window not in grams:
-            grams[window] = ease_sequence(events, retr.inter, window)
-        seq = grams.get(window) if window > 0 and weight > 0 else None
+        seq = None
+        if window > 0 and weight > 0:
+            if window not in grams:
+                grams[window] = ease_sequence(events, retr.inter, window)
+            seq = grams[window]
         retr.ease_b = fit_ease(positive, float(x["ease_lambda"]), seq, weight)
         return v.ndcg(retr, retr.ease(v.rows, K))
 
