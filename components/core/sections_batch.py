@@ -242,6 +242,10 @@ class EvaluateProtocol(Section):
     beyond_k: int
     curve_max_k: int
     inner_folds: PositiveInt
+    #: temporal_per_user: each validation fold first drops the events at or after this quantile
+    #: of its source's interaction times, then holds out each user's last ``test_fraction`` (None:
+    #: nest without dropping; see ``evaluation.protocols.fold_parts``)
+    inner_cut_quantile: float | None = Field(default=None, gt=0, lt=1)
     negatives_per_group: int
     feast_features: bool
     max_test_users: int  # 0: all
@@ -317,10 +321,14 @@ class Tuning(Section):
     learning_rate: tuple[PositiveFloat, PositiveFloat] = (0.01, 0.2)
     n_estimators: tuple[PositiveInt, PositiveInt] = (100, 600)
     min_child_samples: tuple[PositiveInt, PositiveInt] = (5, 100)
+    #: the folds study's values of ``evaluate.inner_cut_quantile`` (None: nest without dropping)
+    inner_cut_quantiles: tuple[float | None, ...] = (None, 0.6, 0.7, 0.8, 0.9, 0.95)
 
     @model_validator(mode="after")
     def _ranges(self) -> Self:
-        known = ("ease", "als", "knn", "mix", "ranker")
+        known = ("ease", "als", "knn", "mix", "ranker", "folds")
+        if not self.inner_cut_quantiles or any(q is not None and not 0 < q < 1 for q in self.inner_cut_quantiles):
+            raise ValueError(f"tuning.inner_cut_quantiles: need values in (0, 1) or null, got {list(self.inner_cut_quantiles)}")
         unknown = sorted(set(self.studies) - set(known))
         if unknown:
             raise ValueError(f"tuning.studies: unknown {unknown}; known: {list(known)}")

@@ -9,7 +9,9 @@ and ``tuning.ranker_trials`` (the ranker's).
     and score its top-10 on validation; then retrieval is refitted with their chosen values (and
     the feature store built from inner, as the evaluation does) for the merge-quota study
     (candidate recall) and the ranker study (a training set labelled by validation, built once;
-    each trial trains the ranker's main head on it)
+    each trial trains the ranker's main head on it); last, the folds study (per-user temporal
+    protocols) runs the whole evaluation one level down, trained on inner and scored on
+    validation, once per value of ``tuning.inner_cut_quantiles``
 
 The studies and their objectives are :mod:`components.tuning.studies`. One retrieval fit serves
 the pipeline and every baseline, so the pipeline's sources, their ``z_*`` features, the blend
@@ -46,6 +48,7 @@ from components.evaluation.feed import read_tables
 from components.evaluation.protocols import (
     EvalSettings,
     cut_of,
+    evaluate_split,
     evaluation_pipeline,
     fold_parts,
     relevant_items,
@@ -93,15 +96,19 @@ class _Run:
         raw = Params.of(self.tuned()).for_dataset(self.dataset, evaluation=True).model_dump(by_alias=True)
         return {d.name: S.value_at(raw, d.path) for d in dims}
 
-    def study(self, group: str, dims: Sequence[S.Dim], objective: S.Objective, metric: str, trials: int) -> dict[str, Any]:
-        """Run one group's study; record its figures; return its chosen values."""
+    def study(
+        self, group: str, dims: Sequence[S.Dim], objective: S.Objective, metric: str, trials: int,
+        current: Mapping[str, Any] | None = None, also: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """Run one group's study (``current``: the values tried first, by default read from the
+        params at the dims' paths); record its figures; return its chosen values."""
         t0 = time.perf_counter()
-        current = self.current(dims)
+        current = self.current(dims) if current is None else current
         study = optuna.create_study(
             study_name=f"{self.name}-{group}", storage=self.storage, direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=self.cfg.base.seed),
         )
-        best = S.run_study(study, dims, current, objective, trials, self.cfg.tuning.timeout_s)
+        best = S.run_study(study, dims, current, objective, trials, self.cfg.tuning.timeout_s, also)
         first = study.trials[0]
         self.figures[group] = {
             "metric": metric,
@@ -114,12 +121,12 @@ class _Run:
         return dict(best.params)
 
 
-def _tune_sources(run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, s: EvalSettings) -> int:
-    """The source studies on one retrieval fit of ``inner``; returns the validation users' count."""
+def _tune_sources(run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, s: EvalSettings) -> None:
+    """The source studies on one retrieval fit of ``inner``."""
     t = run.cfg.tuning
     groups = [g for g in RETRIEVAL_STUDIES if g in t.studies]
     if not groups:
-        return 0
+        return
     retr = Pipeline.of(run.params, run.dataset).fit(inner, content, users, cut_of(inner)).retriever
     truth = relevant_items(inner, valid, s.positive_types)
     v = S.Validation(sorted(truth), retr.user_rows(sorted(truth)), truth)
@@ -132,7 +139,6 @@ def _tune_sources(run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: 
     for g in groups:
         best = run.study(g, space[g], objectives[g](), f"ndcg@{S.K}", t.trials)
         run.overrides = deep_merge(run.overrides, S.as_overrides(space[g], best))
-    return len(v.users)
 
 
 def _tune_mix_and_ranker(
@@ -173,6 +179,35 @@ def _tune_mix_and_ranker(
         run.overrides = deep_merge(run.overrides, S.as_overrides(dims, best))
 
 
+def _tune_folds(
+    run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, work: Path
+) -> None:
+    """Where the ranker's validation folds cut the log (``evaluate.inner_cut_quantile``, each of
+    ``tuning.inner_cut_quantiles`` once): the evaluation itself one level down, the pipeline
+    trained on ``inner`` (its folds carved from ``inner``) and scored on ``valid``. Only the
+    per-user temporal protocol has the choice."""
+    if "folds" not in run.cfg.tuning.studies:
+        return
+    s = EvalSettings.from_params(run.tuned(), run.dataset)
+    if s.protocol != "temporal_per_user":
+        log.info("tuning %s/folds: skipped (protocol %s has no fold cut to choose)", run.name, s.protocol)
+        return
+    name = "inner_cut_quantile"
+    # the data set's own override, so that the chosen value outranks a top-level one
+    dims = [S.Dim(name, ("evaluate", "overrides", run.dataset, name), "cat", choices=run.cfg.tuning.inner_cut_quantiles)]
+    key = f"ndcg@{min(s.ks)}"
+
+    def objective(x: Mapping[str, Any]) -> float:
+        p = deep_merge(run.tuned(), S.as_overrides(dims, x))
+        trial_dir = work / f"folds-{x[name]}"
+        result = evaluate_split(p, run.dataset, inner, valid, content, users, EvalSettings.from_params(p, run.dataset), trial_dir)
+        return float(result.summary["models"]["pipeline"][key])
+
+    grid = [{name: q} for q in dims[0].choices]
+    best = run.study("folds", dims, objective, f"{key} (pipeline, validation)", len(grid), {name: s.inner_cut_quantile}, grid)
+    run.overrides = deep_merge(run.overrides, S.as_overrides(dims, best))
+
+
 def tune(
     params: Mapping[str, Any], dataset: str, events: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, out: Path, name: str
 ) -> dict[str, Any]:
@@ -186,9 +221,11 @@ def tune(
     db.unlink(missing_ok=True)  # a stage output: rebuilt whole, so `dvc repro` twice agrees
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = _Run(params, dataset, f"sqlite:///{db}", name)
-    n_valid = _tune_sources(run, inner, valid, content, users, s)
+    _tune_sources(run, inner, valid, content, users, s)
+    n_valid = len(relevant_items(inner, valid, s.positive_types))  # users with a validation truth
     with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:
         _tune_mix_and_ranker(run, train, inner, valid, content, users, Path(tmp))
+        _tune_folds(run, inner, valid, content, users, Path(tmp))
     chosen = {
         "dataset": dataset,
         "overrides": run.overrides,

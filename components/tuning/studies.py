@@ -10,6 +10,10 @@ carving and the I/O; nothing here sees a file or the test part).
     ranker  ranking.num_leaves / learning_rate / n_estimators /      NDCG@10 of the served
             min_child_samples (trained on the main head; the         ordering on the ranker's
             values apply to every head)                              validation groups
+    folds   evaluate.inner_cut_quantile (temporal_per_user only:     the whole pipeline's
+            where the ranker's validation folds cut the log;         NDCG@10 on validation
+            each value of tuning.inner_cut_quantiles once)           (the evaluation one level
+                                                                     down: inner | validation)
 
 A source's study changes only that source, so its objective is its own top-10, which is also
 what the corresponding baseline serves: the pipeline and its baselines take the same tuned
@@ -39,7 +43,7 @@ from components.retrieval.sources import merge
 
 K = 10
 #: the studies in the order they run (a later one sees the earlier ones' chosen values)
-STUDIES: tuple[str, ...] = ("ease", "als", "knn", "mix", "ranker")
+STUDIES: tuple[str, ...] = ("ease", "als", "knn", "mix", "ranker", "folds")
 KNN_SCORINGS = ("global", "normalised", "aggregate")
 
 
@@ -54,7 +58,7 @@ class Dim:
     low: float = 0.0
     high: float = 1.0
     log: bool = True
-    choices: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "cat":
@@ -237,12 +241,17 @@ def served_ndcg(model: Any, eval_at: int) -> float:
 
 
 def run_study(
-    study: optuna.Study, dims: Sequence[Dim], current: Mapping[str, Any], objective: Objective, trials: int, timeout_s: float
+    study: optuna.Study, dims: Sequence[Dim], current: Mapping[str, Any], objective: Objective, trials: int, timeout_s: float,
+    also: Sequence[Mapping[str, Any]] = (),
 ) -> optuna.trial.FrozenTrial:
     """``trials`` trials of ``objective``, the current values (those in range) first, so the
-    chosen values are never worse on validation than the current ones; the best trial."""
+    chosen values are never worse on validation than the current ones, then the trials ``also``
+    names (a small categorical grid: every value once); the best trial."""
     first = {d.name: current[d.name] for d in dims if d.contains(current[d.name])}
     if first:
         study.enqueue_trial(first)
+    for x in also:
+        if x != first:
+            study.enqueue_trial(dict(x))
     study.optimize(lambda tr: objective({d.name: d.suggest(tr) for d in dims}), n_trials=trials, timeout=timeout_s or None)
     return study.best_trial

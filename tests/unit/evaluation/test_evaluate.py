@@ -71,6 +71,32 @@ def test_split_keeps_every_event_once_and_units_whole(protocol: str, world: tupl
     assert again[1].index.equals(test.index)
 
 
+@pytest.mark.parametrize("quantile", [None, 0.7])
+def test_temporal_folds_repeat_the_protocol_on_the_log_as_it_stood_at_their_cut(
+    quantile: float | None, world: tuple[pd.DataFrame, ...], tmp_path: Path
+) -> None:
+    """With ``inner_cut_quantile``, a fold first drops every event from that quantile of its
+    source's interaction times on (uploads too), then holds out each user's last share; without
+    it, the fold's inner train and held-out part together are its source."""
+    params = small_params(protocol="temporal_per_user", test_fraction=0.25, inner_folds=2, inner_cut_quantile=quantile)
+    s = P.EvalSettings.from_params(params, "synthetic")
+    train, _ = P.split_events(world[0], "temporal_per_user", test_fraction=0.25, cut_quantile=0.8, seed=42)
+    pipe = P.evaluation_pipeline(params, "synthetic", s)
+    source = train
+    for part in P.fold_parts(pipe, s, train, world[1], world[2], tmp_path):
+        expected = P.as_of_quantile(source, quantile) if quantile is not None else source
+        if quantile is not None:
+            times = interaction_events(source)["timestamp"]
+            assert expected["timestamp"].max() < times.quantile(quantile, interpolation="lower")
+            assert len(expected) < len(source)
+        # the fold's inner train is ``expected`` less each user's last quarter, as the protocol splits it
+        exp_inner, exp_held = P.split_events(expected, "temporal_per_user", test_fraction=0.25, cut_quantile=0.8, seed=0)
+        assert set(part.users) == set(interaction_events(exp_held)["user_id"].astype(str))
+        assert part.labels.index.equals(exp_held.index)  # the held-out events, moved after the cut
+        assert part.fitted.cut == P.cut_of(exp_inner)
+        source = exp_inner
+
+
 def test_relevant_items_exclude_seen_and_respect_types() -> None:
     train = events_frame(
         [

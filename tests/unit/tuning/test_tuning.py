@@ -57,7 +57,7 @@ def test_every_study_is_stored_its_choice_in_range_and_applied(tmp_path: Path, w
     assert sum(o["candidates"]["mix"].values()) <= sum(params["candidates"]["mix"].values()) + 1e-9
     assert t["num_leaves"][0] <= o["ranking"]["num_leaves"] <= t["num_leaves"][1]
     assert t["learning_rate"][0] <= o["ranking"]["learning_rate"] <= t["learning_rate"][1]
-    assert set(chosen["studies"]) == set(S.STUDIES)
+    assert set(chosen["studies"]) == set(S.STUDIES) - {"folds"}  # random folds: no fold cut to choose
     assert chosen["trials"] == 4 * 2 + 2
     # the current values are each study's first trial, so a choice is never worse than them
     assert _load(paths, "ease").trials[0].params["ease_lambda"] == params["candidates"]["ease"]["lambda"]
@@ -84,6 +84,24 @@ def test_a_study_repeats_exactly_and_runs_only_the_groups_asked(tmp_path: Path, 
     assert (tmp_path / "a" / "pipeline.json").read_text() == (tmp_path / "b" / "pipeline.json").read_text()
     assert set(first["studies"]) == {"ease", "knn"} == set(second["studies"])
     assert set(first["overrides"]) == {"candidates"} and set(first["overrides"]["candidates"]) == {"ease", "knn"}
+
+
+def test_the_folds_study_scores_each_fold_cut_by_the_pipeline_on_validation(tmp_path: Path, world: tuple[Any, Any, Any]) -> None:
+    params = _params(studies=["folds"], inner_cut_quantiles=[None, 0.6])
+    params["evaluate"].update(protocol="temporal_per_user", test_fraction=0.25, negatives_per_group=20)
+    params["evaluate"]["overrides"]["kuairand"]["inner_cut_quantile"] = 0.6  # the current value
+    events, content, users = world
+    paths = DataPaths(tmp_path)
+    chosen = T.tune(params, "kuairand", events, content, users, paths.of("tuning"), "pipeline")
+    trials = _load(paths, "folds").trials
+    assert [t.params["inner_cut_quantile"] for t in trials] == [0.6, None]  # the current value first, each once
+    fig = chosen["studies"]["folds"]
+    assert fig["trials"] == 2 and fig["validation"] == max(t.value for t in trials) and fig["current"] == trials[0].value
+    best = trials[int(max(range(2), key=lambda i: trials[i].value))].params["inner_cut_quantile"]
+    assert chosen["overrides"] == {"evaluate": {"overrides": {"kuairand": {"inner_cut_quantile": best}}}}
+    # the chosen value reaches the data set's evaluation settings
+    tuned = T.tuned_params(params, paths, "pipeline")
+    assert Params.of(tuned).for_dataset("kuairand", evaluation=True).evaluate.inner_cut_quantile == best
 
 
 def test_mix_quotas_are_rescaled_to_the_current_sum_and_never_pass_it() -> None:
