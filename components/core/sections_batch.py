@@ -323,10 +323,14 @@ class Tuning(Section):
     min_child_samples: tuple[PositiveInt, PositiveInt] = (5, 100)
     #: the folds study's values of ``evaluate.inner_cut_quantile`` (None: nest without dropping)
     inner_cut_quantiles: tuple[float | None, ...] = (None, 0.6, 0.7, 0.8, 0.9, 0.95)
+    #: the folds study's values of ``evaluate.negatives_per_group`` (one value: not searched)
+    fold_negatives: tuple[PositiveInt, ...] = (100,)
 
     @model_validator(mode="after")
     def _ranges(self) -> Self:
         known = ("ease", "als", "knn", "mix", "ranker", "folds")
+        if not self.fold_negatives:
+            raise ValueError("tuning.fold_negatives: need at least one value")
         if not self.inner_cut_quantiles or any(q is not None and not 0 < q < 1 for q in self.inner_cut_quantiles):
             raise ValueError(f"tuning.inner_cut_quantiles: need values in (0, 1) or null, got {list(self.inner_cut_quantiles)}")
         unknown = sorted(set(self.studies) - set(known))

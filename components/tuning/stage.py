@@ -30,6 +30,7 @@ evaluation lays the chosen overrides over its params when ``tuning.apply`` is tr
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import tempfile
@@ -182,29 +183,39 @@ def _tune_mix_and_ranker(
 def _tune_folds(
     run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, work: Path
 ) -> None:
-    """Where the ranker's validation folds cut the log (``evaluate.inner_cut_quantile``, each of
-    ``tuning.inner_cut_quantiles`` once): the evaluation itself one level down, the pipeline
-    trained on ``inner`` (its folds carved from ``inner``) and scored on ``valid``. Only the
-    per-user temporal protocol has the choice."""
-    if "folds" not in run.cfg.tuning.studies:
+    """How the ranker's training folds are made, each combination of the grid once: where they
+    cut the log (``evaluate.inner_cut_quantile`` from ``tuning.inner_cut_quantiles``; per-user
+    temporal protocols only) and how many untouched candidates each group samples
+    (``evaluate.negatives_per_group`` from ``tuning.fold_negatives``). The objective is the
+    evaluation itself one level down: the pipeline trained on ``inner`` (its folds carved from
+    ``inner``), scored on ``valid``."""
+    t = run.cfg.tuning
+    if "folds" not in t.studies:
         return
     s = EvalSettings.from_params(run.tuned(), run.dataset)
-    if s.protocol != "temporal_per_user":
-        log.info("tuning %s/folds: skipped (protocol %s has no fold cut to choose)", run.name, s.protocol)
-        return
-    name = "inner_cut_quantile"
     # the data set's own override, so that the chosen value outranks a top-level one
-    dims = [S.Dim(name, ("evaluate", "overrides", run.dataset, name), "cat", choices=run.cfg.tuning.inner_cut_quantiles)]
+    dims = [
+        S.Dim(name, ("evaluate", "overrides", run.dataset, name), "cat", choices=choices)
+        for name, choices in (
+            ("inner_cut_quantile", t.inner_cut_quantiles if s.protocol == "temporal_per_user" else ()),
+            ("negatives_per_group", t.fold_negatives),
+        )
+        if len(choices) > 1
+    ]
+    if not dims:
+        log.info("tuning %s/folds: skipped (protocol %s, one value of each choice)", run.name, s.protocol)
+        return
     key = f"ndcg@{min(s.ks)}"
 
     def objective(x: Mapping[str, Any]) -> float:
         p = deep_merge(run.tuned(), S.as_overrides(dims, x))
-        trial_dir = work / f"folds-{x[name]}"
+        trial_dir = work / ("folds-" + "-".join(str(x[d.name]) for d in dims))
         result = evaluate_split(p, run.dataset, inner, valid, content, users, EvalSettings.from_params(p, run.dataset), trial_dir)
         return float(result.summary["models"]["pipeline"][key])
 
-    grid = [{name: q} for q in dims[0].choices]
-    best = run.study("folds", dims, objective, f"{key} (pipeline, validation)", len(grid), {name: s.inner_cut_quantile}, grid)
+    grid = [dict(zip([d.name for d in dims], combo, strict=True)) for combo in itertools.product(*(d.choices for d in dims))]
+    current = {d.name: getattr(s, d.name) for d in dims}
+    best = run.study("folds", dims, objective, f"{key} (pipeline, validation)", len(grid), current, grid)
     run.overrides = deep_merge(run.overrides, S.as_overrides(dims, best))
 
 

@@ -11,9 +11,9 @@ carving and the I/O; nothing here sees a file or the test part).
             min_child_samples (trained on the main head; the         ordering on the ranker's
             values apply to every head)                              validation groups
     folds   evaluate.inner_cut_quantile (temporal_per_user only:     the whole pipeline's
-            where the ranker's validation folds cut the log;         NDCG@10 on validation
-            each value of tuning.inner_cut_quantiles once)           (the evaluation one level
-                                                                     down: inner | validation)
+            where the ranker's validation folds cut the log) and     NDCG@10 on validation
+            evaluate.negatives_per_group; each combination of        (the evaluation one level
+            tuning.inner_cut_quantiles x fold_negatives once         down: inner | validation)
 
 A source's study changes only that source, so its objective is its own top-10, which is also
 what the corresponding baseline serves: the pipeline and its baselines take the same tuned

@@ -104,6 +104,21 @@ def test_the_folds_study_scores_each_fold_cut_by_the_pipeline_on_validation(tmp_
     assert Params.of(tuned).for_dataset("kuairand", evaluation=True).evaluate.inner_cut_quantile == best
 
 
+def test_the_folds_study_searches_negatives_on_random_folds_and_skips_the_cut(tmp_path: Path, world: tuple[Any, Any, Any]) -> None:
+    params = _params(studies=["folds"], fold_negatives=[10, 20])  # random_per_user: no fold cut to choose
+    params["evaluate"]["negatives_per_group"] = 20
+    events, content, users = world
+    paths = DataPaths(tmp_path)
+    chosen = T.tune(params, "synthetic", events, content, users, paths.of("tuning"), "pipeline")
+    trials = _load(paths, "folds").trials
+    assert [t.params for t in trials] == [{"negatives_per_group": 20}, {"negatives_per_group": 10}]
+    best = max(trials, key=lambda t: t.value).params["negatives_per_group"]  # first on a tie, as Optuna
+    assert chosen["overrides"] == {"evaluate": {"overrides": {"synthetic": {"negatives_per_group": best}}}}
+    assert Params.of(T.tuned_params(params, paths, "pipeline")).for_dataset("synthetic", evaluation=True).evaluate.negatives_per_group == best
+    params["tuning"]["fold_negatives"] = [20]  # one value of each choice: nothing to search
+    assert "folds" not in T.tune(params, "synthetic", events, content, users, tmp_path / "b", "pipeline")["studies"]
+
+
 def test_mix_quotas_are_rescaled_to_the_current_sum_and_never_pass_it() -> None:
     mix = S.rescaled_mix({"mix_a": 0.2, "mix_b": 0.6, "mix_c": 0.0}, 0.9)
     assert mix == {"a": 0.225, "b": 0.675, "c": 0.0}
