@@ -11,7 +11,8 @@ and ``tuning.ranker_trials`` (the ranker's).
     (candidate recall) and the ranker study (a training set labelled by validation, built once;
     each trial trains the ranker's main head on it); last, the folds study (per-user temporal
     protocols) runs the whole evaluation one level down, trained on inner and scored on
-    validation, once per value of ``tuning.inner_cut_quantiles``
+    validation, once per combination of ``tuning.inner_cut_quantiles`` (per-user temporal
+    protocols only) and ``tuning.fold_negatives``
 
 The studies and their objectives are :mod:`components.tuning.studies`. One retrieval fit serves
 the pipeline and every baseline, so the pipeline's sources, their ``z_*`` features, the blend
@@ -122,14 +123,14 @@ class _Run:
         return dict(best.params)
 
 
-def _tune_sources(run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, s: EvalSettings) -> None:
-    """The source studies on one retrieval fit of ``inner``."""
+def _tune_sources(run: _Run, inner: pd.DataFrame, truth: dict[str, set[str]], content: pd.DataFrame, users: pd.DataFrame) -> None:
+    """The source studies on one retrieval fit of ``inner``, scored against the validation
+    ``truth``."""
     t = run.cfg.tuning
     groups = [g for g in RETRIEVAL_STUDIES if g in t.studies]
     if not groups:
         return
     retr = Pipeline.of(run.params, run.dataset).fit(inner, content, users, cut_of(inner)).retriever
-    truth = relevant_items(inner, valid, s.positive_types)
     v = S.Validation(sorted(truth), retr.user_rows(sorted(truth)), truth)
     space = S.spaces(t, ())
     objectives = {
@@ -143,10 +144,11 @@ def _tune_sources(run: _Run, inner: pd.DataFrame, valid: pd.DataFrame, content: 
 
 
 def _tune_mix_and_ranker(
-    run: _Run, train: pd.DataFrame, inner: pd.DataFrame, valid: pd.DataFrame, content: pd.DataFrame, users: pd.DataFrame, work: Path
+    run: _Run, train: pd.DataFrame, truth: dict[str, set[str]], content: pd.DataFrame, users: pd.DataFrame, work: Path
 ) -> None:
     """The merge-quota and ranker studies on retrieval refitted with the tuned sources: the
-    evaluation's first nested validation part (inner fit, validation labels) is built once."""
+    evaluation's first nested validation part (inner fit, validation labels) is built once; it is
+    the inner | validation split, so the merge quotas are scored against its ``truth``."""
     t = run.cfg.tuning
     if not {"mix", "ranker"} & set(t.studies):
         return
@@ -156,7 +158,6 @@ def _tune_mix_and_ranker(
     if "mix" in t.studies:
         mix = dict(retr.p.mix)
         total = float(sum(mix.values()))
-        truth = relevant_items(inner, valid, s.positive_types)  # the part's inner | validation split
         v = S.Validation(sorted(truth), retr.user_rows(sorted(truth)), truth)
         dims = S.spaces(t, list(mix))["mix"]
         best = run.study("mix", dims, S.mix_objective(retr, v, total), f"recall@{retr.p.per_user}", t.trials)
@@ -232,17 +233,17 @@ def tune(
     db.unlink(missing_ok=True)  # a stage output: rebuilt whole, so `dvc repro` twice agrees
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run = _Run(params, dataset, f"sqlite:///{db}", name)
-    _tune_sources(run, inner, valid, content, users, s)
-    n_valid = len(relevant_items(inner, valid, s.positive_types))  # users with a validation truth
+    truth = relevant_items(inner, valid, s.positive_types)  # the validation users' relevant contents
+    _tune_sources(run, inner, truth, content, users)
     with tempfile.TemporaryDirectory(prefix=f"tune-{name}-") as tmp:
-        _tune_mix_and_ranker(run, train, inner, valid, content, users, Path(tmp))
+        _tune_mix_and_ranker(run, train, truth, content, users, Path(tmp))
         _tune_folds(run, inner, valid, content, users, Path(tmp))
     chosen = {
         "dataset": dataset,
         "overrides": run.overrides,
         "studies": run.figures,
         "trials": sum(f["trials"] for f in run.figures.values()),
-        "validation_users": n_valid,
+        "validation_users": len(truth),
     }
     # wall times only in the log: the chosen file is a DVC output that must repeat exactly
     (out / f"{name}.json").write_text(json.dumps(chosen, indent=2, sort_keys=True) + "\n")
